@@ -1,0 +1,1 @@
+"""Code generators: c.py (C + OpenMP), reference.py (torch ops, the oracle)."""

@@ -1,0 +1,445 @@
+"""C code generator: one translation unit with a function per kernel.
+
+Kernels are written as nested loops: the outer loops parallel (OpenMP), the
+innermost loop marked `omp simd` so the C compiler vectorizes it (reductions
+use OpenMP reduction clauses, so no -ffast-math is needed). Values of each
+expression are emitted once per scope (structural CSE). float16/bfloat16 are
+stored as 16-bit words and computed in float.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Iterable
+
+import sympy
+import torch
+
+from ..ir.expr import Const, Expr, Index, Load, Op, walk
+from ..ir.nodes import Reduction
+from ..scheduler.kernels import Kernel, KernelNode
+from .indexing import print_index
+
+PRELUDE = (pathlib.Path(__file__).parent / "c_prelude.h").read_text()
+
+# storage type of each dtype; float16/bfloat16 values live in float registers
+STORAGE = {
+    torch.float32: "float", torch.float64: "double", torch.float16: "uint16_t",
+    torch.bfloat16: "uint16_t", torch.int8: "int8_t", torch.uint8: "uint8_t",
+    torch.int16: "int16_t", torch.int32: "int32_t", torch.int64: "int64_t",
+    torch.bool: "bool", torch.uint16: "uint16_t", torch.uint32: "uint32_t",
+    torch.uint64: "uint64_t",
+}
+HALF = (torch.float16, torch.bfloat16)
+
+
+def ctype(dtype: torch.dtype) -> str:
+    """The C type a value of `dtype` has while it is computed."""
+    if dtype in HALF:
+        return "float"
+    if dtype not in STORAGE:
+        raise NotImplementedError(f"dtype {dtype} in C")
+    return STORAGE[dtype]
+
+
+def supported(dtype: torch.dtype) -> bool:
+    return dtype in STORAGE
+
+
+def c_const(value: float | int | bool, dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "true" if value else "false"
+    if dtype.is_floating_point:
+        suffix = "f" if ctype(dtype) == "float" else ""
+        if math.isnan(value):
+            return "NAN" if suffix else "(double)NAN"
+        if math.isinf(value):
+            s = "INFINITY" if suffix else "(double)INFINITY"
+            return s if value > 0 else f"(-{s})"
+        if dtype in HALF:
+            value = float(torch.tensor(value, dtype=dtype).float())
+        return f"{float(value).hex()}{suffix}" if value != int(value) or abs(value) > 1e15 \
+            else f"{float(value)!r}{suffix}"
+    v = int(value)
+    if dtype == torch.int64 and v == -(2 ** 63):
+        return "INT64_MIN"
+    if abs(v) > 2 ** 31 - 1:
+        return f"(({ctype(dtype)}){v}LL)" if v < 0 else f"(({ctype(dtype)}){v}ULL)"
+    return f"(({ctype(dtype)}){v})" if dtype != torch.int32 else str(v)
+
+
+_FLOAT_CALLS = {
+    "exp": "exp", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10",
+    "log1p": "log1p", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin",
+    "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
+    "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf", "erfc": "erfc",
+    "lgamma": "lgamma", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
+    "round": "nearbyint", "fabs": "fabs",
+}
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "eq": "==", "ne": "!=",
+          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "logical_and": "&&", "logical_or": "||",
+          "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
+
+
+def op_code(node: Op, a: list[str]) -> str:
+    """C for one primitive, given its argument variable names."""
+    name, dt = node.op, node.dtype
+    t = ctype(dt)
+    arg_dt = node.args[0].dtype if node.args else dt
+    is_float = ctype(arg_dt) in ("float", "double")
+    f = "f" if ctype(arg_dt) == "float" else ""
+    if name in _INFIX:
+        if dt == torch.bool and name in ("add", "mul"):
+            return f"({a[0]} {'||' if name == 'add' else '&&'} {a[1]})"
+        expr = f"({a[0]} {_INFIX[name]} {a[1]})"
+        return expr if name in ("eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+                                "logical_or") or t in ("float", "double") else f"(({t}){expr})"
+    if name in _FLOAT_CALLS:
+        if not is_float:
+            return a[0]   # rounding an integer is the identity
+        return f"{_FLOAT_CALLS[name]}({a[0]})"
+    if name == "neg":
+        return f"(({t})(-{a[0]}))"
+    if name == "abs":
+        return f"fabs({a[0]})" if is_float else f"(({t})({a[0]} < 0 ? -{a[0]} : {a[0]}))"
+    if name == "rsqrt":
+        return f"(1.0{f} / sqrt({a[0]}))"
+    if name == "sigmoid":
+        return f"(1.0{f} / (1.0{f} + exp(-{a[0]})))"
+    if name == "pow":
+        return f"pow({a[0]}, {a[1]})"
+    if name == "atan2":
+        return f"atan2({a[0]}, {a[1]})"
+    if name == "fmod":
+        return f"fmod({a[0]}, {a[1]})" if is_float else \
+            f"(({t})({a[1]} == 0 ? 0 : {a[0]} % {a[1]}))"
+    if name == "floordiv":
+        if is_float:
+            return f"t_floordiv{f}({a[0]}, {a[1]})"
+        return f"(({t})T_IFLOORDIV({a[0]}, {a[1]}))"
+    if name == "remainder":
+        if is_float:
+            return f"t_rem{f}({a[0]}, {a[1]})"
+        return f"(({t})T_IREM({a[0]}, {a[1]}))"
+    if name == "maximum":
+        return f"T_MAX({a[0]}, {a[1]})"
+    if name == "minimum":
+        return f"T_MIN({a[0]}, {a[1]})"
+    if name == "isnan":
+        return f"({a[0]} != {a[0]})" if is_float else "false"
+    if name == "isinf":
+        return f"(isinf({a[0]}) != 0)" if is_float else "false"
+    if name == "logical_not":
+        return f"(!{a[0]})"
+    if name == "bitwise_not":
+        return f"(({t})(~{a[0]}))"
+    if name in ("lshift", "rshift"):
+        bits = torch.iinfo(dt).bits if dt != torch.bool else 8
+        sym = "<<" if name == "lshift" else ">>"
+        if name == "lshift":
+            return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? 0 : ({t})((uint64_t){a[0]} << {a[1]})))"
+        fill = f"({a[0]} < 0 ? -1 : 0)"
+        return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? {fill} : ({a[0]} {sym} {a[1]})))"
+    if name == "where":
+        return f"({a[0]} ? {a[1]} : {a[2]})"
+    if name == "cast":
+        return cast_code(a[0], node.args[0].dtype, dt)
+    raise NotImplementedError(f"C codegen for op {name}")
+
+
+def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
+    if dst == torch.bool:
+        return f"({x} != 0)"
+    if dst == torch.float16:
+        return f"t_h2f(t_f2h((float)({x})))"
+    if dst == torch.bfloat16:
+        return f"t_b2f(t_f2b((float)({x})))"
+    if src.is_floating_point and not dst.is_floating_point:
+        # Out-of-range float->int is undefined in C; eager's result is unspecified too.
+        return f"(({ctype(dst)})({x}))"
+    return f"(({ctype(dst)})({x}))"
+
+
+def load_code(buf: str, index: str, dtype: torch.dtype) -> str:
+    if dtype == torch.float16:
+        return f"t_h2f({buf}[{index}])"
+    if dtype == torch.bfloat16:
+        return f"t_b2f({buf}[{index}])"
+    return f"{buf}[{index}]"
+
+
+def store_value(value: str, dtype: torch.dtype) -> str:
+    if dtype == torch.float16:
+        return f"t_f2h({value})"
+    if dtype == torch.bfloat16:
+        return f"t_f2b({value})"
+    return value
+
+
+REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
+
+
+class KernelWriter:
+    """Writes the C function for one scheduled kernel."""
+
+    def __init__(self, kernel: Kernel, internal: set[str], symbols: list[sympy.Symbol]):
+        self.k = kernel
+        self.internal = internal
+        self.symbols = symbols
+        self.lines: list[str] = []
+        self.scopes: list[dict[Expr, str]] = [{}]
+        self.tmp = 0
+        self.local: dict[str, str] = {}    # buffer name -> local variable holding its value
+
+    # ---- expression emission ----
+    def var(self, e: Expr, indent: str) -> str:
+        for scope in reversed(self.scopes):
+            if e in scope:
+                return scope[e]
+        for node in walk(e):
+            if any(node in s for s in self.scopes):
+                continue
+            code = self._code(node)
+            if isinstance(node, Const):
+                self.scopes[-1][node] = code
+                continue
+            name = f"t{self.tmp}"
+            self.tmp += 1
+            self.lines.append(f"{indent}const {ctype(node.dtype)} {name} = {code};")
+            self.scopes[-1][node] = name
+        return self._lookup(e)
+
+    def _lookup(self, e: Expr) -> str:
+        for scope in reversed(self.scopes):
+            if e in scope:
+                return scope[e]
+        raise KeyError(e)
+
+    def _code(self, node: Expr) -> str:
+        if isinstance(node, Const):
+            return c_const(node.value, node.dtype)
+        if isinstance(node, Index):
+            return cast_code(print_index(node.expr), torch.int64, node.dtype) \
+                if node.dtype != torch.int64 else print_index(node.expr)
+        if isinstance(node, Load):
+            if node.buf in self.local and node.dynamic is None:
+                return self.local[node.buf]
+            index = print_index(node.index)
+            if node.dynamic is not None:
+                index = f"{index} + {self._lookup(node.dynamic)}"
+            return load_code(node.buf, index, node.dtype)
+        assert isinstance(node, Op)
+        return op_code(node, [self._lookup(a) for a in node.args])
+
+    # ---- structure ----
+    def write(self) -> str:
+        k = self.k
+        outer_vars = [str(v) for v in k.outer_vars]
+        body_indent = "    " * (len(outer_vars) + 1)
+        self.lines = []
+        n_loops = k.num_loops
+        if not k.inner:
+            self._pointwise_body()
+            inner_code = self.lines
+        else:
+            for stage in range(n_loops + 1):
+                self._row_nodes(stage, body_indent)
+                if stage < n_loops:
+                    self._inner_loop(stage, body_indent)
+            inner_code = self.lines
+        return self._wrap_outer(inner_code)
+
+    def _pointwise_body(self) -> None:
+        """All dims are loops; the innermost one is vectorized."""
+        k = self.k
+        indent = "    " * (len(k.outer) + 1)
+        for node in k.nodes:
+            v = self.var(node.body, indent)
+            self._store(node, v, indent)
+
+    def _row_nodes(self, stage: int, indent: str) -> None:
+        for node in self.k.nodes:
+            if node.level == "row" and node.stage == stage:
+                v = self.var(node.body, indent)
+                self.local[node.buf.name] = v
+                self._store(node, v, indent)
+
+    def _inner_loop(self, stage: int, indent: str) -> None:
+        k = self.k
+        nodes = [n for n in k.nodes if n.level == "full" and n.stage == stage]
+        reductions = [n for n in nodes if isinstance(n.buf, Reduction)]
+        accs: dict[str, tuple[str, KernelNode]] = {}
+        clauses: list[str] = []
+        vectorize = True
+        for n in reductions:
+            acc = f"acc_{n.buf.name}"
+            rt = n.buf.reduce_type
+            at = ctype(n.body.dtype) if rt not in ("any", "all") else "int"
+            if rt in ("sum", "prod", "any", "all"):
+                self.lines.append(f"{indent}{at} {acc} = {REDUCE_INIT[rt]};")
+                clauses.append(f"reduction({ {'sum': '+', 'prod': '*', 'any': '|', 'all': '&'}[rt] }:{acc})")
+            elif rt in ("max", "min"):
+                init = _extreme(n.body.dtype, rt == "max")
+                self.lines.append(f"{indent}{at} {acc} = {init};")
+                clauses.append(f"reduction({rt}:{acc})")
+                if n.body.dtype.is_floating_point:
+                    self.lines.append(f"{indent}int nan_{n.buf.name} = 0;")
+                    clauses.append(f"reduction(|:nan_{n.buf.name})")
+            else:  # argmax / argmin: first index of the extreme, NaN wins
+                init = _extreme(n.body.dtype, rt == "argmax")
+                self.lines.append(f"{indent}{at} {acc} = {init};")
+                self.lines.append(f"{indent}int64_t arg_{n.buf.name} = 0;")
+                self.lines.append(f"{indent}int first_{n.buf.name} = 1;")
+                vectorize = False
+            accs[n.buf.name] = (acc, n)
+        rvars = [str(v) for v in k.inner_vars]
+        loop_indent = indent
+        for d, (v, size) in enumerate(zip(rvars, k.inner)):
+            if d == len(rvars) - 1 and vectorize:
+                extra = (" " + " ".join(clauses)) if clauses else ""
+                self.lines.append(f"{loop_indent}#pragma omp simd{extra}")
+            self.lines.append(f"{loop_indent}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
+            loop_indent += "    "
+        self.scopes.append({})
+        for n in nodes:
+            value = self.var(n.body, loop_indent)
+            if n.buf.name in accs:
+                self._combine(n, accs[n.buf.name][0], value, loop_indent)
+            else:
+                self.local[n.buf.name] = value
+                self._store(n, value, loop_indent)
+        self.scopes.pop()
+        for n in nodes:
+            if n.buf.name not in accs:
+                self.local.pop(n.buf.name, None)   # not visible after the loop
+        for _ in rvars:
+            loop_indent = loop_indent[:-4]
+            self.lines.append(f"{loop_indent}}}")
+        for name, (acc, n) in accs.items():
+            rt = n.buf.reduce_type
+            out = f"v_{name}"
+            t = ctype(n.buf.dtype)
+            if rt in ("max", "min") and n.body.dtype.is_floating_point:
+                val = f"(nan_{name} ? NAN : {acc})"
+            elif rt in ("argmax", "argmin"):
+                val = f"arg_{name}"
+            elif rt in ("any", "all"):
+                val = f"({acc} != 0)"
+            else:
+                val = acc
+            self.lines.append(f"{indent}const {t} {out} = ({t}){val};")
+            self.local[name] = out
+            self._store(n, out, indent)
+
+    def _combine(self, n: KernelNode, acc: str, value: str, indent: str) -> None:
+        rt = n.buf.reduce_type
+        if rt == "sum":
+            self.lines.append(f"{indent}{acc} += {value};")
+        elif rt == "prod":
+            self.lines.append(f"{indent}{acc} *= {value};")
+        elif rt == "any":
+            self.lines.append(f"{indent}{acc} |= ({value} != 0);")
+        elif rt == "all":
+            self.lines.append(f"{indent}{acc} &= ({value} != 0);")
+        elif rt in ("max", "min"):
+            cmp = ">" if rt == "max" else "<"
+            self.lines.append(f"{indent}{acc} = ({value} {cmp} {acc}) ? {value} : {acc};")
+            if n.body.dtype.is_floating_point:
+                self.lines.append(f"{indent}nan_{n.buf.name} |= ({value} != {value});")
+        else:
+            cmp = ">" if rt == "argmax" else "<"
+            name = n.buf.name
+            pos = print_index(_flat_r(self.k))
+            self.lines.append(
+                f"{indent}if (first_{name} || ({acc} == {acc} && ({value} {cmp} {acc} || "
+                f"{value} != {value}))) {{ {acc} = {value}; arg_{name} = {pos}; first_{name} = 0; }}")
+
+    def _store(self, node: KernelNode, value: str, indent: str) -> None:
+        name = node.buf.name
+        if name in self.internal:
+            return
+        self.lines.append(f"{indent}{name}[{print_index(node.store_index)}] = "
+                          f"{store_value(value, node.buf.dtype)};")
+
+    def _wrap_outer(self, body: list[str]) -> str:
+        k = self.k
+        params = self.params()
+        head = [f"// {k.name}: " + ", ".join(k.origins()),
+                f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
+        vars_ = [str(v) for v in k.outer_vars]
+        sizes = [print_index(s) for s in k.outer]
+        lines = list(head)
+        if vars_:
+            work = " * ".join(f"({s})" for s in sizes + [print_index(r) for r in k.inner]) or "1"
+            n_par = len(vars_) if k.inner else max(len(vars_) - 1, 0)
+            if k.inner or len(vars_) > 1:
+                lines.append(f"    #pragma omp parallel for collapse({max(n_par, 1)}) "
+                             f"if(({work}) > 32768)")
+            else:
+                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768)")
+            indent = "    "
+            for d, (v, s) in enumerate(zip(vars_, sizes)):
+                if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
+                    lines.append(f"{indent}#pragma omp simd")
+                lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")
+                indent += "    "
+            lines.extend(body)
+            for _ in vars_:
+                indent = indent[:-4]
+                lines.append(f"{indent}}}")
+        else:
+            lines.extend(body)
+        lines.append("}")
+        return "\n".join(lines)
+
+    def params(self) -> list[str]:
+        return [p for p, _ in self.param_list()]
+
+    def param_list(self) -> list[tuple[str, str]]:
+        """(C declaration, kind) with kind "ptr:<name>" or "sym:<name>", in call order."""
+        produced = {n.buf.name: n.buf for n in self.k.nodes}
+        reads: dict[str, torch.dtype] = {}
+        syms: set[sympy.Symbol] = set()
+        for n in self.k.nodes:
+            for e in walk(n.body):
+                if isinstance(e, Load):
+                    if e.buf not in produced:
+                        reads[e.buf] = e.dtype
+                    syms |= e.index.free_symbols
+                elif isinstance(e, Index):
+                    syms |= e.expr.free_symbols
+            syms |= n.store_index.free_symbols
+        for s in list(self.k.outer) + list(self.k.inner):
+            syms |= sympy.sympify(s).free_symbols
+        out = [(f"const {STORAGE[dt]}* {name}", f"ptr:{name}") for name, dt in sorted(reads.items())]
+        out += [(f"{STORAGE[b.dtype]}* {name}", f"ptr:{name}") for name, b in produced.items()
+                if name not in self.internal]
+        loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
+        out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
+        return out
+
+
+def _flat_r(k: Kernel) -> sympy.Expr:
+    from ..ir.nodes import contiguous_strides, linear_index
+    return linear_index(k.inner_vars, contiguous_strides(k.inner))
+
+
+def _extreme(dtype: torch.dtype, is_max: bool) -> str:
+    if dtype.is_floating_point:
+        return "(-INFINITY)" if is_max else "INFINITY"
+    if dtype == torch.bool:
+        return "0" if is_max else "1"
+    info = torch.iinfo(dtype)
+    v = info.min if is_max else info.max
+    return c_const(v, dtype)
+
+
+def generate(kernels: Iterable[Kernel], internal: set[str]) -> tuple[str, dict[str, list[str]]]:
+    """The translation unit, and each kernel's parameter kinds in call order."""
+    parts = [PRELUDE]
+    signatures: dict[str, list[str]] = {}
+    for k in kernels:
+        w = KernelWriter(k, internal, [])
+        parts.append(w.write())
+        signatures[k.name] = [kind for _, kind in w.param_list()]
+    return "\n\n".join(parts) + "\n", signatures

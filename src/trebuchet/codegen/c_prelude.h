@@ -1,0 +1,75 @@
+/* Trebuchet C prelude: types and scalar helpers shared by every generated kernel. */
+#include <stdint.h>
+#include <stdbool.h>
+#include <string.h>
+#include <tgmath.h>
+
+/* float16 / bfloat16 are stored as raw 16-bit words and computed in float. */
+static inline float t_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) { bits = sign; }
+        else { exp = 127 - 15 + 1; while (!(man & 0x400)) { man <<= 1; exp--; }
+               man &= 0x3ff; bits = sign | (exp << 23) | (man << 13); }
+    } else if (exp == 31) { bits = sign | 0x7f800000u | (man << 13); }
+    else { bits = sign | ((exp + 127 - 15) << 23) | (man << 13); }
+    float f; memcpy(&f, &bits, 4); return f;
+}
+static inline uint16_t t_f2h(float f) {
+    uint32_t x; memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(sign | 0x7e00);  /* NaN */
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);                /* overflow -> inf */
+    if (ax < 0x38800000u) {                                                  /* subnormal */
+        float af; memcpy(&af, &ax, 4);
+        float scaled = af * 16777216.0f;  /* 2^24: units of the smallest subnormal */
+        uint32_t m = (uint32_t)nearbyintf(scaled);
+        return (uint16_t)(sign | m);
+    }
+    uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u);                            /* round to even */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+static inline float t_b2f(uint16_t b) { uint32_t x = (uint32_t)b << 16; float f; memcpy(&f, &x, 4); return f; }
+static inline uint16_t t_f2b(float f) {
+    uint32_t x; memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+/* NaN-propagating max/min (work for integers too). */
+#define T_MAX(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+#define T_MIN(a, b) (((a) != (a) || (a) < (b)) ? (a) : (b))
+
+/* Python-style integer floor division and remainder; division by zero gives 0. */
+#define T_IFLOORDIV(a, b) ((b) == 0 ? 0 : ((a) / (b) - ((((a) % (b)) != 0) && (((a) < 0) != ((b) < 0)))))
+#define T_IREM(a, b) ((b) == 0 ? 0 : ((((a) % (b)) != 0 && ((((a) % (b)) < 0) != ((b) < 0))) ? ((a) % (b)) + (b) : ((a) % (b))))
+
+static inline double t_floordiv(double a, double b) {
+    if (b == 0) return a / b;
+    double mod = fmod(a, b), div = (a - mod) / b;
+    if (mod != 0 && ((b < 0) != (mod < 0))) div -= 1.0;
+    if (div == 0) return copysign(0.0, a / b);
+    double fl = floor(div);
+    if (div - fl > 0.5) fl += 1.0;
+    return fl;
+}
+static inline float t_floordivf(float a, float b) {
+    if (b == 0) return a / b;
+    float mod = fmodf(a, b), div = (a - mod) / b;
+    if (mod != 0 && ((b < 0) != (mod < 0))) div -= 1.0f;
+    if (div == 0) return copysignf(0.0f, a / b);
+    float fl = floorf(div);
+    if (div - fl > 0.5f) fl += 1.0f;
+    return fl;
+}
+static inline double t_rem(double a, double b) {
+    double m = fmod(a, b);
+    if (m != 0 && ((b < 0) != (m < 0))) m += b;
+    return m;
+}
+static inline float t_remf(float a, float b) {
+    float m = fmodf(a, b);
+    if (m != 0 && ((b < 0) != (m < 0))) m += b;
+    return m;
+}

@@ -1,0 +1,1 @@
+"""Frontend: the torch.compile backend and the decomposition table."""

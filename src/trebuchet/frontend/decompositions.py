@@ -1,0 +1,34 @@
+"""The decomposition table handed to AOTAutograd.
+
+PyTorch's core ATen decompositions, plus decompositions of composite ops we
+want as primitives (softmax, layer norm, batch/group norm, ...), minus ops we
+lower directly with a better rule (variance, logsumexp: one fused kernel).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch._decomp import core_aten_decompositions, get_decompositions
+
+aten = torch.ops.aten
+
+EXTRA = [
+    aten._softmax, aten._log_softmax, aten.native_layer_norm, aten.native_group_norm,
+    aten.native_batch_norm, aten._native_batch_norm_legit_functional,
+    aten._native_batch_norm_legit_no_training, aten.slice_scatter, aten.elu, aten.hardtanh,
+    aten.addmm, aten.diagonal, aten.flip, aten.repeat, aten.im2col, aten.col2im,
+    aten.expand_copy, aten.permute_copy, aten.transpose_copy, aten.unsqueeze_copy,
+    aten.squeeze_copy, aten.select_copy, aten.slice_copy,
+]
+# Lowered directly: keep them whole.
+KEEP = [aten.var_mean, aten.var, aten.std, aten.logsumexp, aten.gelu, aten.mean]
+
+
+def decomposition_table() -> dict[Any, Callable]:
+    table = dict(core_aten_decompositions())
+    table.update(get_decompositions(EXTRA))
+    for packet in KEEP:
+        for name in packet.overloads():
+            table.pop(getattr(packet, name), None)
+    return table

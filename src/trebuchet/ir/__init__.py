@@ -1,0 +1,1 @@
+"""The IR: scalar expressions (expr.py) inside buffers (nodes.py)."""

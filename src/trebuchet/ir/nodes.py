@@ -1,0 +1,185 @@
+"""Buffers: the tensor-level nodes of the IR, and the graph that holds them.
+
+Lowering turns an ATen FX graph into a `GraphIR`: an ordered list of buffers,
+each either an input, a computed buffer (a `Pointwise` or `Reduction` body over
+an iteration space) or an `Extern` (an eager ATen call). Sizes and strides are
+sympy expressions; loop variables are the symbols `i0, i1, ...` for the output
+dimensions and `r0, r1, ...` for reduced dimensions.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import sympy
+import torch
+
+from .expr import Expr, loads
+
+
+def index_vars(n: int, prefix: str = "i") -> list[sympy.Symbol]:
+    return [sympy.Symbol(f"{prefix}{k}", integer=True, nonnegative=True) for k in range(n)]
+
+
+def contiguous_strides(shape: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
+    strides: list[sympy.Expr] = []
+    acc: sympy.Expr = sympy.Integer(1)
+    for size in reversed(shape):
+        strides.append(acc)
+        acc = acc * size
+    return tuple(reversed(strides))
+
+
+def linear_index(idx: Sequence[sympy.Expr], strides: Sequence[sympy.Expr],
+                 offset: sympy.Expr = sympy.Integer(0)) -> sympy.Expr:
+    return sympy.expand(offset + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0)))
+
+
+def product(xs: Sequence[sympy.Expr]) -> sympy.Expr:
+    out: sympy.Expr = sympy.Integer(1)
+    for x in xs:
+        out = out * x
+    return out
+
+
+@dataclasses.dataclass(eq=False)
+class Buffer:
+    """A named tensor in memory, `shape` and `stride` in elements."""
+
+    name: str
+    shape: tuple[sympy.Expr, ...]
+    dtype: torch.dtype
+    stride: tuple[sympy.Expr, ...]
+
+    def numel(self) -> sympy.Expr:
+        return product(self.shape)
+
+    def reads(self) -> set[str]:
+        return set()
+
+
+@dataclasses.dataclass(eq=False)
+class InputBuffer(Buffer):
+    """A graph input tensor; `position` is its index in the argument list."""
+
+    position: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class ConstantBuffer(Buffer):
+    """A tensor constant captured by the graph (lifted attribute, e.g. a mask)."""
+
+    value: torch.Tensor | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class Pointwise(Buffer):
+    """out[i0..in] = body, with body over the symbols index_vars(len(shape))."""
+
+    body: Expr | None = None
+    origins: tuple[str, ...] = ()   # ATen ops whose work this buffer computes
+
+    def reads(self) -> set[str]:
+        return {ld.buf for ld in loads(self.body)}
+
+
+# Reduction types and their identity; argmax/argmin produce int64 positions.
+REDUCTION_TYPES = ("sum", "prod", "max", "min", "argmax", "argmin", "any", "all")
+
+
+@dataclasses.dataclass(eq=False)
+class Reduction(Buffer):
+    """out[i..] = reduce_type over r.. in reduce_ranges of body(i.., r..).
+
+    `shape` holds the kept (outer) dims only; keepdim is a view on top.
+    """
+
+    body: Expr | None = None
+    reduce_ranges: tuple[sympy.Expr, ...] = ()
+    reduce_type: str = "sum"
+    origins: tuple[str, ...] = ()
+
+    def reads(self) -> set[str]:
+        return {ld.buf for ld in loads(self.body)}
+
+
+@dataclasses.dataclass(eq=False)
+class Extern(Buffer):
+    """An eager ATen call. `args`/`kwargs` hold `BufferRef`s where tensors go.
+
+    A multi-output op is one Extern with `shape=()` and `outputs` listing the
+    `ExternOutput` buffers taken from its result tuple.
+    """
+
+    target: Any = None
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    multi: bool = False
+
+    def reads(self) -> set[str]:
+        out: set[str] = set()
+        _collect_refs((self.args, self.kwargs), out)
+        return out
+
+
+@dataclasses.dataclass(eq=False)
+class ExternOutput(Buffer):
+    """Output `item` (a path of tuple indices) of a multi-output Extern."""
+
+    source: str = ""
+    item: tuple[int, ...] = ()
+
+    def reads(self) -> set[str]:
+        return {self.source}
+
+
+@dataclasses.dataclass(frozen=True)
+class BufferRef:
+    """A tensor argument of an Extern: a strided view of a buffer."""
+
+    buf: str
+    shape: tuple[sympy.Expr, ...]
+    stride: tuple[sympy.Expr, ...]
+    offset: sympy.Expr
+
+
+def _collect_refs(obj: Any, out: set[str]) -> None:
+    if isinstance(obj, BufferRef):
+        out.add(obj.buf)
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            _collect_refs(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _collect_refs(x, out)
+
+
+@dataclasses.dataclass
+class GraphOutput:
+    """What the graph returns at one output position."""
+
+    kind: str                     # "ref" (a strided view of a buffer), "none", "value"
+    ref: BufferRef | None = None
+    value: Any = None             # python scalar/SymInt expression for kind == "value"
+
+
+@dataclasses.dataclass
+class GraphIR:
+    """The lowered graph: buffers in execution order, and what to return."""
+
+    inputs: list[InputBuffer]
+    buffers: list[Buffer]
+    outputs: list[GraphOutput]
+    # symbol -> (input position, "size"/"stride"/"int", dim) to recover its value at run time
+    symbol_sources: dict[sympy.Symbol, tuple[int, str, int]]
+    num_args: int = 0
+
+    def buffer(self, name: str) -> Buffer:
+        return self._by_name[name]
+
+    def __post_init__(self) -> None:
+        self._by_name = {b.name: b for b in self.inputs}
+        self._by_name.update({b.name: b for b in self.buffers})
+
+    def add(self, buf: Buffer) -> None:
+        self._by_name[buf.name] = buf

@@ -1,0 +1,236 @@
+"""Lower an ATen FX graph (from AOTAutograd) into a `GraphIR`.
+
+Walks the nodes in order; each call goes through its rule from the lowering
+table, or becomes an `Extern` (the eager ATen op) when there is no rule or the
+rule declines. Records which ops were lowered, run as externs by design, or
+fell back.
+"""
+from __future__ import annotations
+
+import collections
+import operator
+from typing import Any
+
+import sympy
+import torch
+import torch.fx
+
+from ..ir.nodes import (BufferRef, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
+                        contiguous_strides)
+from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
+from .registry import LoweringContext, LoweringError, TensorValue, lookup, value_from_ref
+
+aten = torch.ops.aten
+
+# Ops that are library calls by design (BLAS/oneDNN); everything else without a
+# rule counts as a fallback.
+EXTERN_BY_DESIGN = {
+    "mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "dot", "mv", "addmv", "convolution",
+    "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_attention_math",
+    "_scaled_dot_product_efficient_attention", "linear", "_weight_int8pack_mm",
+}
+
+
+class OpCounts:
+    """Which ATen ops went where, for trebuchet.stats()."""
+
+    def __init__(self) -> None:
+        self.lowered: collections.Counter = collections.Counter()
+        self.extern: collections.Counter = collections.Counter()
+        self.fallback: collections.Counter = collections.Counter()
+
+
+def op_name(target: Any) -> str:
+    if isinstance(target, torch._ops.OpOverload):
+        return f"{target.namespace}.{target._schema.name.split('::')[1]}.{target._overloadname}"
+    return getattr(target, "__name__", str(target))
+
+
+def sym_expr(value: Any) -> Any:
+    """A SymInt/SymFloat/SymBool as a sympy expression; plain values unchanged."""
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return value.node.expr
+    return value
+
+
+def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts) -> GraphIR:
+    ctx = LoweringContext()
+    env: dict[torch.fx.Node, Any] = {}
+    inputs: list[InputBuffer] = []
+    symbol_sources: dict[sympy.Symbol, tuple[int, str, int]] = {}
+    position = 0
+    outputs: list[GraphOutput] = []
+    for node in gm.graph.nodes:
+        meta = node.meta.get("val")
+        if node.op == "placeholder":
+            env[node] = _placeholder(node, meta, position, inputs, symbol_sources, ctx)
+            position += 1
+        elif node.op == "call_function":
+            env[node] = _call(ctx, node, meta, env, counts)
+        elif node.op == "get_attr":
+            raise LoweringError(f"get_attr {node.target} is not supported")
+        elif node.op == "output":
+            outputs = [_output(ctx, v, env) for v in _as_list(node.args[0])]
+    free = set()
+    for b in ctx.buffers:
+        for s in list(b.shape) + list(b.stride):
+            free |= sympy.sympify(s).free_symbols
+    missing = {s for s in free if s not in symbol_sources and not str(s).startswith(("i", "r"))}
+    if missing:
+        raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
+    return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position)
+
+
+def _as_list(x: Any) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[InputBuffer],
+                 symbol_sources: dict, ctx: LoweringContext) -> Any:
+    if isinstance(meta, torch.Tensor):
+        shape = tuple(sympy.sympify(sym_expr(s)) for s in meta.shape)
+        stride = tuple(sympy.sympify(sym_expr(s)) for s in meta.stride())
+        for kind, values in (("size", shape), ("stride", stride)):
+            for d, v in enumerate(values):
+                if isinstance(v, sympy.Symbol) and v not in symbol_sources:
+                    symbol_sources[v] = (position, kind, d)
+        name = f"in{position}"
+        buf = InputBuffer(name, shape, meta.dtype, stride, position=position)
+        inputs.append(buf)
+        ctx.input_names.add(name)
+        return value_from_ref(BufferRef(name, shape, stride, sympy.Integer(0)), meta.dtype)
+    expr = sym_expr(meta)
+    if isinstance(expr, sympy.Symbol) and expr not in symbol_sources:
+        symbol_sources[expr] = (position, "int", 0)
+        return expr
+    if isinstance(expr, sympy.Expr):
+        raise LoweringError(f"symbolic input {expr} is not a plain symbol")
+    raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")
+
+
+def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, counts: OpCounts) -> Any:
+    target = node.target
+    if target is operator.getitem:
+        return env[node.args[0]][node.args[1]]
+    if not isinstance(target, torch._ops.OpOverload):
+        # Python arithmetic on sizes (operator.mul on SymInts, sym_size...).
+        expr = sym_expr(meta)
+        if isinstance(expr, (sympy.Expr, int, float, bool)):
+            return expr
+        raise LoweringError(f"unsupported call {target}")
+    if isinstance(meta, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float)):
+        return sym_expr(meta)
+    args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+    name = op_name(target)
+    rule = lookup(target)
+    if rule is not None and _fake_ok(meta):
+        ctx.current_origin, ctx.current_target, ctx.current_meta = name, target, meta
+        try:
+            result = rule(ctx, *args, **kwargs)
+        except (LoweringError, NotImplementedError, TypeError):
+            result = None
+        if result is not None and _matches_meta(result, meta):
+            counts.lowered[name] += 1
+            return _finish(ctx, result, len(node.users))
+    short = name.split(".")[1] if "." in name else name
+    (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
+    return make_extern(ctx, target, args, kwargs, meta, name)
+
+
+def _fake_ok(meta: Any) -> bool:
+    vals = meta if isinstance(meta, (list, tuple)) else [meta]
+    return all(v is None or (isinstance(v, torch.Tensor) and v.device.type == "cpu"
+                             and not v.is_complex() and v.layout == torch.strided)
+               for v in vals)
+
+
+def _matches_meta(result: Any, meta: Any) -> bool:
+    """A rule's result must have the shape and dtype eager would produce."""
+    if isinstance(meta, (list, tuple)):
+        return (isinstance(result, (list, tuple)) and len(result) == len(meta)
+                and all(_matches_meta(r, m) for r, m in zip(result, meta)))
+    if not isinstance(result, TensorValue) or result.dtype != meta.dtype:
+        return False
+    shape = [sympy.sympify(sym_expr(s)) for s in meta.shape]
+    return len(shape) == result.ndim and all(
+        sympy.simplify(a - b) == 0 for a, b in zip(shape, result.shape))
+
+
+def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:
+    if isinstance(result, TensorValue):
+        return ctx.maybe_realize(result, num_users)
+    return tuple(_finish(ctx, r, num_users) for r in result)
+
+
+def _to_extern_arg(ctx: LoweringContext, x: Any) -> Any:
+    if isinstance(x, TensorValue):
+        return ctx.materialize(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_extern_arg(ctx, v) for v in x)
+    return x
+
+
+def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta: Any,
+                name: str) -> Any:
+    e_args = _to_extern_arg(ctx, args)
+    e_kwargs = {k: _to_extern_arg(ctx, v) for k, v in kwargs.items()}
+    buf_name = ctx.new_name()
+    if isinstance(meta, torch.Tensor):
+        shape, stride = _meta_layout(meta)
+        ctx.add(Extern(buf_name, shape, meta.dtype, stride, target=target, args=e_args,
+                       kwargs=e_kwargs))
+        return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype,
+                              (name,))
+    ctx.add(Extern(buf_name, (), torch.float32, (), target=target, args=e_args, kwargs=e_kwargs,
+                   multi=True))
+    return _extern_outputs(ctx, buf_name, meta, (), name)
+
+
+def _extern_outputs(ctx: LoweringContext, source: str, meta: Any, path: tuple, name: str) -> Any:
+    if isinstance(meta, (list, tuple)):
+        return tuple(_extern_outputs(ctx, source, m, path + (k,), name) for k, m in enumerate(meta))
+    if isinstance(meta, torch.Tensor):
+        shape, stride = _meta_layout(meta)
+        out_name = ctx.new_name()
+        ctx.add(ExternOutput(out_name, shape, meta.dtype, stride, source=source, item=path))
+        return value_from_ref(BufferRef(out_name, shape, stride, sympy.Integer(0)), meta.dtype,
+                              (name,))
+    return sym_expr(meta)
+
+
+def _meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
+    shape = tuple(sympy.sympify(sym_expr(s)) for s in meta.shape)
+    stride = tuple(sympy.sympify(sym_expr(s)) for s in meta.stride())
+    return shape, stride
+
+
+def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
+    if node is None:
+        return GraphOutput("none")
+    if not isinstance(node, torch.fx.Node):
+        return GraphOutput("value", value=node)
+    value = env[node]
+    meta = node.meta.get("val")
+    if not isinstance(value, TensorValue):
+        return GraphOutput("value", value=value)
+    shape, stride = _meta_layout(meta)
+    if not _dense(meta):
+        stride = contiguous_strides(shape)
+    if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
+                                  ctx.input_names or _is_extern(ctx, value.ref.buf)):
+        return GraphOutput("ref", ref=value.ref)
+    return GraphOutput("ref", ref=ctx.materialize(
+        TensorValue(value.shape, value.dtype, value.loader, None, value.origins), stride))
+
+
+def _is_extern(ctx: LoweringContext, name: str) -> bool:
+    return any(b.name == name and isinstance(b, (Extern, ExternOutput)) for b in ctx.buffers)
+
+
+def _dense(meta: torch.Tensor) -> bool:
+    try:
+        return bool(torch._prims_common.is_non_overlapping_and_dense(meta))
+    except Exception:
+        return False

@@ -1,0 +1,428 @@
+"""Lowering rules for element-wise ATen ops: math, comparisons, logic, casts.
+
+Type promotion follows PyTorch: `torch._prims_common.elementwise_dtypes` gives
+the computation dtype (float32 for float16/bfloat16) and the node's fake
+tensor gives the result dtype; inputs are cast in, the result cast out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as KIND
+from torch._prims_common import elementwise_dtypes
+
+from ..ir.expr import Const, Expr, cast, op
+from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
+
+aten = torch.ops.aten
+
+
+def broadcast_shapes(*shapes: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
+    ndim = max((len(s) for s in shapes), default=0)
+    out: list[sympy.Expr] = []
+    for d in range(ndim):
+        size: sympy.Expr = sympy.Integer(1)
+        for s in shapes:
+            k = d - (ndim - len(s))
+            if k < 0:
+                continue
+            if s[k] != 1:
+                if size != 1 and sympy.simplify(size - s[k]) != 0:
+                    raise LoweringError(f"cannot broadcast {shapes}")
+                size = s[k]
+        out.append(size)
+    return tuple(out)
+
+
+def broadcast_to(value: TensorValue, shape: Sequence[sympy.Expr]) -> TensorValue:
+    """A view of `value` expanded to `shape` (leading dims added, size-1 dims repeated)."""
+    shape = tuple(shape)
+    if tuple(value.shape) == shape:
+        return value
+    lead = len(shape) - value.ndim
+    keep = [(k, value.shape[k] == 1 and shape[k + lead] != 1) for k in range(value.ndim)]
+
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        return value.load([sympy.Integer(0) if ones else idx[k + lead] for k, ones in keep])
+
+    return TensorValue(shape, value.dtype, loader, None, value.origins)
+
+
+def const_value(value: Any, dtype: torch.dtype, shape: Sequence[sympy.Expr] = ()) -> TensorValue:
+    c = Const(value, dtype)
+    return TensorValue(tuple(shape), dtype, lambda idx: c)
+
+
+def fake(x: Any) -> Any:
+    """What elementwise_dtypes needs: a meta tensor for a TensorValue, the scalar otherwise."""
+    if isinstance(x, TensorValue):
+        return torch.empty((1,) * x.ndim, dtype=x.dtype, device="meta")
+    if isinstance(x, sympy.Expr):
+        return 1 if x.is_integer else 1.0
+    return x
+
+
+def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr],
+              compute_dtype: torch.dtype, out_dtype: torch.dtype) -> TensorValue:
+    """Apply `fn` (Exprs in compute_dtype -> Expr) elementwise over broadcast args."""
+    tensors = [a for a in args if isinstance(a, TensorValue)]
+    shape = broadcast_shapes(*(t.shape for t in tensors))
+    loaders: list[Callable[[Sequence[sympy.Expr]], Expr]] = []
+    origins: tuple[str, ...] = ()
+    for a in args:
+        if isinstance(a, TensorValue):
+            b = broadcast_to(a, shape)
+            loaders.append(lambda idx, b=b: cast(b.load(idx), compute_dtype))
+            origins += tuple(o for o in a.origins if o not in origins)
+        else:
+            c = scalar_expr(a, compute_dtype)
+            loaders.append(lambda idx, c=c: c)
+
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        return cast(fn(*(ld(idx) for ld in loaders)), out_dtype)
+
+    if ctx.current_origin and ctx.current_origin not in origins:
+        origins += (ctx.current_origin,)
+    return TensorValue(shape, out_dtype, loader, None, origins)
+
+
+def scalar_expr(value: Any, dtype: torch.dtype) -> Expr:
+    from ..ir.expr import Index
+    if isinstance(value, sympy.Expr) and not value.is_number:
+        return cast(Index(value), dtype)
+    if isinstance(value, sympy.Expr):
+        value = int(value) if value.is_integer else float(value)
+    if isinstance(value, (bool, int, float)):
+        if not dtype.is_floating_point and isinstance(value, float) and not value.is_integer():
+            return cast(Const(value, torch.float64), dtype)
+        if dtype.is_floating_point and isinstance(value, float) and not math.isfinite(value):
+            return Const(value, dtype)
+        return Const(value, dtype)
+    raise LoweringError(f"unsupported scalar {value!r}")
+
+
+def promote(args: Sequence[Any], kind: KIND) -> tuple[torch.dtype, torch.dtype]:
+    return elementwise_dtypes(*(fake(a) for a in args), type_promotion_kind=kind)
+
+
+def elementwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr],
+                kind: KIND, out_dtype: torch.dtype | None = None) -> TensorValue:
+    compute, result = promote(args, kind)
+    if not any(isinstance(a, TensorValue) for a in args):
+        raise LoweringError("no tensor argument")
+    return pointwise(ctx, args, fn, compute, out_dtype or result)
+
+
+# ---- table-driven simple ops -----------------------------------------------------
+
+FLOAT_UNARY = {
+    aten.exp: "exp", aten.expm1: "expm1", aten.log: "log",
+    aten.log2: "log2", aten.log10: "log10", aten.log1p: "log1p", aten.sqrt: "sqrt",
+    aten.rsqrt: "rsqrt", aten.sin: "sin", aten.cos: "cos", aten.tan: "tan",
+    aten.asin: "asin", aten.acos: "acos", aten.atan: "atan", aten.sinh: "sinh",
+    aten.cosh: "cosh", aten.tanh: "tanh", aten.asinh: "asinh", aten.acosh: "acosh",
+    aten.atanh: "atanh", aten.erf: "erf", aten.erfc: "erfc", aten.lgamma: "lgamma",
+    aten.sigmoid: "sigmoid",
+}
+SAME_UNARY = {aten.neg: "neg", aten.abs: "abs"}
+ROUNDING = {aten.floor: "floor", aten.ceil: "ceil", aten.trunc: "trunc", aten.round: "round"}
+COMPARE = {aten.eq: "eq", aten.ne: "ne", aten.lt: "lt", aten.le: "le", aten.gt: "gt",
+           aten.ge: "ge"}
+LOGICAL = {aten.logical_and: "logical_and", aten.logical_or: "logical_or",
+           aten.logical_xor: "ne"}
+BITWISE = {aten.bitwise_and: "bitwise_and", aten.bitwise_or: "bitwise_or",
+           aten.bitwise_xor: "bitwise_xor", aten.bitwise_left_shift: "lshift",
+           aten.bitwise_right_shift: "rshift", aten.__lshift__: "lshift",
+           aten.__rshift__: "rshift"}
+
+
+def _register_unary(table: dict, kind: KIND) -> None:
+    for target, name in table.items():
+        @register_lowering(target.default)
+        def rule(ctx: LoweringContext, x: TensorValue, _name: str = name) -> TensorValue:
+            return elementwise(ctx, [x], lambda a: op(_name, a), kind)
+
+
+_register_unary(FLOAT_UNARY, KIND.INT_TO_FLOAT)
+_register_unary(SAME_UNARY, KIND.DEFAULT)
+
+
+def _register_binary(table: dict, kind: KIND, prim: Callable[[str], Callable] | None = None) -> None:
+    for target, name in table.items():
+        overloads = [getattr(target, o) for o in target.overloads()
+                     if o in ("Tensor", "Scalar", "default", "Tensor_Tensor", "Tensor_Scalar",
+                              "Scalar_Tensor", "self")]
+
+        @register_lowering(*overloads)
+        def rule(ctx: LoweringContext, a: Any, b: Any, _name: str = name) -> TensorValue:
+            return elementwise(ctx, [a, b], lambda x, y: op(_name, x, y), kind)
+
+
+_register_binary(COMPARE, KIND.ALWAYS_BOOL)
+_register_binary(BITWISE, KIND.DEFAULT)
+
+
+@register_lowering(*ROUNDING.keys())
+def rounding(ctx: LoweringContext, x: TensorValue, decimals: int = 0) -> TensorValue:
+    name = ROUNDING[_packet(ctx.current_target)]
+    if not x.dtype.is_floating_point:
+        return elementwise(ctx, [x], lambda a: a, KIND.DEFAULT)
+    if decimals:
+        scale = 10.0 ** decimals
+        return elementwise(ctx, [x], lambda a: op("truediv", op(name, op(
+            "mul", a, Const(scale, a.dtype))), Const(scale, a.dtype)), KIND.DEFAULT)
+    return elementwise(ctx, [x], lambda a: op(name, a), KIND.DEFAULT)
+
+
+def _packet(target: Any) -> Any:
+    return getattr(torch.ops.aten, target._schema.name.split("::")[1])
+
+
+@register_lowering(aten.reciprocal.default)
+def reciprocal(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    return elementwise(ctx, [x], lambda a: op("truediv", Const(1.0, a.dtype), a),
+                       KIND.INT_TO_FLOAT)
+
+
+@register_lowering(aten.exp2.default)
+def exp2(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    return elementwise(ctx, [x], lambda a: op("exp", op("mul", a, Const(math.log(2.0), a.dtype))),
+                       KIND.INT_TO_FLOAT)
+
+
+@register_lowering(aten.sign.default, aten.sgn.default)
+def sign(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    def fn(a: Expr) -> Expr:
+        if a.dtype == torch.bool:
+            return a
+        zero, one = Const(0, a.dtype), Const(1, a.dtype)
+        neg = Const(-1, a.dtype)
+        return op("where", op("gt", a, zero), one, op("where", op("lt", a, zero), neg,
+                                                           op("mul", a, zero)))
+    return elementwise(ctx, [x], fn, KIND.DEFAULT)
+
+
+@register_lowering(aten.logical_not.default)
+def logical_not(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    return elementwise(ctx, [x], lambda a: op("logical_not", cast(a, torch.bool)),
+                       KIND.ALWAYS_BOOL)
+
+
+@register_lowering(aten.bitwise_not.default)
+def bitwise_not(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    if x.dtype == torch.bool:
+        return elementwise(ctx, [x], lambda a: op("logical_not", a), KIND.DEFAULT)
+    return elementwise(ctx, [x], lambda a: op("bitwise_not", a), KIND.DEFAULT)
+
+
+@register_lowering(aten.isnan.default, aten.isinf.default)
+def isnan_isinf(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    name = "isnan" if ctx.current_target == aten.isnan.default else "isinf"
+    if not x.dtype.is_floating_point:
+        return pointwise(ctx, [x], lambda a: Const(False, torch.bool), x.dtype, torch.bool)
+    return pointwise(ctx, [x], lambda a: op(name, a), _opmath(x.dtype), torch.bool)
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _bool_logic(kind_name: str, x: Expr, y: Expr) -> Expr:
+    return op(kind_name, cast(x, torch.bool), cast(y, torch.bool))
+
+
+for _t, _n in LOGICAL.items():
+    @register_lowering(_t.default)
+    def _logical(ctx: LoweringContext, a: Any, b: Any, _n: str = _n) -> TensorValue:
+        return elementwise(ctx, [a, b], lambda x, y: _bool_logic(_n, x, y), KIND.ALWAYS_BOOL)
+
+
+@register_lowering(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar)
+def add_sub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
+    name = "add" if _packet(ctx.current_target) == aten.add else "sub"
+    compute, result = promote([a, b], KIND.DEFAULT)
+    if compute == torch.bool:
+        if name == "sub":
+            raise LoweringError("bool subtraction")
+        return pointwise(ctx, [a, b], lambda x, y: op("logical_or", x, y), compute, result)
+
+    def fn(x: Expr, y: Expr) -> Expr:
+        if alpha != 1:
+            y = op("mul", y, scalar_expr(alpha, compute))
+        return op(name, x, y)
+
+    return pointwise(ctx, [a, b], fn, compute, result)
+
+
+@register_lowering(aten.rsub.Tensor, aten.rsub.Scalar)
+def rsub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
+    compute, result = promote([a, b], KIND.DEFAULT)
+    return pointwise(ctx, [a, b], lambda x, y: op(
+        "sub", y, op("mul", x, scalar_expr(alpha, compute)) if alpha != 1 else x),
+        compute, result)
+
+
+@register_lowering(aten.mul.Tensor, aten.mul.Scalar)
+def mul(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    compute, result = promote([a, b], KIND.DEFAULT)
+    name = "logical_and" if compute == torch.bool else "mul"
+    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result)
+
+
+@register_lowering(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, aten.div.Scalar_mode,
+                   aten.true_divide.Tensor)
+def div(ctx: LoweringContext, a: Any, b: Any, rounding_mode: str | None = None) -> TensorValue:
+    if rounding_mode is None:
+        return elementwise(ctx, [a, b], lambda x, y: op("truediv", x, y), KIND.INT_TO_FLOAT)
+    compute, result = promote([a, b], KIND.DEFAULT)
+    if rounding_mode == "floor":
+        return pointwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), compute, result)
+    if compute.is_floating_point:
+        return pointwise(ctx, [a, b], lambda x, y: op("trunc", op("truediv", x, y)),
+                         compute, result)
+    # Integer division truncating toward zero: C's own `/` (the C target) is exact.
+    return pointwise(ctx, [a, b], lambda x, y: _int_trunc_div(x, y), compute, result)
+
+
+def _int_trunc_div(x: Expr, y: Expr) -> Expr:
+    q = op("floordiv", x, y)
+    r = op("remainder", x, y)
+    zero = Const(0, x.dtype)
+    # floor and trunc differ by one when the remainder is nonzero and signs differ.
+    adjust = op("logical_and", op("ne", r, zero),
+                op("logical_xor", op("lt", x, zero), op("lt", y, zero)))
+    return op("where", adjust, op("add", q, Const(1, x.dtype)), q)
+
+
+@register_lowering(aten.floor_divide.default, aten.floor_divide.Scalar)
+def floor_divide(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    return elementwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), KIND.DEFAULT)
+
+
+@register_lowering(aten.remainder.Tensor, aten.remainder.Scalar)
+def remainder(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    return elementwise(ctx, [a, b], lambda x, y: op("remainder", x, y), KIND.DEFAULT)
+
+
+@register_lowering(aten.fmod.Tensor, aten.fmod.Scalar)
+def fmod(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    return elementwise(ctx, [a, b], lambda x, y: op("fmod", x, y), KIND.DEFAULT)
+
+
+@register_lowering(aten.atan2.default)
+def atan2(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    return elementwise(ctx, [a, b], lambda x, y: op("atan2", x, y), KIND.INT_TO_FLOAT)
+
+
+@register_lowering(aten.pow.Tensor_Tensor, aten.pow.Tensor_Scalar, aten.pow.Scalar)
+def pow_(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    compute, result = promote([a, b], KIND.BOOL_TO_LONG)
+    if not compute.is_floating_point:
+        if isinstance(b, (int, float)) and b == 2:
+            return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result)
+        raise LoweringError("integer pow")
+    if isinstance(b, (int, float)) and not isinstance(b, bool):
+        if b == 2:
+            return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result)
+        if b == 0.5:
+            return pointwise(ctx, [a], lambda x: op("sqrt", x), compute, result)
+        if b == 1:
+            return pointwise(ctx, [a], lambda x: x, compute, result)
+        if b == -1:
+            return pointwise(ctx, [a], lambda x: op("truediv", Const(1.0, x.dtype), x),
+                             compute, result)
+    return pointwise(ctx, [a, b], lambda x, y: op("pow", x, y), compute, result)
+
+
+@register_lowering(aten.maximum.default, aten.minimum.default, aten.fmax.default,
+                   aten.fmin.default)
+def max_min(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    target = ctx.current_target
+    name = "maximum" if target in (aten.maximum.default, aten.fmax.default) else "minimum"
+    if target in (aten.fmax.default, aten.fmin.default):
+        def fn(x: Expr, y: Expr) -> Expr:   # NaN only when both are NaN
+            if not x.dtype.is_floating_point:
+                return op(name, x, y)
+            return op("where", op("isnan", x), y, op("where", op("isnan", y), x, op(name, x, y)))
+        return elementwise(ctx, [a, b], fn, KIND.DEFAULT)
+    compute, result = promote([a, b], KIND.DEFAULT)
+    if compute == torch.bool:
+        name = "logical_or" if name == "maximum" else "logical_and"
+    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result)
+
+
+@register_lowering(aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default,
+                   aten.clamp_max.default, aten.clamp_min.Tensor, aten.clamp_max.Tensor)
+def clamp(ctx: LoweringContext, x: TensorValue, lo: Any = None, hi: Any = None) -> TensorValue:
+    if ctx.current_target in (aten.clamp_max.default, aten.clamp_max.Tensor):
+        lo, hi = None, lo
+    args = [x] + [v for v in (lo, hi) if v is not None]
+    compute, result = promote(args, KIND.DEFAULT)
+    if compute == torch.bool:
+        raise LoweringError("bool clamp")
+    has_lo, has_hi = lo is not None, hi is not None
+
+    def fn(v: Expr, *bounds: Expr) -> Expr:
+        b = list(bounds)
+        if has_lo:
+            v = op("maximum", v, b.pop(0))
+        if has_hi:
+            v = op("minimum", v, b.pop(0))
+        return v
+
+    return pointwise(ctx, args, fn, compute, result)
+
+
+@register_lowering(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther,
+                   aten.where.Scalar)
+def where(ctx: LoweringContext, cond: TensorValue, a: Any, b: Any) -> TensorValue:
+    compute, result = promote([a, b], KIND.DEFAULT)
+    cond_b = pointwise(ctx, [cond], lambda c: c, torch.bool, torch.bool)
+    return pointwise(ctx, [cond_b, a, b], lambda c, x, y: op("where", cast(c, torch.bool), x, y),
+                     compute, result)
+
+
+@register_lowering(aten.relu.default)
+def relu(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    # relu(NaN) is NaN in eager; maximum propagates it.
+    return elementwise(ctx, [x], lambda a: op("maximum", a, Const(0, a.dtype)), KIND.DEFAULT)
+
+
+@register_lowering(aten.gelu.default)
+def gelu(ctx: LoweringContext, x: TensorValue, approximate: str = "none") -> TensorValue:
+    def fn(a: Expr) -> Expr:
+        def c(v: float) -> Const:
+            return Const(v, a.dtype)
+        if approximate == "tanh":
+            inner = op("mul", c(math.sqrt(2 / math.pi)),
+                       op("add", a, op("mul", c(0.044715), op("mul", a, op("mul", a, a)))))
+            return op("mul", op("mul", c(0.5), a), op("add", c(1.0), op("tanh", inner)))
+        return op("mul", op("mul", c(0.5), a),
+                  op("add", c(1.0), op("erf", op("mul", a, c(1 / math.sqrt(2))))))
+
+    return elementwise(ctx, [x], fn, KIND.DEFAULT)
+
+
+@register_lowering(aten._to_copy.default)
+def to_copy(ctx: LoweringContext, x: TensorValue, *, dtype: torch.dtype | None = None,
+            layout: Any = None, device: Any = None, pin_memory: Any = None,
+            non_blocking: bool = False, memory_format: Any = None) -> TensorValue:
+    if device is not None and torch.device(device).type != "cpu":
+        raise LoweringError("device transfer")
+    target = dtype or x.dtype
+    return pointwise(ctx, [x], lambda a: a, x.dtype, target)
+
+
+@register_lowering(aten.clone.default, aten.lift_fresh_copy.default)
+def clone(ctx: LoweringContext, x: TensorValue, *, memory_format: Any = None) -> TensorValue:
+    return pointwise(ctx, [x], lambda a: a, x.dtype, x.dtype)
+
+
+@register_lowering(aten.copy.default)
+def copy(ctx: LoweringContext, dst: TensorValue, src: TensorValue,
+         non_blocking: bool = False) -> TensorValue:
+    src = broadcast_to(src, dst.shape)
+    return pointwise(ctx, [src], lambda a: a, src.dtype, dst.dtype)

@@ -1,0 +1,133 @@
+"""The lowering table and the values lowering rules pass around.
+
+A rule turns one ATen op into IR. It receives `TensorValue`s for tensor
+arguments: lazy tensors whose elements are given by a `loader` (index -> Expr).
+Pointwise work and views compose loaders without touching memory, so chains
+of them fuse by construction; `LoweringContext.materialize` turns a value into
+a buffer when something needs real memory (an Extern, a graph output, a value
+read by many consumers).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import sympy
+import torch
+
+from ..ir.expr import Expr, Load, op_count
+from ..ir.nodes import (Buffer, BufferRef, Pointwise, contiguous_strides, index_vars,
+                        linear_index)
+
+Loader = Callable[[Sequence[sympy.Expr]], Expr]
+LOWERINGS: dict[Any, Callable] = {}
+
+
+def register_lowering(*targets: Any) -> Callable:
+    """Register `fn(ctx, *args, **kwargs)` as the rule for each ATen op (packet or overload)."""
+
+    def wrap(fn: Callable) -> Callable:
+        for t in targets:
+            for overload in _overloads(t):
+                LOWERINGS[overload] = fn
+        return fn
+
+    return wrap
+
+
+def _overloads(target: Any) -> list[Any]:
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return [getattr(target, name) for name in target.overloads()]
+    return [target]
+
+
+def lookup(target: Any) -> Callable | None:
+    return LOWERINGS.get(target)
+
+
+@dataclasses.dataclass
+class TensorValue:
+    """A tensor as lowering sees it: shape, dtype and how to load any element."""
+
+    shape: tuple[sympy.Expr, ...]
+    dtype: torch.dtype
+    loader: Loader
+    ref: BufferRef | None = None        # set when it is an exact strided view of a buffer
+    origins: tuple[str, ...] = ()
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def load(self, idx: Sequence[sympy.Expr]) -> Expr:
+        return self.loader(idx)
+
+
+def value_from_ref(ref: BufferRef, dtype: torch.dtype, origins: tuple[str, ...] = ()) -> TensorValue:
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        return Load(ref.buf, linear_index(idx, ref.stride, ref.offset), dtype)
+
+    return TensorValue(tuple(ref.shape), dtype, loader, ref, origins)
+
+
+class LoweringError(Exception):
+    """A rule cannot handle these arguments; the op becomes an Extern instead."""
+
+
+@dataclasses.dataclass
+class LoweringContext:
+    """Per-graph state shared by all rules: the buffers created so far."""
+
+    buffers: list[Buffer] = dataclasses.field(default_factory=list)
+    counter: int = 0
+    current_origin: str = ""
+    current_target: Any = None
+    input_names: set = dataclasses.field(default_factory=set)
+    # How many ops an expression may hold before a multi-use value is stored.
+    inline_limit: int = 8
+
+    current_meta: Any = None
+
+    def out_meta(self) -> Any:
+        """The fake tensor of the node being lowered (its first, if several)."""
+        meta = self.current_meta
+        return meta[0] if isinstance(meta, (list, tuple)) else meta
+
+    def out_dtype(self) -> torch.dtype:
+        return self.out_meta().dtype
+
+    def new_name(self, prefix: str = "buf") -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter - 1}"
+
+    def add(self, buf: Buffer) -> Buffer:
+        self.buffers.append(buf)
+        return buf
+
+    def materialize(self, value: TensorValue, stride: Sequence[sympy.Expr] | None = None) -> BufferRef:
+        """Give `value` real memory (contiguous unless `stride` is given); return its ref."""
+        if value.ref is not None and stride is None:
+            return value.ref
+        shape = tuple(value.shape)
+        stride = tuple(stride) if stride is not None else contiguous_strides(shape)
+        idx = index_vars(len(shape))
+        body = value.load(idx)
+        name = self.new_name()
+        self.add(Pointwise(name, shape, value.dtype, stride, body=body,
+                           origins=value.origins or (self.current_origin,)))
+        return BufferRef(name, shape, stride, sympy.Integer(0))
+
+    def realize(self, value: TensorValue) -> TensorValue:
+        """Materialize and return a value that loads from the new buffer."""
+        if value.ref is not None:
+            return value
+        return value_from_ref(self.materialize(value), value.dtype, value.origins)
+
+    def maybe_realize(self, value: TensorValue, num_users: int) -> TensorValue:
+        """Store values that many consumers would otherwise recompute at length."""
+        if value.ref is not None or not value.shape:
+            return value
+        size = op_count(value.load(index_vars(len(value.shape))))
+        if size > 200 or (num_users > 1 and size > self.inline_limit):
+            return self.realize(value)
+        return value

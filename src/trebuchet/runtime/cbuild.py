@@ -1,0 +1,91 @@
+"""Compile a C translation unit into a shared library, cached on disk.
+
+The cache key is a hash of the source, compiler and flags. Entries are written
+to a temporary file and renamed into place (atomic), so processes compiling
+the same graph at once are safe; each entry carries a checksum, and an entry
+that fails it (truncated, corrupted) is rebuilt. A read-only or unusable cache
+folder falls back to a private temporary folder.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import warnings
+
+from ..errors import TrebuchetCompileError, TrebuchetWarning
+
+BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
+              "-fno-trapping-math", "-std=gnu11", "-w")
+
+_fallback_dir: pathlib.Path | None = None
+
+
+def _usable_dir(path: pathlib.Path) -> pathlib.Path:
+    global _fallback_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return path
+    except OSError as e:
+        if _fallback_dir is None:
+            _fallback_dir = pathlib.Path(tempfile.mkdtemp(prefix="trebuchet-cache-"))
+            warnings.warn(f"trebuchet: cache folder {path} is not writable ({e.strerror}); "
+                          f"using {_fallback_dir} for this process", TrebuchetWarning,
+                          stacklevel=2)
+        return _fallback_dir
+
+
+def find_compiler(cc: str) -> str:
+    exe = shutil.which(cc.split()[0]) if cc else None
+    if exe is None:
+        raise TrebuchetCompileError(
+            f"no C compiler: '{cc}' was not found (set CC to a C compiler such as gcc or clang, "
+            "or use target='reference')")
+    return cc
+
+
+def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathlib.Path) -> pathlib.Path:
+    """The path of a shared library built from `source` (from the cache when present)."""
+    cc = find_compiler(cc)
+    flags = BASE_FLAGS + tuple(extra_flags)
+    key = hashlib.sha256("\0".join((source, cc, *flags)).encode()).hexdigest()
+    root = _usable_dir(cache_root)
+    entry = root / key[:2] / key
+    lib = entry / "kernels.so"
+    digest = entry / "kernels.sha256"
+    if lib.exists() and digest.exists() and _checksum(lib) == digest.read_text().strip():
+        return lib
+    entry.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=entry) as tmp:
+        src = pathlib.Path(tmp) / "kernels.c"
+        src.write_text(source)
+        out = pathlib.Path(tmp) / "kernels.so"
+        cmd = [*cc.split(), *flags, str(src), "-o", str(out), "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise TrebuchetCompileError(
+                f"C compiler failed ({' '.join(cmd)}):\n{proc.stderr.strip()[:4000]}")
+        sha = _checksum(out)
+        os.replace(out, lib)                     # atomic on one filesystem
+        tmp_digest = pathlib.Path(tmp) / "digest"
+        tmp_digest.write_text(sha)
+        os.replace(tmp_digest, digest)
+        os.replace(src, entry / "kernels.c")
+    return lib
+
+
+def _checksum(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load(lib: pathlib.Path) -> ctypes.CDLL:
+    # Load from a private copy: a concurrent rebuild replacing the cached file
+    # must not change a library that is already mapped.
+    return ctypes.CDLL(str(lib))

@@ -1,0 +1,182 @@
+"""Generate the Python function that runs one compiled graph.
+
+The wrapper is straight-line Python source: bind size symbols from the
+inputs, allocate buffers, call kernels through ctypes and externs as ATen
+calls, drop buffers after their last use (reusing same-sized kernel buffers),
+and return the outputs. No per-op interpretation happens at run time.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import sympy
+import torch
+
+from ..codegen.indexing import print_index
+from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
+                        product)
+from ..scheduler.kernels import Kernel, Schedule, kernel_reads
+
+
+def py(expr: Any) -> str:
+    """Python source for a size/index expression or a constant argument."""
+    if isinstance(expr, sympy.Expr):
+        if expr.is_number and not expr.is_integer:
+            return repr(float(expr))
+        if isinstance(expr, sympy.logic.boolalg.BooleanAtom):
+            return repr(bool(expr))
+        return print_index(expr, "py")
+    if isinstance(expr, (sympy.logic.boolalg.BooleanAtom,)):
+        return repr(bool(expr))
+    return repr(expr)
+
+
+def shape_code(shape: Any) -> str:
+    items = [py(s) for s in shape]
+    return "(" + "".join(f"{i}, " for i in items) + ")"
+
+
+class WrapperWriter:
+    def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
+                 signatures: dict[str, list[str]]):
+        self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = {}
+
+    def const(self, value: Any, prefix: str = "c") -> str:
+        name = f"{prefix}{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def arg_code(self, x: Any) -> str:
+        if isinstance(x, BufferRef):
+            return self.ref_code(x)
+        if isinstance(x, list):
+            return "[" + ", ".join(self.arg_code(v) for v in x) + "]"
+        if isinstance(x, tuple):
+            return "(" + "".join(self.arg_code(v) + ", " for v in x) + ")"
+        if isinstance(x, sympy.Basic):
+            return py(x)
+        if isinstance(x, (int, float, bool, str, type(None))):
+            return repr(x)
+        return self.const(x)
+
+    def ref_code(self, ref: BufferRef) -> str:
+        buf = self.g.buffer(ref.buf)
+        if tuple(ref.shape) == tuple(buf.shape) and tuple(ref.stride) == tuple(buf.stride) \
+                and ref.offset == 0:
+            return ref.buf
+        return (f"as_strided({ref.buf}, {shape_code(ref.shape)}, {shape_code(ref.stride)}, "
+                f"{ref.buf}.storage_offset() + {py(ref.offset)})")
+
+    def write(self) -> str:
+        g = self.g
+        L = self.lines
+        L.append("def call(args):")
+        for b in g.inputs:
+            L.append(f"    {b.name} = args[{b.position}]")
+        for sym, (pos, kind, d) in g.symbol_sources.items():
+            src = {"size": f"args[{pos}].size({d})", "stride": f"args[{pos}].stride({d})",
+                   "int": f"args[{pos}]"}[kind]
+            L.append(f"    {sym} = {src}")
+        L.append("    args.clear()")
+        last_use = self._last_uses()
+        outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
+        extern_read = {r for s in self.sched.steps if isinstance(s, Extern) for r in s.reads()}
+        pool: dict[tuple, list[str]] = {}
+        for step_no, step in enumerate(self.sched.steps):
+            if isinstance(step, Kernel):
+                self._kernel(step, pool)
+            elif isinstance(step, ExternOutput):
+                path = "".join(f"[{i}]" for i in step.item)
+                L.append(f"    {step.name} = {step.source}{path}")
+                self._fix_layout(step)
+            else:
+                self._extern(step)
+            for name in sorted(n for n, last in last_use.items() if last == step_no):
+                if name in outputs or name in self.internal:
+                    continue
+                buf = g.buffer(name)
+                if (not isinstance(buf, (Extern, ExternOutput)) and name not in extern_read
+                        and name not in {b.name for b in g.inputs}
+                        and tuple(buf.stride) == tuple(contiguous_strides(buf.shape))):
+                    pool.setdefault(self._pool_key(buf), []).append(name)
+                L.append(f"    del {name}")
+        rets = []
+        for o in g.outputs:
+            if o.kind == "none":
+                rets.append("None")
+            elif o.kind == "value":
+                rets.append(py(o.value))
+            else:
+                rets.append(self.ref_code(o.ref))
+        L.append("    return (" + "".join(r + ", " for r in rets) + ")")
+        return "\n".join(L) + "\n"
+
+    def _pool_key(self, buf: Buffer) -> tuple:
+        return (buf.dtype, str(product(buf.shape)))
+
+    def _last_uses(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for k, step in enumerate(self.sched.steps):
+            reads = kernel_reads(step) if isinstance(step, Kernel) else step.reads()
+            for r in reads:
+                last[r] = k
+            if isinstance(step, Kernel):
+                for n in step.nodes:
+                    last.setdefault(n.buf.name, k)
+            else:
+                last.setdefault(step.name, k)
+        return last
+
+    def _kernel(self, k: Kernel, pool: dict[tuple, list[str]]) -> None:
+        L = self.lines
+        for n in k.nodes:
+            if n.buf.name in self.internal:
+                continue
+            b = n.buf
+            free = pool.get(self._pool_key(b))
+            contiguous = tuple(b.stride) == tuple(contiguous_strides(b.shape))
+            if free and contiguous:
+                old = free.pop()
+                L.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
+            else:
+                L.append(f"    {b.name} = empty_strided({shape_code(b.shape)}, "
+                         f"{shape_code(b.stride)}, dtype={self.const(b.dtype, 'dt')})")
+        args = []
+        for kind in self.sigs[k.name]:
+            what, name = kind.split(":", 1)
+            args.append(f"{name}.data_ptr()" if what == "ptr" else name)
+        L.append(f"    {k.name}({', '.join(args)})")
+
+    def _extern(self, e: Extern) -> None:
+        fn = self.const(e.target, "op")
+        args = ", ".join(self.arg_code(a) for a in e.args)
+        kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
+        self.lines.append(f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})")
+        if not e.multi:
+            self._fix_layout(e)
+
+    def _fix_layout(self, b: Buffer) -> None:
+        """Kernels index extern results with the strides traced; enforce them."""
+        self.lines.append(f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
+                          f"{shape_code(b.stride)})")
+
+
+def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
+    if t.stride() == stride or t.numel() <= 1:
+        return t
+    out = torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+def build_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
+                  signatures: dict[str, list[str]], kernels: dict[str, Callable]) -> tuple[Callable, str]:
+    w = WrapperWriter(graph, sched, internal, signatures)
+    source = w.write()
+    namespace: dict[str, Any] = {"empty_strided": torch.empty_strided,
+                                 "as_strided": torch.as_strided, "fix_layout": fix_layout,
+                                 **w.consts, **kernels}
+    exec(compile(source, "<trebuchet-wrapper>", "exec"), namespace)
+    return namespace["call"], source

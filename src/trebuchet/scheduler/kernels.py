@@ -1,0 +1,217 @@
+"""Group computed buffers into kernels (the fusion decisions).
+
+Lowering already inlined single-use pointwise chains into their consumers; what
+reaches here are the buffers that must exist. The scheduler walks them in
+order and adds each to the open kernel when it shares the kernel's iteration
+space and reads what the kernel produced only at the element (or row) being
+computed; otherwise it starts a new kernel. Externs close the open kernel.
+
+A kernel has outer loops (parallel; `x0, x1, ...`) and, for row kernels,
+inner loops (`r0, ...`) run once per stage. Per outer point:
+
+    stage 0: [row-level nodes] inner loop: pointwise nodes + reductions
+    stage 1: [row-level nodes that need stage-0 reductions] inner loop ...
+    ...
+    final:   [row-level nodes that need the last reductions]
+
+So layer norm (mean, variance, normalize) and softmax (max, sum, divide) are
+each one kernel, with the row read from cache after the first pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import sympy
+
+from ..ir.expr import Expr, Load, loads, substitute_indices, walk
+from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, index_vars,
+                        linear_index)
+
+
+@dataclasses.dataclass(eq=False)
+class KernelNode:
+    """One buffer computed by a kernel, with its body in the kernel's loop variables."""
+
+    buf: Pointwise | Reduction
+    body: Expr
+    store_index: sympy.Expr
+    stage: int
+    level: str            # "full" (inside the inner loop), "row" (once per outer point)
+
+
+@dataclasses.dataclass(eq=False)
+class Kernel:
+    name: str
+    outer: tuple[sympy.Expr, ...]
+    inner: tuple[sympy.Expr, ...]
+    nodes: list[KernelNode] = dataclasses.field(default_factory=list)
+
+    @property
+    def outer_vars(self) -> list[sympy.Symbol]:
+        return index_vars(len(self.outer), "x")
+
+    @property
+    def inner_vars(self) -> list[sympy.Symbol]:
+        return index_vars(len(self.inner), "r")
+
+    def produces(self, name: str) -> KernelNode | None:
+        for n in self.nodes:
+            if n.buf.name == name:
+                return n
+        return None
+
+    @property
+    def num_loops(self) -> int:
+        stages = [n.stage for n in self.nodes if n.level == "full"]
+        return max(stages) + 1 if stages else 0
+
+    def origins(self) -> list[str]:
+        out: list[str] = []
+        for n in self.nodes:
+            for o in n.buf.origins:
+                if o and o not in out:
+                    out.append(o)
+        return out
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Execution order: each step is a Kernel or an Extern/ExternOutput buffer."""
+
+    steps: list[Kernel | Buffer]
+
+
+def _non_one(dims: Sequence[sympy.Expr]) -> list[int]:
+    return [k for k, d in enumerate(dims) if d != 1]
+
+
+def _same(a: Sequence[sympy.Expr], b: Sequence[sympy.Expr]) -> bool:
+    return len(a) == len(b) and all(sympy.simplify(x - y) == 0 for x, y in zip(a, b))
+
+
+def _map_vars(shape: Sequence[sympy.Expr], targets: Sequence[tuple[sympy.Symbol, sympy.Expr]],
+              prefix: str = "i") -> dict[sympy.Symbol, sympy.Expr] | None:
+    """Map a buffer's index vars onto kernel loop vars, matching non-1 dims in order."""
+    own = index_vars(len(shape), prefix)
+    keep = _non_one(shape)
+    tgt = [(v, s) for v, s in targets if s != 1]
+    if not _same([shape[k] for k in keep], [s for _, s in tgt]):
+        return None
+    mapping: dict[sympy.Symbol, sympy.Expr] = {v: sympy.Integer(0) for v in own}
+    for k, (v, _) in zip(keep, tgt):
+        mapping[own[k]] = v
+    return mapping
+
+
+class _Builder:
+    """Places buffers into kernels in order; any recent kernel may take a buffer."""
+
+    # How many earlier kernels a buffer may join (bounds the scheduling cost).
+    LOOKBACK = 8
+
+    def __init__(self, graph: GraphIR):
+        self.graph = graph
+        self.steps: list[Kernel | Buffer] = []
+        self.step_of: dict[str, int] = {b.name: -1 for b in graph.inputs}
+        self.count = 0
+
+    def add(self, buf: Buffer) -> None:
+        if isinstance(buf, (Extern, ExternOutput)):
+            self.steps.append(buf)
+            self.step_of[buf.name] = len(self.steps) - 1
+            return
+        assert isinstance(buf, (Pointwise, Reduction))
+        deps = buf.reads()
+        for pos in range(len(self.steps) - 1, max(-1, len(self.steps) - 1 - self.LOOKBACK), -1):
+            k = self.steps[pos]
+            if not isinstance(k, Kernel):
+                if k.name in deps or (isinstance(k, Extern) and k.multi and any(
+                        self.step_of.get(d) == pos for d in deps)):
+                    break
+                continue
+            # Everything buf reads from outside k must exist before k runs.
+            if any(self.step_of.get(d, -1) >= pos and k.produces(d) is None for d in deps):
+                if any(self.step_of.get(d, -1) > pos for d in deps):
+                    break
+                continue
+            node = _place(k, buf)
+            if node is not None:
+                k.nodes.append(node)
+                self.step_of[buf.name] = pos
+                return
+        self.new_kernel(buf)
+
+    def new_kernel(self, buf: Pointwise | Reduction) -> None:
+        if isinstance(buf, Reduction):
+            k = Kernel(f"kernel{self.count}", tuple(buf.shape), tuple(buf.reduce_ranges))
+        else:
+            k = Kernel(f"kernel{self.count}", tuple(buf.shape), ())
+        self.count += 1
+        node = _place(k, buf)
+        assert node is not None, buf
+        k.nodes.append(node)
+        self.steps.append(k)
+        self.step_of[buf.name] = len(self.steps) - 1
+
+
+def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
+    """Where `buf` goes in kernel k, or None when it cannot join it."""
+    outer = list(zip(k.outer_vars, k.outer))
+    inner = list(zip(k.inner_vars, k.inner))
+    if isinstance(buf, Reduction):
+        if not k.inner and k.nodes:
+            return None
+        m = _map_vars(buf.shape, outer)
+        rm = _map_vars(buf.reduce_ranges, inner, "r")
+        if m is None or rm is None:
+            return None
+        mapping = {**m, **rm}
+        level = "full"
+    else:
+        mapping = _map_vars(buf.shape, outer + inner)
+        level = "full"
+        if mapping is None and k.inner:
+            mapping = _map_vars(buf.shape, outer)
+            level = "row"
+        if mapping is None:
+            return None
+    body = substitute_indices(buf.body, mapping)
+    own = index_vars(len(buf.shape))
+    store = linear_index([mapping[v] for v in own], buf.stride)
+    stage = 0
+    for ld in loads(body):
+        producer = k.produces(ld.buf)
+        if producer is None:
+            continue
+        if ld.dynamic is not None or sympy.simplify(ld.index - producer.store_index) != 0:
+            return None
+        if producer.level == "row" and level == "full" and ld.index.free_symbols & set(k.inner_vars):
+            return None
+        if isinstance(producer.buf, Reduction) or producer.level == "row":
+            after = producer.stage + (1 if isinstance(producer.buf, Reduction) else 0)
+        else:
+            after = producer.stage
+            if level == "row":
+                return None   # a row-level value cannot read a full-iteration one
+        stage = max(stage, after)
+    return KernelNode(buf, body, store, stage, level)
+
+
+def schedule(graph: GraphIR, output_bufs: set[str]) -> Schedule:
+    b = _Builder(graph)
+    for buf in graph.buffers:
+        b.add(buf)
+    return Schedule(b.steps)
+
+
+def kernel_reads(k: Kernel) -> set[str]:
+    produced = {n.buf.name for n in k.nodes}
+    return {ld.buf for n in k.nodes for ld in loads(n.body)} - produced
+
+
+def uses_local(k: Kernel, ld: Load) -> KernelNode | None:
+    return k.produces(ld.buf)
+
+
+__all__ = ["Kernel", "KernelNode", "Schedule", "schedule", "kernel_reads", "walk"]
