@@ -127,6 +127,7 @@ class Executor:
             a = args[pos]
             env[sym] = a.size(d) if kind == "size" else a.stride(d) if kind == "stride" else int(a)
         bufs: dict[str, torch.Tensor] = {b.name: args[b.position] for b in g.inputs}
+        bufs.update({c.name: c.value for c in g.constants})
         for b in g.buffers:
             bufs[b.name] = self.compute(b, bufs, env)
         out = []

@@ -173,12 +173,14 @@ class GraphIR:
     # symbol -> (input position, "size"/"stride"/"int", dim) to recover its value at run time
     symbol_sources: dict[sympy.Symbol, tuple[int, str, int]]
     num_args: int = 0
+    constants: list[ConstantBuffer] = dataclasses.field(default_factory=list)
 
     def buffer(self, name: str) -> Buffer:
         return self._by_name[name]
 
     def __post_init__(self) -> None:
         self._by_name = {b.name: b for b in self.inputs}
+        self._by_name.update({b.name: b for b in self.constants})
         self._by_name.update({b.name: b for b in self.buffers})
 
     def add(self, buf: Buffer) -> None:

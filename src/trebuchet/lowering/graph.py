@@ -15,7 +15,7 @@ import sympy
 import torch
 import torch.fx
 
-from ..ir.nodes import (BufferRef, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
+from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
                         contiguous_strides)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
 from .registry import LoweringContext, LoweringError, TensorValue, lookup, value_from_ref
@@ -69,7 +69,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts) -> GraphIR:
         elif node.op == "call_function":
             env[node] = _call(ctx, node, meta, env, counts)
         elif node.op == "get_attr":
-            raise LoweringError(f"get_attr {node.target} is not supported")
+            env[node] = _constant(ctx, _fetch_attr(gm, node.target))
         elif node.op == "output":
             outputs = [_output(ctx, v, env) for v in _as_list(node.args[0])]
     free = set()
@@ -79,7 +79,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts) -> GraphIR:
     missing = {s for s in free if s not in symbol_sources and not str(s).startswith(("i", "r"))}
     if missing:
         raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
-    return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position)
+    return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants)
 
 
 def _as_list(x: Any) -> list:
@@ -107,6 +107,26 @@ def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[Inp
     if isinstance(expr, sympy.Expr):
         raise LoweringError(f"symbolic input {expr} is not a plain symbol")
     raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")
+
+
+def _fetch_attr(gm: torch.fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _constant(ctx: LoweringContext, value: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        raise LoweringError(f"constant of type {type(value).__name__}")
+    if value.device.type != "cpu" or value.is_complex() or value.layout != torch.strided:
+        raise LoweringError("constant tensor that is not a dense CPU tensor")
+    name = ctx.new_name("const")
+    shape = tuple(sympy.Integer(s) for s in value.shape)
+    stride = tuple(sympy.Integer(s) for s in value.stride())
+    ctx.constants.append(ConstantBuffer(name, shape, value.dtype, stride, value=value))
+    ctx.input_names.add(name)
+    return value_from_ref(BufferRef(name, shape, stride, sympy.Integer(0)), value.dtype)
 
 
 def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, counts: OpCounts) -> Any:

@@ -83,6 +83,7 @@ class LoweringContext:
     current_origin: str = ""
     current_target: Any = None
     input_names: set = dataclasses.field(default_factory=set)
+    constants: list = dataclasses.field(default_factory=list)
     # How many ops an expression may hold before a multi-use value is stored.
     inline_limit: int = 8
 

@@ -7,6 +7,7 @@ and return the outputs. No per-op interpretation happens at run time.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import sympy
@@ -57,6 +58,8 @@ class WrapperWriter:
             return "(" + "".join(self.arg_code(v) + ", " for v in x) + ")"
         if isinstance(x, sympy.Basic):
             return py(x)
+        if isinstance(x, float) and not math.isfinite(x):
+            return f"float('{x}')"
         if isinstance(x, (int, float, bool, str, type(None))):
             return repr(x)
         return self.const(x)
@@ -75,6 +78,8 @@ class WrapperWriter:
         L.append("def call(args):")
         for b in g.inputs:
             L.append(f"    {b.name} = args[{b.position}]")
+        for c in g.constants:
+            L.append(f"    {c.name} = {self.const(c.value, 'k')}")
         for sym, (pos, kind, d) in g.symbol_sources.items():
             src = {"size": f"args[{pos}].size({d})", "stride": f"args[{pos}].stride({d})",
                    "int": f"args[{pos}]"}[kind]
@@ -98,9 +103,10 @@ class WrapperWriter:
                     continue
                 buf = g.buffer(name)
                 if (not isinstance(buf, (Extern, ExternOutput)) and name not in extern_read
-                        and name not in {b.name for b in g.inputs}
+                        and name not in {b.name for b in g.inputs + g.constants}
                         and tuple(buf.stride) == tuple(contiguous_strides(buf.shape))):
                     pool.setdefault(self._pool_key(buf), []).append(name)
+                    continue   # kept alive for reuse by a later buffer of the same size
                 L.append(f"    del {name}")
         rets = []
         for o in g.outputs:
