@@ -2,6 +2,17 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <string.h>
+#include <math.h>
+
+/* Let the vectorizer call glibc's vector math (libmvec) for these functions;
+   glibc only declares them under -ffast-math, which would break NaN semantics. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define T_VEC __attribute__((simd("notinbranch")))
+float expf(float) T_VEC; float logf(float) T_VEC; float tanhf(float) T_VEC;
+float erff(float) T_VEC; float expm1f(float) T_VEC; float log1pf(float) T_VEC;
+float sinf(float) T_VEC; float cosf(float) T_VEC;
+double exp(double) T_VEC; double log(double) T_VEC;
+#endif
 #include <tgmath.h>
 
 /* float16 / bfloat16 are stored as raw 16-bit words and computed in float. */

@@ -22,6 +22,8 @@ from ..errors import TrebuchetCompileError, TrebuchetWarning
 BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
               "-fno-trapping-math", "-std=gnu11", "-w")
 
+LIBS = ("-lmvec", "-lm") if os.path.exists("/usr/lib/x86_64-linux-gnu/libmvec.so") else ("-lm",)
+
 _fallback_dir: pathlib.Path | None = None
 
 
@@ -67,7 +69,7 @@ def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathli
         src = pathlib.Path(tmp) / "kernels.c"
         src.write_text(source)
         out = pathlib.Path(tmp) / "kernels.so"
-        cmd = [*cc.split(), *flags, str(src), "-o", str(out), "-lm"]
+        cmd = [*cc.split(), *flags, str(src), "-o", str(out), *LIBS]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise TrebuchetCompileError(
