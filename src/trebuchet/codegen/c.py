@@ -182,10 +182,11 @@ REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 class KernelWriter:
     """Writes the C function for one scheduled kernel."""
 
-    def __init__(self, kernel: Kernel, internal: set[str], symbols: list[sympy.Symbol]):
+    def __init__(self, kernel: Kernel, internal: set[str], note: str = ""):
+        self.note = note
         self.k = kernel
         self.internal = internal
-        self.symbols = symbols
+
         self.lines: list[str] = []
         self.scopes: list[dict[Expr, str]] = [{}]
         self.tmp = 0
@@ -365,6 +366,7 @@ class KernelWriter:
         k = self.k
         params = self.params()
         head = [f"// {k.name}: " + ", ".join(k.origins()),
+                *([f"// {self.note}"] if self.note else []),
                 f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
         vars_ = [str(v) for v in k.outer_vars]
         sizes = [print_index(s) for s in k.outer]
@@ -434,12 +436,13 @@ def _extreme(dtype: torch.dtype, is_max: bool) -> str:
     return c_const(v, dtype)
 
 
-def generate(kernels: Iterable[Kernel], internal: set[str]) -> tuple[str, dict[str, list[str]]]:
+def generate(kernels: Iterable[Kernel], internal: set[str],
+             notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]]]:
     """The translation unit, and each kernel's parameter kinds in call order."""
     parts = [PRELUDE]
     signatures: dict[str, list[str]] = {}
     for k in kernels:
-        w = KernelWriter(k, internal, [])
+        w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
         parts.append(w.write())
         signatures[k.name] = [kind for _, kind in w.param_list()]
     return "\n\n".join(parts) + "\n", signatures

@@ -26,6 +26,7 @@ from ..config import Options
 from ..ir.expr import loads
 from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
+from ..scheduler.cost import describe_bytes, kernel_bytes
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads, schedule
 from . import cbuild
 from .wrapper import build_wrapper
@@ -84,7 +85,9 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         sched = schedule(graph, set())                                # schedule
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]
         internal = internal_buffers(graph, sched)
-        source, sigs = c_codegen.generate(kernels, internal)          # codegen
+        notes = {k.name: f"{k.kind()} kernel; moves {describe_bytes(kernel_bytes(graph, k, internal))}"
+                 for k in kernels}
+        source, sigs = c_codegen.generate(kernels, internal, notes)   # codegen
         callables: dict[str, Callable] = {}
         if kernels:
             lib_path = cbuild.build(source, options.compiler(), options.cflags,  # build

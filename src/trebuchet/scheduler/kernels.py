@@ -66,6 +66,12 @@ class Kernel:
         stages = [n.stage for n in self.nodes if n.level == "full"]
         return max(stages) + 1 if stages else 0
 
+    def kind(self) -> str:
+        """"pointwise" or "reduction" (a kernel with inner loops)."""
+        if not self.inner:
+            return "pointwise"
+        return "reduction"
+
     def origins(self) -> list[str]:
         out: list[str] = []
         for n in self.nodes:
