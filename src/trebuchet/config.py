@@ -49,7 +49,7 @@ class Options:
                 raise TypeError(f"unknown trebuchet option {key!r}; known: "
                                 f"{', '.join(f.name for f in dataclasses.fields(cls))}")
             setattr(opts, key, value)
-        if opts.debug_dir and not overrides.get("debug", True) is False:
+        if opts.debug_dir and overrides.get("debug", True) is not False:
             opts.debug = True
         if opts.target not in ("auto", "c", "reference"):
             raise ValueError(f"unknown target {opts.target!r}: expected 'auto', 'c' or 'reference'")

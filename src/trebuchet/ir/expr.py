@@ -40,7 +40,7 @@ OPS: dict[str, tuple[int, str]] = {
     # comparison (-> bool; operands share a dtype)
     "eq": (2, ""), "ne": (2, ""), "lt": (2, ""), "le": (2, ""), "gt": (2, ""), "ge": (2, ""),
     # logical (operands bool)
-    "logical_and": (2, ""), "logical_or": (2, ""), 
+    "logical_and": (2, ""), "logical_or": (2, ""),
     "logical_not": (1, ""),
     # bitwise (integers and bool)
     "bitwise_and": (2, ""), "bitwise_or": (2, ""), "bitwise_xor": (2, ""),
