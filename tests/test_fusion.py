@@ -155,6 +155,42 @@ def test_layer_norm_training_forward_and_backward() -> None:
     assert total["graph_fallbacks"] == 0
 
 
+def test_log_softmax_is_one_kernel() -> None:
+    stats = compile_and_check(lambda x: F.log_softmax(x, -1), rand(ROWS, HIDDEN))
+    assert stats["kernels"] == 1
+
+
+def _rms_norm(x, w):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+
+
+@pytest.mark.parametrize("fn,n_inputs,max_backward", [
+    (lambda x: torch.softmax(x, -1), 1, 1),
+    (lambda x, b: F.gelu(x + b), 2, 2),     # grad_x (pointwise), grad_b (column sum)
+    (_rms_norm, 2, 2),                      # grad_x (row reduction), grad_w (column sum)
+], ids=["softmax", "bias_gelu", "rms_norm"])
+def test_training_forward_is_one_kernel_backward_few(fn: Callable, n_inputs: int,
+                                                     max_backward: int) -> None:
+    torch.manual_seed(0)
+    shapes = [(ROWS, HIDDEN), (HIDDEN,)][:n_inputs]
+    base = [rand(*s) for s in shapes]
+    eager = [t.clone().requires_grad_() for t in base]
+    comp = [t.clone().requires_grad_() for t in base]
+    trebuchet.reset()
+    y = trebuchet.compile(fn, target="c", strict=True)(*comp)
+    forward = trebuchet.stats()["kernels"]
+    (y * y).sum().backward()
+    total = trebuchet.stats()
+    y_eager = fn(*eager)
+    (y_eager * y_eager).sum().backward()
+    torch.testing.assert_close(y, y_eager)
+    for c, e in zip(comp, eager):
+        torch.testing.assert_close(c.grad, e.grad)
+    assert forward == 1
+    assert 1 <= total["kernels"] - forward <= max_backward, total["kernel_ops"]
+    assert not total["fallback_ops"] and total["graph_fallbacks"] == 0
+
+
 def test_matmul_epilogue_is_one_kernel_after_the_extern() -> None:
     def fn(x, w, b):
         return F.gelu(x @ w + b)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 from typing import Iterable
 
 import sympy
@@ -436,13 +437,39 @@ def _extreme(dtype: torch.dtype, is_max: bool) -> str:
     return c_const(v, dtype)
 
 
+_BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
+
+
+def canonical(code: str, params: list[str], name: str) -> str:
+    """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
+    alias = {p.split(":", 1)[1]: f"p{i}" for i, p in enumerate(params) if p.startswith("ptr:")}
+    body = "\n".join(line for line in code.splitlines() if not line.startswith("//"))
+    body = body.replace(f"void {name}(", "void KERNEL(")
+
+    def sub(m: re.Match) -> str:
+        return alias.setdefault(m.group(1), f"q{len(alias)}")
+
+    return _BUF_NAME.sub(sub, body)
+
+
 def generate(kernels: Iterable[Kernel], internal: set[str],
-             notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]]]:
-    """The translation unit, and each kernel's parameter kinds in call order."""
+             notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]], dict[str, str]]:
+    """The translation unit, each kernel's parameter kinds in call order, and the C
+    function each kernel calls (kernels with identical code share one function:
+    repeated layers compile once)."""
     parts = [PRELUDE]
     signatures: dict[str, list[str]] = {}
+    functions: dict[str, str] = {}
+    seen: dict[str, str] = {}
     for k in kernels:
         w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
-        parts.append(w.write())
+        code = w.write()
         signatures[k.name] = [kind for _, kind in w.param_list()]
-    return "\n\n".join(parts) + "\n", signatures
+        key = canonical(code, signatures[k.name], k.name)
+        if key in seen:
+            functions[k.name] = seen[key]
+            parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
+            continue
+        seen[key] = functions[k.name] = k.name
+        parts.append(code)
+    return "\n\n".join(parts) + "\n", signatures, functions

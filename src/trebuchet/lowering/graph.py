@@ -104,6 +104,8 @@ def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[Inp
     if isinstance(expr, sympy.Symbol) and expr not in symbol_sources:
         symbol_sources[expr] = (position, "int", 0)
         return expr
+    if isinstance(expr, (int, float, bool)) or (isinstance(expr, sympy.Expr) and expr.is_number):
+        return expr      # a size input that was specialized to a constant
     if isinstance(expr, sympy.Expr):
         raise LoweringError(f"symbolic input {expr} is not a plain symbol")
     raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")

@@ -13,7 +13,7 @@ import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ir.expr import Expr
-from ..ir.nodes import BufferRef, contiguous_strides, product
+from ..ir.nodes import BufferRef, contiguous_strides, linear_index, product
 from .pointwise import broadcast_to
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
 
@@ -243,22 +243,60 @@ def reshape_value(x: TensorValue, sizes: Sequence[Any]) -> TensorValue:
             ref = BufferRef(x.ref.buf, tuple(shape), tuple(stride), x.ref.offset)
             from .registry import value_from_ref
             return value_from_ref(ref, x.dtype, x.origins)
-    old_strides = contiguous_strides(x.shape)
-    new_strides = contiguous_strides(shape)
+    groups = _dim_groups(x.shape, shape)
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
-        flat = sum((i * s for i, s in zip(idx, new_strides)), sympy.Integer(0))
-        old_idx = []
-        for size, st in zip(x.shape, old_strides):
-            if size == 1:
-                old_idx.append(sympy.Integer(0))
-            elif sympy.simplify(st * size - numel) == 0:
-                old_idx.append(FloorDiv(flat, st))
-            else:
-                old_idx.append(ModularIndexing(flat, st, size))
+        old_idx: list[sympy.Expr] = [sympy.Integer(0)] * x.ndim
+        for old_dims, new_dims in groups:
+            # flat position within the group, then split over the old dims
+            new_sizes = [shape[d] for d in new_dims]
+            flat = linear_index([idx[d] for d in new_dims], contiguous_strides(new_sizes))
+            old_sizes = [x.shape[d] for d in old_dims]
+            old_strides = contiguous_strides(old_sizes)
+            for k, d in enumerate(old_dims):
+                if old_sizes[k] == 1:
+                    continue
+                if k == 0:
+                    old_idx[d] = FloorDiv(flat, old_strides[0]) if len(old_dims) > 1 else flat
+                else:
+                    old_idx[d] = ModularIndexing(flat, old_strides[k], old_sizes[k])
         return x.load(old_idx)
 
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)
+
+
+def _dim_groups(old: Sequence[sympy.Expr], new: Sequence[sympy.Expr]) -> list[tuple[list[int], list[int]]]:
+    """Pair runs of old and new dims with equal element counts (one run when unsure)."""
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(old) or j < len(new):
+        og, ng = [], []
+        on, nn = sympy.Integer(1), sympy.Integer(1)
+        while True:
+            if og and ng and sympy.simplify(on - nn) == 0:
+                break
+            take_old = i < len(old) and (not og or _lt(on, nn) or j >= len(new))
+            if take_old:
+                og.append(i)
+                on = on * old[i]
+                i += 1
+            elif j < len(new):
+                ng.append(j)
+                nn = nn * new[j]
+                j += 1
+            else:
+                break
+        # size-1 dims trailing a group belong to it
+        while i < len(old) and old[i] == 1 and j >= len(new):
+            og.append(i)
+            i += 1
+        while j < len(new) and new[j] == 1 and i >= len(old):
+            ng.append(j)
+            j += 1
+        groups.append((og, ng))
+        if not og or not ng:
+            return [(list(range(len(old))), list(range(len(new))))]
+    return groups
 
 
 def _infer_shape(x: TensorValue, sizes: Sequence[Any]) -> list[sympy.Expr]:

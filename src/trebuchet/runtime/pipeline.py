@@ -87,14 +87,14 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         internal = internal_buffers(graph, sched)
         notes = {k.name: f"{k.kind()} kernel; moves {describe_bytes(kernel_bytes(graph, k, internal))}"
                  for k in kernels}
-        source, sigs = c_codegen.generate(kernels, internal, notes)   # codegen
+        source, sigs, functions = c_codegen.generate(kernels, internal, notes)  # codegen
         callables: dict[str, Callable] = {}
         if kernels:
             lib_path = cbuild.build(source, options.compiler(), options.cflags,  # build
                                     options.cache_path())
             lib = cbuild.load(lib_path)
             for k in kernels:
-                f = getattr(lib, k.name)
+                f = getattr(lib, functions[k.name])
                 f.argtypes = [ctypes.c_void_p if s.startswith("ptr") else ctypes.c_int64
                               for s in sigs[k.name]]
                 f.restype = None
