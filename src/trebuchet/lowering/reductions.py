@@ -246,3 +246,35 @@ def logsumexp(ctx: LoweringContext, x: TensorValue, dims: Any, keepdim: bool = F
     s = reduce(ctx, e, dims_, "sum", compute, True, torch.float64)
     out = pointwise(ctx, [s, m_safe], lambda a, b: op("add", op("log", a), b), compute, x.dtype)
     return out if keepdim else reduce_view(out, x.ndim, dims_)
+
+
+@register_lowering(aten.linalg_vector_norm.default)
+def vector_norm(ctx: LoweringContext, x: TensorValue, ord: Any = 2, dim: Any = None,
+                keepdim: bool = False, *, dtype: torch.dtype | None = None) -> TensorValue:
+    if not x.dtype.is_floating_point:
+        raise LoweringError("norm of integers")
+    out = dtype or x.dtype
+    compute = torch.float64 if out == torch.float64 else torch.float32
+    dims = norm_dims(dim, x.ndim)
+    a = pointwise(ctx, [x], lambda v: op("abs", v), compute, compute)
+    inf = float("inf")
+    if ord in (inf, -inf):
+        r = reduce(ctx, a, dims, "max" if ord == inf else "min", compute, keepdim)
+        return pointwise(ctx, [r], lambda v: v, compute, out)
+    if ord == 0:
+        nz = pointwise(ctx, [x], lambda v: cast(op("ne", v, Const(0, v.dtype)), compute),
+                       x.dtype if x.dtype not in (torch.float16, torch.bfloat16) else compute,
+                       compute)
+        r = reduce(ctx, nz, dims, "sum", compute, keepdim, torch.float64)
+        return pointwise(ctx, [r], lambda v: v, compute, out)
+    if ord == 1:
+        r = reduce(ctx, a, dims, "sum", compute, keepdim, torch.float64)
+        return pointwise(ctx, [r], lambda v: v, compute, out)
+    if ord == 2:
+        sq = pointwise(ctx, [a], lambda v: op("mul", v, v), compute, compute)
+        r = reduce(ctx, sq, dims, "sum", compute, keepdim, torch.float64)
+        return pointwise(ctx, [r], lambda v: op("sqrt", v), compute, out)
+    p = float(ord)
+    powed = pointwise(ctx, [a], lambda v: op("pow", v, Const(p, compute)), compute, compute)
+    r = reduce(ctx, powed, dims, "sum", compute, keepdim, torch.float64)
+    return pointwise(ctx, [r], lambda v: op("pow", v, Const(1.0 / p, compute)), compute, out)

@@ -356,3 +356,18 @@ def unfold(ctx: LoweringContext, x: TensorValue, dim: int, size: int, step: int)
         return x.load(full)
 
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)
+
+
+@register_lowering(aten.split_with_sizes.default, aten.split.Tensor)
+def split(ctx: LoweringContext, x: TensorValue, sizes: Any, dim: int = 0) -> tuple:
+    dim = dim % x.ndim
+    if isinstance(sizes, (int, sympy.Expr)):   # split.Tensor: chunks of one size
+        total, step = x.shape[dim], sympy.sympify(sizes)
+        if not (total.is_number and step.is_number):
+            raise LoweringError("symbolic split")
+        sizes = [min(int(step), int(total) - s) for s in range(0, int(total), int(step))] or [0]
+    parts, start = [], sympy.Integer(0)
+    for size in sizes:
+        parts.append(slice_(ctx, x, dim, start, start + size))
+        start = start + size
+    return tuple(parts)
