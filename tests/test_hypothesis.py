@@ -5,7 +5,7 @@ broadcasting, some inputs transposed so they are non-contiguous): a chain of
 binary ops (add, mul, sub, safe division, maximum, where(x > y, x, y)), unary
 ops (exp of a clamped value, tanh, relu, sigmoid) and reductions (sum, amax,
 mean over a random dim, keepdim or not). The compiled program must match eager
-and must compile without any fallback. 15 examples by default (derandomized,
+and must compile without any fallback. 25 examples by default (derandomized,
 so CI is repeatable), 100 random ones with --full.
 """
 
@@ -186,7 +186,7 @@ def _check(program: Program) -> None:
 
 def test_random_pointwise_reduction_graphs(full: bool) -> None:
     @settings(
-        max_examples=100 if full else 15,
+        max_examples=100 if full else 25,
         deadline=None,
         derandomize=not full,
         database=settings.default.database if full else None,

@@ -10,7 +10,6 @@ import sympy
 import torch
 
 from ..ir.expr import Const, Expr, Index, Load, cast, op
-from ..ir.nodes import product
 from .pointwise import broadcast_shapes, broadcast_to, const_value, scalar_expr
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
 
@@ -261,7 +260,3 @@ def index(ctx: LoweringContext, x: TensorValue, indices: Sequence[TensorValue | 
         return load_indirect(x, full)
 
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)
-
-
-def numel(x: TensorValue) -> sympy.Expr:
-    return product(x.shape)

@@ -233,7 +233,6 @@ def _lt(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 def reshape_value(x: TensorValue, sizes: Sequence[Any]) -> TensorValue:
     shape = _infer_shape(x, sizes)
-    numel = product(x.shape)
     if x.ref is not None:
         try:
             stride = _view_strides(x.shape, x.ref.stride, shape)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import pathlib
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -126,10 +125,3 @@ def format_ir(graph: GraphIR) -> str:
         lines.append(f"{b.name}: {desc} {list(b.shape)} {b.dtype}{extra}")
     lines.append(f"outputs: {[o.ref.buf if o.ref else o.value for o in graph.outputs]}")
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: pathlib.Path, text: str) -> None:
-    path.write_text(text)
-
-
-__all__ = ["compile_graph", "format_ir", "Any"]

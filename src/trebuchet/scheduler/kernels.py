@@ -24,7 +24,7 @@ from typing import Sequence
 
 import sympy
 
-from ..ir.expr import Expr, Load, loads, substitute_indices, walk
+from ..ir.expr import Expr, loads, substitute_indices
 from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, index_vars,
                         linear_index)
 
@@ -216,8 +216,4 @@ def kernel_reads(k: Kernel) -> set[str]:
     return {ld.buf for n in k.nodes for ld in loads(n.body)} - produced
 
 
-def uses_local(k: Kernel, ld: Load) -> KernelNode | None:
-    return k.produces(ld.buf)
-
-
-__all__ = ["Kernel", "KernelNode", "Schedule", "schedule", "kernel_reads", "walk"]
+__all__ = ["Kernel", "KernelNode", "Schedule", "schedule", "kernel_reads"]
