@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from typing import Any, Callable
 
 import pytest
@@ -32,11 +33,13 @@ SRC_DIR = str(pathlib.Path(trebuchet.__file__).resolve().parents[1])
 
 
 def _clone(x: Any) -> Any:
-    """A copy with the same strides (clone() keeps them for dense tensors, not for
-    expanded ones: those stay as they are, they cannot be written to)."""
-    if isinstance(x, torch.Tensor) and 0 not in x.stride():
-        return x.clone()
-    return x
+    """A copy with the same sizes, strides and storage offset (clone() would make sliced
+    or expanded tensors contiguous): a copy of the whole storage, viewed the same way."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    out = torch.empty(0, dtype=x.dtype)
+    out.set_(x.untyped_storage().clone(), x.storage_offset(), x.size(), x.stride())
+    return out
 
 
 def check(fn: Callable, *args: Any, **options: Any) -> dict:
@@ -83,6 +86,7 @@ def test_transposed_input() -> None:
 def test_sliced_with_step_and_offset_input() -> None:
     x = torch.randn(10, 16)[1:9:2, 3::3]
     assert not x.is_contiguous() and x.storage_offset() > 0
+    assert _clone(x).stride() == x.stride() and _clone(x).storage_offset() == x.storage_offset()
     check(lambda x: (x * 2).exp().sum(-1), x)
 
 
@@ -227,9 +231,8 @@ def test_input_mutated_in_place() -> None:
         x.add_(1)
         return x * 2
 
-    x_eager, x_comp = torch.randn(5), None
-    x_comp = x_eager.clone()
-    before = x_eager.clone()
+    x_eager = torch.randn(5)
+    x_comp, before = x_eager.clone(), x_eager.clone()
     trebuchet.reset()
     out = trebuchet.compile(fn, target="c", strict=True)(x_comp)
     expected = fn(x_eager)
@@ -360,12 +363,19 @@ def test_tensor_constant_in_the_graph() -> None:
 
 # ---- no C compiler -----------------------------------------------------------------
 
+@pytest.fixture
+def no_cc(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    """CC points nowhere; an empty cache, so no kernel can come from an earlier build."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("TREBUCHET_CACHE_DIR", str(tmp_path / "empty-cache"))
+
+
 def _fn(a):
     return torch.sin(a * 2) + 1
 
 
-def test_no_c_compiler_falls_back_with_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+@pytest.mark.usefixtures("no_cc")
+def test_no_c_compiler_falls_back_with_warning() -> None:
     x = torch.randn(5)
     trebuchet.reset()
     compiled = trebuchet.compile(_fn, target="c")
@@ -375,8 +385,8 @@ def test_no_c_compiler_falls_back_with_warning(monkeypatch: pytest.MonkeyPatch) 
     assert trebuchet.stats()["graph_fallbacks"] == 1
 
 
-def test_no_c_compiler_strict_error_names_the_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+@pytest.mark.usefixtures("no_cc")
+def test_no_c_compiler_strict_error_names_the_compiler() -> None:
     trebuchet.reset()
     compiled = trebuchet.compile(_fn, target="c", strict=True)
     with pytest.raises(Exception) as info:
@@ -390,20 +400,61 @@ def test_no_c_compiler_strict_error_names_the_compiler(monkeypatch: pytest.Monke
                    "BackendCompilerFailed (the TrebuchetCompileError is only its "
                    ".inner_exception), so `except trebuchet.TrebuchetCompileError` does not "
                    "catch it, contrary to trebuchet.compile's docstring")
-def test_no_c_compiler_strict_raises_trebuchet_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+@pytest.mark.usefixtures("no_cc")
+def test_no_c_compiler_strict_raises_trebuchet_error() -> None:
     trebuchet.reset()
     compiled = trebuchet.compile(_fn, target="c", strict=True)
     with pytest.raises(trebuchet.TrebuchetCompileError, match="C compiler"):
         compiled(torch.randn(5))
 
 
-def test_reference_target_needs_no_c_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CC", "/nonexistent/cc")
+@pytest.mark.usefixtures("no_cc")
+def test_reference_target_needs_no_c_compiler() -> None:
     trebuchet.reset()
     x = torch.randn(5)
     out = trebuchet.compile(_fn, target="reference", strict=True)(x)
     torch.testing.assert_close(out, _fn(x))
+
+
+@pytest.mark.usefixtures("no_cc")
+def test_env_strict_and_target_apply_to_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(5)
+    monkeypatch.setenv("TREBUCHET_TARGET", "reference")
+    trebuchet.reset()
+    torch.testing.assert_close(torch.compile(_fn, backend="trebuchet")(x), _fn(x))
+    assert trebuchet.stats()["graph_fallbacks"] == 0
+    monkeypatch.setenv("TREBUCHET_TARGET", "c")
+    monkeypatch.setenv("TREBUCHET_STRICT", "1")
+    trebuchet.reset()
+    with pytest.raises(Exception) as info:
+        torch.compile(_fn, backend="trebuchet")(x)
+    assert trebuchet_error(info.value) is not None
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: trebuchet.compile() always passes its "
+                   "defaults target='auto', strict=False to Options.from_env as explicit "
+                   "overrides, so TREBUCHET_TARGET and TREBUCHET_STRICT are ignored by "
+                   "trebuchet.compile (they work with torch.compile(backend='trebuchet'))")
+@pytest.mark.parametrize("var,value", [("TREBUCHET_TARGET", "reference"),
+                                       ("TREBUCHET_STRICT", "1")])
+@pytest.mark.usefixtures("no_cc")
+def test_env_strict_and_target_apply_to_trebuchet_compile(
+        monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    x = torch.randn(5)
+    trebuchet.reset()
+    try:
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            out = trebuchet.compile(_fn)(x)
+    except Exception as e:  # noqa: BLE001 - strict: the compile error is the right outcome
+        assert var == "TREBUCHET_STRICT" and trebuchet_error(e) is not None
+        return
+    fell_back = [str(w.message) for w in record if issubclass(w.category,
+                                                              trebuchet.TrebuchetWarning)]
+    assert var == "TREBUCHET_TARGET", "TREBUCHET_STRICT=1 but no error was raised"
+    torch.testing.assert_close(out, _fn(x))
+    assert not fell_back and trebuchet.stats()["graph_fallbacks"] == 0, fell_back
 
 
 # ---- compile errors ----------------------------------------------------------------

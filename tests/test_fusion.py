@@ -155,6 +155,45 @@ def test_layer_norm_training_forward_and_backward() -> None:
     assert total["graph_fallbacks"] == 0
 
 
+RESHAPE_SPLITS = ("core fusion gap: a row normalization whose result is reshaped (as every "
+                  "Linear/bmm on a 3-D or 4-D activation does) takes 2 kernels: the reductions "
+                  "keep the [B, S] outer space, the normalized Pointwise gets the flattened "
+                  "[B*S, H] shape, and scheduler/kernels.py _map_vars only matches dims one by "
+                  "one, so the epilogue cannot join the reduction kernel (the input is read "
+                  "twice and the statistics go through memory)")
+
+
+@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
+def test_layer_norm_then_reshape_is_one_kernel() -> None:
+    stats = compile_and_check(lambda x: F.layer_norm(x, (HIDDEN,)).reshape(-1, HIDDEN),
+                              rand(2, 4, HIDDEN))
+    assert stats["kernels"] == 1, stats["kernel_ops"]
+
+
+@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
+def test_layer_norm_then_linear_on_3d_input_is_one_kernel() -> None:
+    def fn(x, w, b, proj):
+        return F.linear(F.layer_norm(x, (HIDDEN,), w, b), proj)
+
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="c", strict=True)
+    args = (rand(2, 4, HIDDEN), rand(HIDDEN), rand(HIDDEN), rand(32, HIDDEN))
+    torch.testing.assert_close(compiled(*args), fn(*args))
+    assert trebuchet.stats()["kernels"] == 1, trebuchet.stats()["kernel_ops"]
+
+
+@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
+def test_attention_softmax_before_bmm_is_one_kernel() -> None:
+    def fn(scores, v):
+        return torch.softmax(scores, -1) @ v
+
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="c", strict=True)
+    args = (rand(2, 4, 16, 16), rand(2, 4, 16, 8))
+    torch.testing.assert_close(compiled(*args), fn(*args))
+    assert trebuchet.stats()["kernels"] == 1, trebuchet.stats()["kernel_ops"]
+
+
 def test_log_softmax_is_one_kernel() -> None:
     stats = compile_and_check(lambda x: F.log_softmax(x, -1), rand(ROWS, HIDDEN))
     assert stats["kernels"] == 1
@@ -226,12 +265,13 @@ def compile_debug(fn: Callable, args: tuple, tmp_path: pathlib.Path) -> list[str
 
 
 def test_every_kernel_is_labelled_with_its_aten_ops(tmp_path: pathlib.Path) -> None:
-    def fn(x, b, mask):
-        h = F.gelu(x + b)
-        return torch.softmax(h * 0.5 + mask, -1), F.layer_norm(h, (HIDDEN,))
+    def fn(x, b, mask, w):
+        h = torch.softmax(F.gelu(x + b) * 0.5 + mask, -1)
+        y = F.layer_norm(h @ w, (32,))            # the matmul extern splits the kernels
+        return y, y.sum(0)
 
-    sources = compile_debug(fn, (rand(ROWS, HIDDEN), rand(HIDDEN), rand(ROWS, HIDDEN)),
-                            tmp_path)
+    args = (rand(ROWS, HIDDEN), rand(HIDDEN), rand(ROWS, HIDDEN), rand(HIDDEN, 32))
+    sources = compile_debug(fn, args, tmp_path)
     seen = 0
     for source in sources:
         lines = source.splitlines()
@@ -240,11 +280,15 @@ def test_every_kernel_is_labelled_with_its_aten_ops(tmp_path: pathlib.Path) -> N
             if not m:
                 continue
             seen += 1
-            comment = lines[k - 1]
-            assert comment.startswith(f"// {m.group(1)}: "), (comment, line)
-            ops = comment.split(": ", 1)[1].split(", ")
-            assert ops and all(op.startswith("aten.") for op in ops), comment
-    assert seen == trebuchet.stats()["kernels"] >= 1
+            j = k
+            while j > 0 and lines[j - 1].startswith("//"):
+                j -= 1
+            comments = lines[j:k]                   # the comment block right above
+            labels = [c for c in comments if c.startswith(f"// {m.group(1)}: ")]
+            assert len(labels) == 1, (comments, line)
+            ops = labels[0].split(": ", 1)[1].split(", ")
+            assert ops and all(op.startswith("aten.") for op in ops), labels[0]
+    assert seen >= 2
 
 
 def test_wrapper_calls_every_kernel(tmp_path: pathlib.Path) -> None:

@@ -195,11 +195,15 @@ class KernelWriter:
 
     # ---- expression emission ----
     def var(self, e: Expr, indent: str) -> str:
-        for scope in reversed(self.scopes):
-            if e in scope:
-                return scope[e]
-        for node in walk(e):
-            if any(node in s for s in self.scopes):
+        """Emit the statements computing e (reusing values in scope); return its name."""
+        stack: list[tuple[Expr, bool]] = [(e, False)]
+        while stack:
+            node, ready = stack.pop()
+            if self._find(node) is not None:
+                continue
+            if not ready:
+                stack.append((node, True))
+                stack.extend((c, False) for c in node.children() if self._find(c) is None)
                 continue
             code = self._code(node)
             if isinstance(node, Const):
@@ -210,6 +214,12 @@ class KernelWriter:
             self.lines.append(f"{indent}const {ctype(node.dtype)} {name} = {code};")
             self.scopes[-1][node] = name
         return self._lookup(e)
+
+    def _find(self, e: Expr) -> str | None:
+        for scope in reversed(self.scopes):
+            if e in scope:
+                return scope[e]
+        return None
 
     def _lookup(self, e: Expr) -> str:
         for scope in reversed(self.scopes):
@@ -244,12 +254,53 @@ class KernelWriter:
             self._pointwise_body()
             inner_code = self.lines
         else:
+            self.row_cache = self._plan_row_cache()
+            for slot, (e, _) in enumerate(self.row_cache.items()):
+                size = " * ".join(print_index(r) for r in k.inner)
+                self.lines.append(f"{body_indent}{ctype(e.dtype)} row{slot}[{size}];")
             for stage in range(n_loops + 1):
                 self._row_nodes(stage, body_indent)
                 if stage < n_loops:
                     self._inner_loop(stage, body_indent)
             inner_code = self.lines
         return self._wrap_outer(inner_code)
+
+    # A row is kept in a per-thread scratch array when it is this small (elements).
+    ROW_CACHE_LIMIT = 16384
+
+    def _plan_row_cache(self) -> dict[Expr, int]:
+        """Expensive per-element values needed again in a later pass over the row.
+
+        They are computed once, in the first pass, into a scratch row that stays in
+        cache (e.g. GELU before layer norm: erf once per element, not three times).
+        Returns each value with the stage that computes it.
+        """
+        k = self.k
+        if k.num_loops < 2 or not all(r.is_number for r in k.inner):
+            return {}
+        if int(math.prod(int(r) for r in k.inner)) > self.ROW_CACHE_LIMIT:
+            return {}
+        rvars = set(k.inner_vars)
+        first: dict[Expr, int] = {}
+        later: set[Expr] = set()
+        for n in sorted(k.nodes, key=lambda n: n.stage):
+            if n.level != "full":
+                continue
+            for e in walk(n.body):
+                if e in first and first[e] < n.stage:
+                    later.add(e)
+                first.setdefault(e, n.stage)
+        chosen = [e for e in later if isinstance(e, Op) and _expensive(e)
+                  and _depends_on(e, rvars)]
+        inner = {c for e in chosen for c in walk(e) if c is not e}
+        keep = {e for e in chosen if e not in inner}
+        # A value inside a kept one is kept too if a later pass also uses it on its own.
+        for n in k.nodes:
+            if n.level == "full":
+                for e in _walk_pruned(n.body, keep):
+                    if e in inner and e in chosen and first[e] < n.stage:
+                        keep.add(e)
+        return {e: first[e] for e in keep}
 
     def _pointwise_body(self) -> None:
         """All dims are loops; the innermost one is vectorized."""
@@ -302,7 +353,10 @@ class KernelWriter:
                 self.lines.append(f"{loop_indent}#pragma omp simd{extra}")
             self.lines.append(f"{loop_indent}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
             loop_indent += "    "
-        self.scopes.append({})
+        flat = print_index(_flat_r(k))
+        cached = {e: f"row{slot}[{flat}]" for slot, (e, first) in enumerate(self.row_cache.items())
+                  if first < stage}
+        self.scopes.append(cached)
         for n in nodes:
             value = self.var(n.body, loop_indent)
             if n.buf.name in accs:
@@ -310,6 +364,9 @@ class KernelWriter:
             else:
                 self.local[n.buf.name] = value
                 self._store(n, value, loop_indent)
+        for slot, (e, first) in enumerate(self.row_cache.items()):
+            if first == stage:
+                self.lines.append(f"{loop_indent}row{slot}[{flat}] = {self._lookup(e)};")
         self.scopes.pop()
         for n in nodes:
             if n.buf.name not in accs:
@@ -420,6 +477,40 @@ class KernelWriter:
         loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
         out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
         return out
+
+
+_COSTLY = {"exp", "expm1", "log", "log1p", "log2", "log10", "erf", "erfc", "tanh", "sigmoid",
+           "pow", "sin", "cos", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh",
+           "atanh", "lgamma", "atan2", "sqrt", "rsqrt", "truediv"}
+
+
+def _expensive(e: Expr) -> bool:
+    ops = [n for n in walk(e) if isinstance(n, Op)]
+    return len(ops) >= 4 or any(n.op in _COSTLY for n in ops)
+
+
+def _walk_pruned(root: Expr, stop: set[Expr]) -> list[Expr]:
+    """Nodes reachable from root without entering the nodes in `stop`."""
+    seen: set[Expr] = set()
+    stack = [root]
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if e in stop and e is not root:
+            continue
+        stack.extend(e.children())
+    return list(seen)
+
+
+def _depends_on(e: Expr, rvars: set) -> bool:
+    for n in walk(e):
+        if isinstance(n, Load) and n.index.free_symbols & rvars:
+            return True
+        if isinstance(n, Index) and n.expr.free_symbols & rvars:
+            return True
+    return False
 
 
 def _flat_r(k: Kernel) -> sympy.Expr:
