@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         command = f"TREBUCHET_OPINFO_TARGETS={args.target} python {command}"
         print(f"pytest exited with {code}", file=sys.stderr)
 
-    ops = aggregate(load_records(prefix), all_op_ids())
+    records = [r for r in load_records(prefix) if r["target"] == args.target]
+    ops = aggregate(records, all_op_ids())
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(ops, args.target, command, args.quick), encoding="utf-8")

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -21,16 +22,43 @@ __all__ = ["compile", "stats", "reset", "trebuchet_backend", "TrebuchetCompileEr
 register()
 
 
-def compile(model_or_fn: Callable, target: str = "auto", strict: bool = False,
+def compile(model_or_fn: Callable, target: str | None = None, strict: bool | None = None,
             dynamic: bool | None = None, **options: Any) -> Callable:
     """`torch.compile` with the Trebuchet backend.
 
-    target: "auto" (C on CPU), "c", or "reference" (the IR executed with torch ops).
-    strict: raise TrebuchetCompileError instead of falling back to eager.
-    Other options (debug, debug_dir, cache_dir, cc, cflags) are in trebuchet.config.Options.
+    target: "auto" (C on CPU), "c", or "reference" (the IR executed with torch ops);
+        default from TREBUCHET_TARGET, else "auto".
+    strict: raise TrebuchetCompileError instead of falling back to eager; default from
+        TREBUCHET_STRICT, else False.
+    Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit) are documented
+    in trebuchet.config.Options.
     """
-    backend = make_backend(target=target, strict=strict, **options)
-    return torch.compile(model_or_fn, backend=backend, dynamic=dynamic)
+    if target is not None:
+        options["target"] = target
+    if strict is not None:
+        options["strict"] = strict
+    compiled = torch.compile(model_or_fn, backend=make_backend(**options), dynamic=dynamic)
+    if isinstance(compiled, torch.nn.Module):
+        compiled.forward = _raise_our_errors(compiled.forward)
+        return compiled
+    return _raise_our_errors(compiled)
+
+
+def _raise_our_errors(fn: Callable) -> Callable:
+    """TorchDynamo wraps backend errors in BackendCompilerFailed; give strict-mode
+    users the TrebuchetCompileError itself."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except torch._dynamo.exc.BackendCompilerFailed as e:
+            inner = getattr(e, "inner_exception", None)
+            if isinstance(inner, TrebuchetCompileError):
+                raise inner from None
+            raise
+
+    return call
 
 
 def stats() -> dict[str, Any]:

@@ -250,6 +250,8 @@ class KernelWriter:
         body_indent = "    " * (len(outer_vars) + 1)
         self.lines = []
         n_loops = k.num_loops
+        if self._is_column():
+            return self._column_kernel()
         if not k.inner:
             self._pointwise_body()
             inner_code = self.lines
@@ -264,6 +266,97 @@ class KernelWriter:
                     self._inner_loop(stage, body_indent)
             inner_code = self.lines
         return self._wrap_outer(inner_code)
+
+    # Outer (column) reductions accumulate this many adjacent outputs at once.
+    COLUMN_TILE = 64
+
+    def _is_column(self) -> bool:
+        """A reduction whose reduced axis is strided and whose outputs are contiguous
+        (sum over the batch, bias gradients): better read row by row."""
+        k = self.k
+        if not k.inner or not k.outer or k.num_loops != 1:
+            return False
+        full = [n for n in k.nodes if n.level == "full"]
+        if any(not isinstance(n.buf, Reduction) or n.buf.reduce_type not in
+               ("sum", "prod", "max", "min") for n in full):
+            return False
+        if any(n.level == "row" and n.stage == 0 for n in k.nodes):
+            return False
+        last, rlast = k.outer_vars[-1], k.inner_vars[-1]
+        lds = [ld for n in full for ld in walk(n.body) if isinstance(ld, Load)]
+        if not lds or any(ld.dynamic is not None for ld in lds):
+            return False
+        unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
+        unit_inner = any(ld.index.coeff(rlast) == 1 for ld in lds)
+        return unit_outer and not unit_inner
+
+    def _column_kernel(self) -> str:
+        k = self.k
+        T = self.COLUMN_TILE
+        ov = [str(v) for v in k.outer_vars]
+        sizes = [print_index(s) for s in k.outer]
+        last, n_last = ov[-1], sizes[-1]
+        L = [f"// {k.name}: " + ", ".join(k.origins()),
+             f"// column reduction: {T} adjacent outputs accumulate while rows stream by",
+             *([f"// {self.note}"] if self.note else []),
+             f"void {k.name}({', '.join(self.params()) or 'void'}) {{"]
+        work = " * ".join(f"({x})" for x in sizes + [print_index(r) for r in k.inner])
+        L.append(f"    #pragma omp parallel for collapse({len(ov)}) if(({work}) > 32768)")
+        ind = "    "
+        for v, sz in zip(ov[:-1], sizes[:-1]):
+            L.append(f"{ind}for (int64_t {v} = 0; {v} < {sz}; ++{v}) {{")
+            ind += "    "
+        L.append(f"{ind}for (int64_t {last}_b = 0; {last}_b < {n_last}; {last}_b += {T}) {{")
+        ind += "    "
+        L.append(f"{ind}const int64_t {last}_e = {last}_b + {T} < {n_last} ? {last}_b + {T} : {n_last};")
+        full = [n for n in k.nodes if n.level == "full"]
+        for n in full:
+            rt = n.buf.reduce_type
+            init = REDUCE_INIT.get(rt) or _extreme(n.body.dtype, rt == "max")
+            L.append(f"{ind}{ctype(n.body.dtype)} acc_{n.buf.name}[{T}];")
+            L.append(f"{ind}for (int j = 0; j < {T}; ++j) acc_{n.buf.name}[j] = {init};")
+        for v, size in zip(k.inner_vars, k.inner):
+            L.append(f"{ind}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
+            ind += "    "
+        L.append(f"{ind}#pragma omp simd")
+        L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        self.lines = []
+        self.scopes.append({})
+        for n in full:
+            value = self.var(n.body, ind + "    ")
+            acc = f"acc_{n.buf.name}[{last} - {last}_b]"
+            rt = n.buf.reduce_type
+            stmt = {"sum": f"{acc} += {value};", "prod": f"{acc} *= {value};",
+                    "max": f"{acc} = T_MAX({acc}, {value});",
+                    "min": f"{acc} = T_MIN({acc}, {value});"}[rt]
+            self.lines.append(f"{ind}    {stmt}")
+        self.scopes.pop()
+        L.extend(self.lines)
+        L.append(f"{ind}}}")
+        for _ in k.inner_vars:
+            ind = ind[:-4]
+            L.append(f"{ind}}}")
+        L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        self.lines = []
+        self.scopes.append({})
+        for n in full:
+            t = ctype(n.buf.dtype)
+            acc = f"acc_{n.buf.name}[{last} - {last}_b]"
+            self.lines.append(f"{ind}    const {t} v_{n.buf.name} = ({t}){acc};")
+            self.local[n.buf.name] = f"v_{n.buf.name}"
+            self._store(n, f"v_{n.buf.name}", ind + "    ")
+        for n in k.nodes:
+            if n.level == "row":
+                v = self.var(n.body, ind + "    ")
+                self.local[n.buf.name] = v
+                self._store(n, v, ind + "    ")
+        self.scopes.pop()
+        L.extend(self.lines)
+        L.append(f"{ind}}}")
+        while ind:
+            ind = ind[:-4]
+            L.append(f"{ind}}}")
+        return "\n".join(L)
 
     # A row is kept in a per-thread scratch array when it is this small (elements).
     ROW_CACHE_LIMIT = 16384

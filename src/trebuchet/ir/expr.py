@@ -243,6 +243,19 @@ def substitute_indices(root: Expr, mapping: dict[sympy.Symbol, sympy.Expr]) -> E
     return rewrite(root, leaf)
 
 
+def rewrite_indices(root: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:
+    """Apply fn to every index expression in the tree."""
+
+    def leaf(node: Expr) -> Expr | None:
+        if isinstance(node, Load):
+            return Load(node.buf, fn(node.index), node.dtype, node.dynamic)
+        if isinstance(node, Index):
+            return Index(fn(node.expr), node.dtype)
+        return None
+
+    return rewrite(root, leaf)
+
+
 def loads(root: Expr) -> list[Load]:
     return [n for n in walk(root) if isinstance(n, Load)]
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import collections
 import operator
+import warnings
 from typing import Any
 
 import sympy
 import torch
 import torch.fx
 
+from ..errors import TrebuchetWarning
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
                         contiguous_strides)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
@@ -151,7 +153,11 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
         ctx.current_origin, ctx.current_target, ctx.current_meta = name, target, meta
         try:
             result = rule(ctx, *args, **kwargs)
-        except (LoweringError, NotImplementedError, TypeError):
+        except LoweringError:
+            result = None     # the rule declined: run the op as an extern
+        except Exception as e:  # noqa: BLE001 - a rule bug must not give a wrong answer
+            warnings.warn(f"trebuchet: lowering rule for {name} failed ({type(e).__name__}: "
+                          f"{e}); running the op eagerly", TrebuchetWarning, stacklevel=2)
             result = None
         if result is not None and _matches_meta(result, meta):
             counts.lowered[name] += 1

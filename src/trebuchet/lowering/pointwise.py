@@ -293,7 +293,7 @@ def _int_trunc_div(x: Expr, y: Expr) -> Expr:
     zero = Const(0, x.dtype)
     # floor and trunc differ by one when the remainder is nonzero and signs differ.
     adjust = op("logical_and", op("ne", r, zero),
-                op("logical_xor", op("lt", x, zero), op("lt", y, zero)))
+                op("ne", op("lt", x, zero), op("lt", y, zero)))
     return op("where", adjust, op("add", q, Const(1, x.dtype)), q)
 
 

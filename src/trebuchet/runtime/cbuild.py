@@ -8,8 +8,10 @@ folder falls back to a private temporary folder.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
+import itertools
 import os
 import pathlib
 import shutil
@@ -88,6 +90,16 @@ def _checksum(path: pathlib.Path) -> str:
 
 
 def load(lib: pathlib.Path) -> ctypes.CDLL:
-    # Load from a private copy: a concurrent rebuild replacing the cached file
-    # must not change a library that is already mapped.
-    return ctypes.CDLL(str(lib))
+    """Load a private copy: a cache entry rebuilt or damaged later (by this process
+    or another) must not change a library that is already mapped."""
+    global _private_dir
+    if _private_dir is None:
+        _private_dir = pathlib.Path(tempfile.mkdtemp(prefix="trebuchet-libs-"))
+        atexit.register(shutil.rmtree, _private_dir, True)
+    copy = _private_dir / f"{next(_copies)}_{lib.name}"
+    shutil.copyfile(lib, copy)
+    return ctypes.CDLL(str(copy))
+
+
+_private_dir: pathlib.Path | None = None
+_copies = itertools.count()

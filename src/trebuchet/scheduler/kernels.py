@@ -24,7 +24,8 @@ from typing import Sequence
 
 import sympy
 
-from ..ir.expr import Expr, loads, substitute_indices
+from ..ir.expr import Expr, loads, rewrite_indices, substitute_indices
+from ..ir.simplify import simplify_index
 from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, index_vars,
                         linear_index)
 
@@ -98,15 +99,36 @@ def _same(a: Sequence[sympy.Expr], b: Sequence[sympy.Expr]) -> bool:
 
 def _map_vars(shape: Sequence[sympy.Expr], targets: Sequence[tuple[sympy.Symbol, sympy.Expr]],
               prefix: str = "i") -> dict[sympy.Symbol, sympy.Expr] | None:
-    """Map a buffer's index vars onto kernel loop vars, matching non-1 dims in order."""
+    """Express a buffer's index vars in kernel loop vars, or None if the spaces differ.
+
+    Non-1 dims are matched in order; one buffer dim may cover several adjacent
+    kernel dims (a flattened [B*S, H] buffer in a [B, S] x [H] kernel), since
+    its index is then linear in theirs: i0 = x0 * S + x1.
+    """
     own = index_vars(len(shape), prefix)
-    keep = _non_one(shape)
     tgt = [(v, s) for v, s in targets if s != 1]
-    if not _same([shape[k] for k in keep], [s for _, s in tgt]):
-        return None
     mapping: dict[sympy.Symbol, sympy.Expr] = {v: sympy.Integer(0) for v in own}
-    for k, (v, _) in zip(keep, tgt):
-        mapping[own[k]] = v
+    t = 0
+    for k in _non_one(shape):
+        if t >= len(tgt):
+            return None
+        group = [tgt[t]]
+        t += 1
+        size: sympy.Expr = group[0][1]
+        while sympy.simplify(size - shape[k]) != 0:
+            if t >= len(tgt) or len(group) > 8:
+                return None
+            group.append(tgt[t])
+            size = size * tgt[t][1]
+            t += 1
+            if size.is_number and shape[k].is_number and size > shape[k]:
+                return None
+        index: sympy.Expr = sympy.Integer(0)
+        for v, s in group:
+            index = index * s + v
+        mapping[own[k]] = sympy.expand(index)
+    if t != len(tgt):
+        return None
     return mapping
 
 
@@ -182,9 +204,11 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
             level = "row"
         if mapping is None:
             return None
-    body = substitute_indices(buf.body, mapping)
+    ranges = dict(outer + inner)
+    body = rewrite_indices(substitute_indices(buf.body, mapping),
+                           lambda e: simplify_index(e, ranges))
     own = index_vars(len(buf.shape))
-    store = linear_index([mapping[v] for v in own], buf.stride)
+    store = simplify_index(linear_index([mapping[v] for v in own], buf.stride), ranges)
     stage = 0
     for ld in loads(body):
         producer = k.produces(ld.buf)

@@ -1,0 +1,37 @@
+"""Command line: `trebuchet demo | info | clear-cache` (also `python -m trebuchet ...`)."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from .config import Options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trebuchet", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("demo", help="compile a small random model, check it, time it (default)")
+    sub.add_parser("info", help="show the settings in effect (cache folder, compiler, target)")
+    sub.add_parser("clear-cache", help="delete the compiled-kernel cache folder")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command in (None, "demo"):
+        from .demo import main as demo
+        return demo()
+    opts = Options.from_env()
+    if args.command == "info":
+        compiler = shutil.which(opts.compiler()) or "NOT FOUND"
+        print(f"target:       {opts.resolved_target()}")
+        print(f"cache folder: {opts.cache_path()}")
+        print(f"C compiler:   {opts.compiler()} ({compiler})")
+        print(f"strict:       {opts.strict}")
+        print(f"debug folder: {opts.debug_path() if opts.debug else '(off; TREBUCHET_DEBUG=1)'}")
+        return 0
+    path = opts.cache_path()
+    shutil.rmtree(path, ignore_errors=True)
+    print(f"removed {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

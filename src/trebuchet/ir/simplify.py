@@ -1,0 +1,89 @@
+"""Index simplification with loop ranges: drop divisions that ranges make exact.
+
+After a flattened buffer is placed in a kernel with separate loop variables,
+its index reads e.g. FloorDiv(4*x0 + x1, 4) with 0 <= x1 < 4; knowing the
+ranges, that is x0, and ModularIndexing(4*x0 + x1, 1, 4) is x1. Sympy cannot
+see this without the ranges; this pass can.
+"""
+from __future__ import annotations
+
+import sympy
+from torch.utils._sympy.functions import FloorDiv, ModularIndexing
+
+
+def _split(expr: sympy.Expr, divisor: sympy.Expr,
+           ranges: dict[sympy.Symbol, sympy.Expr]) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(quotient, remainder) with expr == quotient * divisor + remainder, when the
+    remainder part provably lies in [0, divisor)."""
+    quotient: sympy.Expr = sympy.Integer(0)
+    rest: sympy.Expr = sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        q = sympy.simplify(term / divisor)
+        if _is_int_poly(q):
+            quotient += q
+        else:
+            rest += term
+    if rest == 0:
+        return quotient, rest
+    high = _max_value(rest, ranges)
+    if high is None:
+        return None
+    margin = sympy.simplify(divisor - 1 - high)
+    if margin.is_nonnegative or (margin.is_number and margin >= 0):
+        return quotient, rest
+    return None
+
+
+def _is_int_poly(e: sympy.Expr) -> bool:
+    num, den = sympy.fraction(sympy.together(e))
+    return den == 1
+
+
+def _max_value(e: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr | None:
+    """Largest value of a sum of nonnegative-coefficient terms over the ranges."""
+    total: sympy.Expr = sympy.Integer(0)
+    for term in sympy.Add.make_args(e):
+        coeff, rest = term.as_coeff_Mul()
+        if coeff < 0:
+            return None
+        syms = [s for s in rest.free_symbols if s in ranges]
+        if not syms:
+            if term.is_number:
+                total += term
+                continue
+            return None
+        if len(syms) != 1:
+            return None
+        v = syms[0]
+        if rest.as_coefficient(v) is None and rest != v:
+            return None
+        total += term.subs(v, ranges[v] - 1)
+    return sympy.expand(total)
+
+
+def simplify_index(expr: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr:
+    if not expr.has(FloorDiv, ModularIndexing):
+        return expr
+
+    def floordiv(a: sympy.Expr, b: sympy.Expr) -> sympy.Expr:
+        split = _split(a, b, ranges)
+        return split[0] if split is not None else FloorDiv(a, b)
+
+    def modular(a: sympy.Expr, b: sympy.Expr, m: sympy.Expr) -> sympy.Expr:
+        split = _split(a, b, ranges)
+        if split is None:
+            return ModularIndexing(a, b, m)
+        q = split[0]
+        # q mod m: terms that are multiples of m vanish; if the rest stays below m, done.
+        kept = sum((t for t in sympy.Add.make_args(q) if not _is_int_poly(sympy.simplify(t / m))),
+                   sympy.Integer(0))
+        high = _max_value(kept, ranges)
+        if high is not None:
+            margin = sympy.simplify(m - 1 - high)
+            if margin.is_nonnegative or (margin.is_number and margin >= 0):
+                return kept
+        return ModularIndexing(a, b, m)
+
+    out = expr.replace(lambda e: isinstance(e, FloorDiv), lambda e: floordiv(*e.args))
+    out = out.replace(lambda e: isinstance(e, ModularIndexing), lambda e: modular(*e.args))
+    return sympy.expand(out)
