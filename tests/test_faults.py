@@ -165,11 +165,6 @@ def test_int_floor_division_and_remainder_follow_python() -> None:
     check(lambda a, b: (a // b, a % b), a.to(torch.int32), b.to(torch.int32))
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: lowering/pointwise.py _int_trunc_div builds "
-                   "op('logical_xor', ...), which is not an IR primitive (OPS has no "
-                   "logical_xor; 'ne' on bools is xor); Op() asserts, and AssertionError is not "
-                   "one of the exceptions that make a rule decline, so the whole graph falls "
-                   "back to eager (strict: TrebuchetCompileError 'AssertionError: logical_xor')")
 def test_int_trunc_division() -> None:
     a = torch.tensor([-7, 7, -7, 7, -8, 0, -1, 5])
     b = torch.tensor([2, -2, -2, 2, 3, 4, 5, -3])
@@ -396,10 +391,6 @@ def test_no_c_compiler_strict_error_names_the_compiler() -> None:
     assert "C compiler" in str(err) and "/nonexistent/cc" in str(err)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: strict mode raises torch._dynamo.exc."
-                   "BackendCompilerFailed (the TrebuchetCompileError is only its "
-                   ".inner_exception), so `except trebuchet.TrebuchetCompileError` does not "
-                   "catch it, contrary to trebuchet.compile's docstring")
 @pytest.mark.usefixtures("no_cc")
 def test_no_c_compiler_strict_raises_trebuchet_error() -> None:
     trebuchet.reset()
@@ -431,10 +422,6 @@ def test_env_strict_and_target_apply_to_the_backend(monkeypatch: pytest.MonkeyPa
     assert trebuchet_error(info.value) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: trebuchet.compile() always passes its "
-                   "defaults target='auto', strict=False to Options.from_env as explicit "
-                   "overrides, so TREBUCHET_TARGET and TREBUCHET_STRICT are ignored by "
-                   "trebuchet.compile (they work with torch.compile(backend='trebuchet'))")
 @pytest.mark.parametrize("var,value", [("TREBUCHET_TARGET", "reference"),
                                        ("TREBUCHET_STRICT", "1")])
 @pytest.mark.usefixtures("no_cc")
@@ -617,11 +604,6 @@ CORRUPT_IN_PROCESS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: cbuild.load() dlopens the shared cache file "
-                   "itself (its comment promises a private copy); after the cached kernels.so "
-                   "is overwritten in place, the rebuilt entry's dlopen returns the stale "
-                   "handle (same path) whose pages are gone, and the process dies with SIGBUS "
-                   "in pipeline.compile_graph's getattr(lib, kernel)")
 def test_corrupted_cache_entry_rebuilt_in_the_same_process(tmp_path: pathlib.Path) -> None:
     # In a subprocess: the failure mode is a crash that would take the test worker down.
     cache = tmp_path / "cache"

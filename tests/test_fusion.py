@@ -155,22 +155,16 @@ def test_layer_norm_training_forward_and_backward() -> None:
     assert total["graph_fallbacks"] == 0
 
 
-RESHAPE_SPLITS = ("core fusion gap: a row normalization whose result is reshaped (as every "
-                  "Linear/bmm on a 3-D or 4-D activation does) takes 2 kernels: the reductions "
-                  "keep the [B, S] outer space, the normalized Pointwise gets the flattened "
-                  "[B*S, H] shape, and scheduler/kernels.py _map_vars only matches dims one by "
-                  "one, so the epilogue cannot join the reduction kernel (the input is read "
-                  "twice and the statistics go through memory)")
+# A row normalization whose result is reshaped (as every Linear/bmm on a 3-D or 4-D
+# activation does) stays one kernel: the flattened epilogue joins the reduction kernel.
 
 
-@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
 def test_layer_norm_then_reshape_is_one_kernel() -> None:
     stats = compile_and_check(lambda x: F.layer_norm(x, (HIDDEN,)).reshape(-1, HIDDEN),
                               rand(2, 4, HIDDEN))
     assert stats["kernels"] == 1, stats["kernel_ops"]
 
 
-@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
 def test_layer_norm_then_linear_on_3d_input_is_one_kernel() -> None:
     def fn(x, w, b, proj):
         return F.linear(F.layer_norm(x, (HIDDEN,), w, b), proj)
@@ -182,7 +176,6 @@ def test_layer_norm_then_linear_on_3d_input_is_one_kernel() -> None:
     assert trebuchet.stats()["kernels"] == 1, trebuchet.stats()["kernel_ops"]
 
 
-@pytest.mark.xfail(strict=True, reason=RESHAPE_SPLITS)
 def test_attention_softmax_before_bmm_is_one_kernel() -> None:
     def fn(scores, v):
         return torch.softmax(scores, -1) @ v
