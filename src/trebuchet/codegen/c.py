@@ -441,8 +441,12 @@ class KernelWriter:
         rvars = [str(v) for v in k.inner_vars]
         loop_indent = indent
         for d, (v, size) in enumerate(zip(rvars, k.inner)):
-            if d == len(rvars) - 1 and vectorize:
-                extra = (" " + " ".join(clauses)) if clauses else ""
+            extra = (" " + " ".join(clauses)) if clauses else ""
+            if not k.outer and len(rvars) == 1 and vectorize:
+                # A reduction to a scalar: split the reduced axis over the threads.
+                self.lines.append(f"{loop_indent}#pragma omp parallel for simd{extra} "
+                                  f"if(({print_index(size)}) > 32768)")
+            elif d == len(rvars) - 1 and vectorize:
                 self.lines.append(f"{loop_indent}#pragma omp simd{extra}")
             self.lines.append(f"{loop_indent}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
             loop_indent += "    "
