@@ -209,8 +209,7 @@ def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta:
         shape, stride = _meta_layout(meta)
         ctx.add(Extern(buf_name, shape, meta.dtype, stride, target=target, args=e_args,
                        kwargs=e_kwargs))
-        return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype,
-                              (name,))
+        return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype)
     ctx.add(Extern(buf_name, (), torch.float32, (), target=target, args=e_args, kwargs=e_kwargs,
                    multi=True))
     return _extern_outputs(ctx, buf_name, meta, (), name)
@@ -223,8 +222,7 @@ def _extern_outputs(ctx: LoweringContext, source: str, meta: Any, path: tuple, n
         shape, stride = _meta_layout(meta)
         out_name = ctx.new_name()
         ctx.add(ExternOutput(out_name, shape, meta.dtype, stride, source=source, item=path))
-        return value_from_ref(BufferRef(out_name, shape, stride, sympy.Integer(0)), meta.dtype,
-                              (name,))
+        return value_from_ref(BufferRef(out_name, shape, stride, sympy.Integer(0)), meta.dtype)
     return sym_expr(meta)
 
 

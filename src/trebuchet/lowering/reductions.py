@@ -53,8 +53,7 @@ def reduce(ctx: LoweringContext, x: TensorValue, dims: Sequence[int], reduce_typ
     origins = x.origins + (ctx.current_origin,)
     ctx.add(Reduction(name, out_shape, out_dtype, strides, body=body, reduce_ranges=rranges,
                       reduce_type=reduce_type, origins=origins))
-    value = value_from_ref(BufferRef(name, out_shape, strides, sympy.Integer(0)), out_dtype,
-                           (ctx.current_origin,))
+    value = value_from_ref(BufferRef(name, out_shape, strides, sympy.Integer(0)), out_dtype)
     return keep_dims(value, x.ndim, dims) if keepdim else value
 
 

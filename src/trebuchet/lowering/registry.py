@@ -122,7 +122,7 @@ class LoweringContext:
         """Materialize and return a value that loads from the new buffer."""
         if value.ref is not None:
             return value
-        return value_from_ref(self.materialize(value), value.dtype, value.origins)
+        return value_from_ref(self.materialize(value), value.dtype)
 
     def maybe_realize(self, value: TensorValue, num_users: int) -> TensorValue:
         """Store values that many consumers would otherwise recompute at length."""
