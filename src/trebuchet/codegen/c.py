@@ -400,7 +400,11 @@ class KernelWriter:
         k = self.k
         indent = "    " * (len(k.outer) + 1)
         for node in k.nodes:
-            v = self.var(node.body, indent)
+            if isinstance(node.buf, Reduction) and node.buf.reduce_type in ("argmax", "argmin"):
+                v = "((int64_t)0)"          # a reduction over no dims: the only position
+            else:
+                v = self.var(node.body, indent)   # ... or the element itself
+            self.local[node.buf.name] = v
             self._store(node, v, indent)
 
     def _row_nodes(self, stage: int, indent: str) -> None:

@@ -137,6 +137,13 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
     target = node.target
     if target is operator.getitem:
         return env[node.args[0]][node.args[1]]
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        # e.g. with_effects around an op with side effects: run it as it is.
+        name = f"higher_order.{target.name()}"
+        counts.fallback[name] += 1
+        args = torch.fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
+        return make_extern(ctx, target, args, kwargs, meta, name)
     if not isinstance(target, torch._ops.OpOverload):
         # Python arithmetic on sizes (operator.mul on SymInts, sym_size...).
         expr = sym_expr(meta)
