@@ -34,6 +34,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from common import (BACKENDS, format_text, make_callable, markdown_table, ms, ratio, time_interleaved,
+                    time_once)
+
+
 @dataclasses.dataclass
 class Case:
     name: str
@@ -104,26 +108,6 @@ CASES = [
          lambda: [_randn(ROWS, COLS)]),
 ]
 BY_NAME = {case.name: case for case in CASES}
-BACKENDS = ("eager", "inductor", "trebuchet")
-
-
-def make_callable(backend: str, fn: Callable) -> Callable:
-    if backend == "eager":
-        return fn
-    if backend == "inductor":
-        return torch.compile(fn, backend="inductor")
-    if backend == "trebuchet":
-        import trebuchet
-
-        return trebuchet.compile(fn)
-    raise ValueError(f"unknown backend {backend!r}")
-
-
-def _time_once(fn: Callable, inputs: list[torch.Tensor], inner: int) -> float:
-    start = time.perf_counter()
-    for _ in range(inner):
-        fn(*inputs)
-    return (time.perf_counter() - start) / inner
 
 
 def copy_bandwidth(repeats: int) -> float:
@@ -134,7 +118,7 @@ def copy_bandwidth(repeats: int) -> float:
     x = torch.randn(64 * 1024 * 1024)  # 256 MiB, far larger than any cache
     out = torch.empty_like(x)
     out.copy_(x)
-    times = [_time_once(out.copy_, [x], 1) for _ in range(repeats)]
+    times = [time_once(out.copy_, [x], 1) for _ in range(repeats)]
     return 2 * x.numel() * x.element_size() / statistics.median(times)
 
 
@@ -172,18 +156,7 @@ def run_case(case: Case, backends: list[str], repeats: int, warmup: int) -> Resu
         except AssertionError:
             correct = False
 
-    live = list(callables)
-    for _ in range(warmup):
-        for backend in live:
-            callables[backend](*inputs)
-    # Calls shorter than ~2 ms are timed in batches to keep timer noise down.
-    probe = min((_time_once(callables[b], inputs, 1) for b in live), default=1.0)
-    inner = max(1, min(50, int(0.002 / max(probe, 1e-9))))
-    samples: dict[str, list[float]] = {b: [] for b in live}
-    for rep in range(repeats):
-        k = rep % len(live) if live else 0
-        for backend in live[k:] + live[:k]:
-            samples[backend].append(_time_once(callables[backend], inputs, inner))
+    samples = time_interleaved(callables, inputs, repeats, warmup)
     times = {b: (statistics.median(samples[b]) if b in samples else None) for b in backends}
     return Result(case.name, case.description, times, first_call, errors, correct,
                   min_bytes(inputs, expected))
@@ -213,14 +186,6 @@ def _first_call_main(case_name: str, backend: str) -> None:
 # ---------------------------------------------------------------- reporting
 
 
-def _ms(t: float | None) -> str:
-    return "n/a" if t is None else f"{t * 1e3:.3f}"
-
-
-def _ratio(num: float | None, den: float | None) -> str:
-    return "n/a" if num is None or den is None else f"{num / den:.2f}x"
-
-
 def table_rows(results: list[Result], backends: list[str], copy_bw: float) -> list[list[str]]:
     header = ["case"] + [f"{b} ms" for b in backends]
     header += ["vs eager", "vs inductor", "GB/s", "of copy BW", "correct"]
@@ -230,10 +195,10 @@ def table_rows(results: list[Result], backends: list[str], copy_bw: float) -> li
         bw = None if ours is None else r.min_bytes / ours
         rows.append(
             [r.case]
-            + [_ms(r.times.get(b)) for b in backends]
+            + [ms(r.times.get(b)) for b in backends]
             + [
-                _ratio(r.times.get("eager"), ours),
-                _ratio(r.times.get("inductor"), ours),
+                ratio(r.times.get("eager"), ours),
+                ratio(r.times.get("inductor"), ours),
                 "n/a" if bw is None else f"{bw / 1e9:.1f}",
                 "n/a" if bw is None else f"{bw / copy_bw:.0%}",
                 {True: "ok", False: "MISMATCH", None: "n/a"}[r.correct],
@@ -242,22 +207,12 @@ def table_rows(results: list[Result], backends: list[str], copy_bw: float) -> li
     return rows
 
 
-def format_text(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                       enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def format_markdown(rows: list[list[str]], meta: dict, cold: dict) -> str:
     out = [f"# Trebuchet benchmarks ({meta['date']})", "",
            f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads; "
            f"copy bandwidth {meta['copy_bandwidth_gbs']:.1f} GB/s. Command: `{meta['command']}`.",
            "Times are medians; `vs eager` and `vs inductor` are their time / Trebuchet's.", ""]
-    out.append("| " + " | ".join(rows[0]) + " |")
-    out.append("| --- " + "| ---: " * (len(rows[0]) - 1) + "|")
-    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    out += markdown_table(rows)
     if cold:
         names = sorted({b for per_case in cold.values() for b in per_case})
         out += ["", "Cold compile, first call in a fresh process with empty caches (s):", "",
@@ -309,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         for backend, error in result.errors.items():
             print(f"  {case.name}: {backend} failed: {error}", file=sys.stderr)
-        print(f"  {case.name}: " + ", ".join(f"{b} {_ms(result.times[b])} ms" for b in backends),
+        print(f"  {case.name}: " + ", ".join(f"{b} {ms(result.times[b])} ms" for b in backends),
               flush=True)
 
     cold: dict[str, dict[str, float | None]] = {}

@@ -143,6 +143,8 @@ class Executor:
 
     def view(self, ref: BufferRef, bufs: dict, env: dict) -> torch.Tensor:
         t = bufs[ref.buf]
+        if t is None:          # an effect token an extern returned as None
+            return None
         shape = [int(eval_index(s, env)) for s in ref.shape]
         stride = [int(eval_index(s, env)) for s in ref.stride]
         return torch.as_strided(t, shape, stride, t.storage_offset() + int(eval_index(ref.offset, env)))

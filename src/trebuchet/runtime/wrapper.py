@@ -170,7 +170,7 @@ class WrapperWriter:
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
-    if t.stride() == stride or t.numel() <= 1:
+    if t is None or t.stride() == stride or t.numel() <= 1:
         return t
     out = torch.empty_strided(shape, stride, dtype=t.dtype, device=t.device)
     out.copy_(t)
