@@ -1,7 +1,7 @@
 """PyTorch's OpInfo database as Trebuchet's correctness suite.
 
 Every OpInfo entry becomes one test per target. Each float32 CPU sample runs
-eagerly and compiled (``trebuchet.compile(fn, target=...)``) with every tensor of
+eagerly and compiled (``trebuchet.compile(fn, target=..., strict=True)``) with every tensor of
 the sample passed as a graph input, and the results are compared with the
 OpInfo's float32 tolerances (assert_close defaults otherwise, NaN == NaN).
 
@@ -225,7 +225,9 @@ def _run_sample(op: OpInfo, sample: Any, target: str) -> dict[str, Any] | None:
     torch._dynamo.reset()
     trebuchet.reset()
     torch._dynamo.utils.counters.clear()
-    compiled = trebuchet.compile(fn, target=target)
+    # strict: a graph that fails to compile is a bug to see, not a silent eager fallback;
+    # ops without a rule still fall back one by one (fallback_ops).
+    compiled = trebuchet.compile(fn, target=target, strict=True)
     compiled_inputs = [_copy(t) for t in tensors]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", trebuchet.TrebuchetWarning)
