@@ -17,6 +17,7 @@ from ..codegen.indexing import print_index
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
+from .buffers import BufferSlots
 
 
 def py(expr: Any) -> str:
@@ -43,6 +44,7 @@ class WrapperWriter:
         self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
+        self.slots = 0          # allocation sites (see buffers.py)
 
     def const(self, value: Any, prefix: str = "c") -> str:
         name = f"{prefix}{len(self.consts)}"
@@ -147,8 +149,9 @@ class WrapperWriter:
                 old = free.pop()
                 L.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
             else:
-                L.append(f"    {b.name} = empty_strided({shape_code(b.shape)}, "
-                         f"{shape_code(b.stride)}, dtype={self.const(b.dtype, 'dt')})")
+                L.append(f"    {b.name} = alloc({self.slots}, {shape_code(b.shape)}, "
+                         f"{shape_code(b.stride)}, {self.const(b.dtype, 'dt')})")
+                self.slots += 1
         args = []
         for kind in self.sigs[k.name]:
             what, name = kind.split(":", 1)
@@ -181,7 +184,8 @@ def build_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
                   signatures: dict[str, list[str]], kernels: dict[str, Callable]) -> tuple[Callable, str]:
     w = WrapperWriter(graph, sched, internal, signatures)
     source = w.write()
-    namespace: dict[str, Any] = {"empty_strided": torch.empty_strided,
+    slots = BufferSlots(w.slots)
+    namespace: dict[str, Any] = {"alloc": slots.alloc,
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
                                  **w.consts, **kernels}
     exec(compile(source, "<trebuchet-wrapper>", "exec"), namespace)

@@ -1,0 +1,140 @@
+"""Helpers shared by the benchmark scripts: backends, interleaved timing, machine info, tables.
+
+The scripts are run as files (`python benchmarks/bench.py`), so this module is
+imported as `common` from the benchmarks folder. It never imports
+torch._inductor: the default backend is only reached through
+torch.compile(backend="inductor").
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+BACKENDS = ("eager", "inductor", "trebuchet")
+
+
+def make_callable(backend: str, fn: Callable) -> Callable:
+    """fn (a function or an nn.Module) as run by one backend: "eager" is fn itself."""
+    if backend == "eager":
+        return fn
+    if backend in ("inductor", "aot_eager"):
+        return torch.compile(fn, backend=backend)
+    if backend == "trebuchet":
+        import trebuchet
+
+        return trebuchet.compile(fn)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def time_once(fn: Callable, inputs: list[Any], inner: int) -> float:
+    """Seconds per call of fn(*inputs), averaged over `inner` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(inner):
+        fn(*inputs)
+    return (time.perf_counter() - start) / inner
+
+
+def time_interleaved(callables: dict[str, Callable[..., Any]], inputs: list[Any], repeats: int,
+                     warmup: int, batch_below: float = 0.002, max_batch: int = 50
+                     ) -> dict[str, list[float]]:
+    """Per-call seconds of each callable, `repeats` samples each.
+
+    After `warmup` untimed rounds, every repeat times each callable once, in an
+    order rotated by one per repeat so that drift (thermal, other load) hits each
+    alike. Calls shorter than `batch_below` seconds are timed in batches of up to
+    `max_batch` calls to keep timer noise down.
+    """
+    live = list(callables)
+    for _ in range(warmup):
+        for name in live:
+            callables[name](*inputs)
+    probe = min((time_once(callables[n], inputs, 1) for n in live), default=1.0)
+    inner = max(1, min(max_batch, int(batch_below / max(probe, 1e-9))))
+    samples: dict[str, list[float]] = {n: [] for n in live}
+    for rep in range(repeats):
+        k = rep % len(live) if live else 0
+        for name in live[k:] + live[:k]:
+            samples[name].append(time_once(callables[name], inputs, inner))
+    return samples
+
+
+def median(samples: list[float] | None) -> float | None:
+    return statistics.median(samples) if samples else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    info = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    line = (f"{info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
+            f"{info['threads']} torch threads; torch {info['torch']}")
+    if "transformers" in info:
+        line += f", transformers {info['transformers']}"
+    return line + f"; Python {info['python']}; {info['date']}"
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def ms(t: float | None, digits: int = 3) -> str:
+    return "n/a" if t is None else f"{t * 1e3:.{digits}f}"
+
+
+def ratio(num: float | None, den: float | None) -> str:
+    return "n/a" if num is None or den is None or den == 0 else f"{num / den:.2f}x"
+
+
+def format_text(rows: list[list[str]]) -> str:
+    """rows[0] is the header; first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
+                       enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(rows[0]) + " |", "| --- " + "| ---: " * (len(rows[0]) - 1) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return out

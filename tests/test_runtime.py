@@ -1,0 +1,73 @@
+"""The runtime's buffer recycling: a buffer is reused across calls only when nothing
+else refers to it, so results the caller keeps never change under it."""
+from __future__ import annotations
+
+import torch
+
+import trebuchet
+
+
+def _fn(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.gelu(x * 2 + 1)
+
+
+def test_kept_output_is_not_overwritten() -> None:
+    f = trebuchet.compile(_fn, strict=True)
+    a, b = torch.randn(64, 32), torch.randn(64, 32)
+    ya = f(a)
+    ya_copy = ya.clone()
+    yb = f(b)
+    torch.testing.assert_close(ya, ya_copy)
+    torch.testing.assert_close(yb, _fn(b))
+    assert ya.data_ptr() != yb.data_ptr()
+
+
+def test_released_output_is_reused() -> None:
+    f = trebuchet.compile(_fn, strict=True)
+    a = torch.randn(64, 32)
+    ptr = f(a).data_ptr()          # dropped at once
+    y = f(a)
+    torch.testing.assert_close(y, _fn(a))
+    assert y.data_ptr() == ptr
+
+
+def test_views_and_numpy_keep_the_buffer_alive() -> None:
+    f = trebuchet.compile(_fn, strict=True)
+    a, b = torch.randn(64, 32), torch.randn(64, 32)
+    view = f(a)[3:5]
+    expected = view.clone()
+    arr = f(a).numpy()
+    arr_expected = arr.copy()
+    for _ in range(3):
+        f(b)
+    torch.testing.assert_close(view, expected)
+    assert (arr == arr_expected).all()
+
+
+def test_saved_for_backward_is_not_reused() -> None:
+    def g(x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x * 3).exp()
+
+    f = trebuchet.compile(g, strict=True)
+    x1 = torch.randn(32, 16, requires_grad=True)
+    x2 = torch.randn(32, 16, requires_grad=True)
+    y1 = f(x1)
+    y2 = f(x2)           # a second forward before the first backward
+    y1.sum().backward()
+    y2.sum().backward()
+    r1 = x1.detach().requires_grad_()
+    r2 = x2.detach().requires_grad_()
+    g(r1).sum().backward()
+    g(r2).sum().backward()
+    torch.testing.assert_close(x1.grad, r1.grad)
+    torch.testing.assert_close(x2.grad, r2.grad)
+
+
+def test_output_fed_back_as_input() -> None:
+    f = trebuchet.compile(lambda x: x * 0.5 + 1, strict=True)
+    x = torch.randn(100)
+    ref = x.clone()
+    for _ in range(4):
+        x = f(x)
+        ref = ref * 0.5 + 1
+    torch.testing.assert_close(x, ref)
