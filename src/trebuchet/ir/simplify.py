@@ -18,7 +18,7 @@ def _split(expr: sympy.Expr, divisor: sympy.Expr,
     quotient: sympy.Expr = sympy.Integer(0)
     rest: sympy.Expr = sympy.Integer(0)
     for term in sympy.Add.make_args(sympy.expand(expr)):
-        q = sympy.simplify(term / divisor)
+        q = term / divisor
         if _is_int_poly(q):
             quotient += q
         else:
@@ -28,15 +28,19 @@ def _split(expr: sympy.Expr, divisor: sympy.Expr,
     high = _max_value(rest, ranges)
     if high is None:
         return None
-    margin = sympy.simplify(divisor - 1 - high)
+    margin = sympy.expand(divisor - 1 - high)
     if margin.is_nonnegative or (margin.is_number and margin >= 0):
         return quotient, rest
     return None
 
 
 def _is_int_poly(e: sympy.Expr) -> bool:
-    num, den = sympy.fraction(sympy.together(e))
-    return den == 1
+    """Whether a product (as sympy auto-cancels it) is free of division."""
+    if e.is_Integer:
+        return True
+    if e.is_Rational:
+        return False
+    return sympy.fraction(e)[1] == 1 and e.as_coeff_Mul()[0].is_Integer
 
 
 def _max_value(e: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> sympy.Expr | None:
@@ -75,11 +79,11 @@ def simplify_index(expr: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> 
             return ModularIndexing(a, b, m)
         q = split[0]
         # q mod m: terms that are multiples of m vanish; if the rest stays below m, done.
-        kept = sum((t for t in sympy.Add.make_args(q) if not _is_int_poly(sympy.simplify(t / m))),
+        kept = sum((t for t in sympy.Add.make_args(q) if not _is_int_poly(t / m)),
                    sympy.Integer(0))
         high = _max_value(kept, ranges)
         if high is not None:
-            margin = sympy.simplify(m - 1 - high)
+            margin = sympy.expand(m - 1 - high)
             if margin.is_nonnegative or (margin.is_number and margin >= 0):
                 return kept
         return ModularIndexing(a, b, m)
