@@ -117,6 +117,23 @@ def machine_line(info: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- formatting
 
 
+STATS_KEYS = ("graphs", "kernels", "compile_seconds", "graph_fallbacks", "fallback_ops", "extern_ops")
+
+
+def trebuchet_stats() -> dict[str, Any]:
+    """The trebuchet.stats() counters the reports show."""
+    import trebuchet
+
+    stats = trebuchet.stats()
+    return {k: stats[k] for k in STATS_KEYS}
+
+
+def stats_line(stats: dict[str, Any]) -> str:
+    fallback_ops = ", ".join(f"{op} x{n}" for op, n in sorted(stats["fallback_ops"].items())) or "none"
+    return (f"trebuchet {stats['graphs']} graph(s), {stats['kernels']} kernels, "
+            f"graph_fallbacks {stats['graph_fallbacks']}, fallback_ops: {fallback_ops}")
+
+
 def ms(t: float | None, digits: int = 3) -> str:
     return "n/a" if t is None else f"{t * 1e3:.{digits}f}"
 

@@ -47,7 +47,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from common import (BACKENDS, format_text, machine_info, machine_line, make_callable, markdown_table, median,
-                    ms, ratio, time_interleaved)
+                    ms, ratio, stats_line, time_interleaved, trebuchet_stats)
 
 # Outermost ops counted as "matmul/attention" time (the Externs a compiler calls as library code).
 MATMUL_OPS = frozenset({
@@ -333,11 +333,8 @@ def notes(results: list[Result]) -> list[str]:
         if r.grad_error:
             line += "; relative grad error: " + ", ".join(f"{b} {e:.1e}" for b, e in r.grad_error.items())
         out.append(line)
-        s = r.trebuchet_stats
-        if s:
-            fallback_ops = ", ".join(f"{op} x{n}" for op, n in sorted(s["fallback_ops"].items())) or "none"
-            out.append(f"{r.model}: trebuchet {s['graphs']} graph(s), {s['kernels']} kernels, "
-                       f"graph_fallbacks {s['graph_fallbacks']}, fallback_ops: {fallback_ops}")
+        if r.trebuchet_stats:
+            out.append(f"{r.model}: {stats_line(r.trebuchet_stats)}")
         for backend, error in r.errors.items():
             out.append(f"{r.model}: {backend} FAILED: {error}")
     return out
@@ -396,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = run_inference(spec, backends, attn, repeats, warmup, profile_runs)
         if "trebuchet" in backends:
-            stats = trebuchet.stats()
-            result.trebuchet_stats = {k: stats[k] for k in ("graphs", "kernels", "compile_seconds",
-                                                            "graph_fallbacks", "fallback_ops", "extern_ops")}
+            result.trebuchet_stats = trebuchet_stats()
         results.append(result)
         for backend, error in result.errors.items():
             print(f"  {spec.name}: {backend} failed: {error}", file=sys.stderr)

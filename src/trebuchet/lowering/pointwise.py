@@ -416,6 +416,11 @@ def to_copy(ctx: LoweringContext, x: TensorValue, *, dtype: torch.dtype | None =
     return pointwise(ctx, [x], lambda a: a, x.dtype, target)
 
 
+@register_lowering(torch.ops.prims.convert_element_type.default)
+def convert_element_type(ctx: LoweringContext, x: TensorValue, dtype: torch.dtype) -> TensorValue:
+    return pointwise(ctx, [x], lambda a: a, x.dtype, dtype)
+
+
 @register_lowering(aten.clone.default, aten.lift_fresh_copy.default)
 def clone(ctx: LoweringContext, x: TensorValue, *, memory_format: Any = None) -> TensorValue:
     return pointwise(ctx, [x], lambda a: a, x.dtype, x.dtype)
