@@ -526,6 +526,7 @@ class KernelWriter:
         params = self.params()
         head = [f"// {k.name}: " + ", ".join(k.origins()),
                 *([f"// {self.note}"] if self.note else []),
+                *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
                 f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
         vars_ = [str(v) for v in k.outer_vars]
         sizes = [print_index(s) for s in k.outer]

@@ -44,12 +44,14 @@ def product(xs: Sequence[sympy.Expr]) -> sympy.Expr:
 
 @dataclasses.dataclass(eq=False)
 class Buffer:
-    """A named tensor in memory, `shape` and `stride` in elements."""
+    """A named tensor in memory, `shape` and `stride` in elements. `source` is the
+    user's source line that produced it, where TorchDynamo recorded one."""
 
     name: str
     shape: tuple[sympy.Expr, ...]
     dtype: torch.dtype
     stride: tuple[sympy.Expr, ...]
+    source: str = dataclasses.field(default="", kw_only=True)
 
     def numel(self) -> sympy.Expr:
         return product(self.shape)

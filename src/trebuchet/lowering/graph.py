@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import operator
+import re
 import warnings
 from typing import Any
 
@@ -158,6 +159,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
     rule = lookup(target)
     if rule is not None and _fake_ok(meta):
         ctx.current_origin, ctx.current_target, ctx.current_meta = name, target, meta
+        ctx.current_source = source_line(node)
         try:
             result = rule(ctx, *args, **kwargs)
         except LoweringError:
@@ -172,6 +174,18 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
     short = name.split(".")[1] if "." in name else name
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
     return make_extern(ctx, target, args, kwargs, meta, name)
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def source_line(node: torch.fx.Node) -> str:
+    """The innermost user frame TorchDynamo recorded for the node, as file:line (function)."""
+    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    if not frames:
+        return ""
+    path, line, fn = frames[-1]
+    return f"{path.rsplit('/', 1)[-1]}:{line} ({fn})"
 
 
 def _fake_ok(meta: Any) -> bool:

@@ -82,6 +82,7 @@ class LoweringContext:
     counter: int = 0
     current_origin: str = ""
     current_target: Any = None
+    current_source: str = ""
     input_names: set = dataclasses.field(default_factory=set)
     constants: list = dataclasses.field(default_factory=list)
     # How many ops an expression may hold before a multi-use value is stored.
@@ -102,6 +103,7 @@ class LoweringContext:
         return f"{prefix}{self.counter - 1}"
 
     def add(self, buf: Buffer) -> Buffer:
+        buf.source = buf.source or self.current_source
         self.buffers.append(buf)
         return buf
 

@@ -73,6 +73,14 @@ class Kernel:
             return "pointwise"
         return "reduction"
 
+    def sources(self) -> list[str]:
+        """The user's source lines behind the kernel's buffers (where recorded)."""
+        out: list[str] = []
+        for n in self.nodes:
+            if n.buf.source and n.buf.source not in out:
+                out.append(n.buf.source)
+        return out
+
     def origins(self) -> list[str]:
         out: list[str] = []
         for n in self.nodes:
@@ -164,11 +172,31 @@ class _Builder:
                     break
                 continue
             node = _place(k, buf)
+            if node is None and isinstance(buf, Reduction) and not k.inner:
+                node = self._regroup(pos, buf)
+                k = self.steps[pos]
             if node is not None:
                 k.nodes.append(node)
                 self.step_of[buf.name] = pos
                 return
         self.new_kernel(buf)
+
+    def _regroup(self, pos: int, buf: Reduction) -> KernelNode | None:
+        """Turn pointwise kernel `pos` into a row kernel that also computes reduction
+        `buf` over the same elements (a stored sum of embeddings, then its layer norm).
+        Returns buf's node, or None when the kernel's buffers do not fit that shape."""
+        old = self.steps[pos]
+        assert isinstance(old, Kernel)
+        k = Kernel(old.name, tuple(buf.shape), tuple(buf.reduce_ranges))
+        for n in old.nodes:
+            placed = _place(k, n.buf)
+            if placed is None:
+                return None
+            k.nodes.append(placed)
+        node = _place(k, buf)
+        if node is not None:
+            self.steps[pos] = k
+        return node
 
     def new_kernel(self, buf: Pointwise | Reduction) -> None:
         if isinstance(buf, Reduction):
