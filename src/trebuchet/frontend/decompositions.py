@@ -23,12 +23,17 @@ EXTRA = [
 ]
 # Lowered directly: keep them whole.
 KEEP = [aten.var_mean, aten.var, aten.std, aten.logsumexp, aten.gelu, aten.mean]
+# Library calls by design. The flash-attention decomposition must not be used under
+# autograd: its second output is the attention matrix where the backward op
+# (which stays a library call) expects the log-sum-exp, so gradients come out wrong.
+EXTERN = [aten._scaled_dot_product_flash_attention_for_cpu, aten.scaled_dot_product_attention,
+          aten._scaled_dot_product_attention_math]
 
 
 def decomposition_table() -> dict[Any, Callable]:
     table = dict(core_aten_decompositions())
     table.update(get_decompositions(EXTRA))
-    for packet in KEEP:
+    for packet in KEEP + EXTERN:
         for name in packet.overloads():
             table.pop(getattr(packet, name), None)
     return table
