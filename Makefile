@@ -4,7 +4,7 @@
 PYTHON ?= python3
 STAMP := .make-installed
 
-.PHONY: install test test-full lint demo bench coverage
+.PHONY: install test test-full lint demo bench bench-all coverage
 
 # torch first, pinned: 2.13.0 is the CPU wheel. A bare `torch` would pull a CUDA build.
 $(STAMP): pyproject.toml
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/bench.py
+
+# micro cases, whole models and compile time; writes docs/benchmarks.md
+bench-all: $(STAMP)
+	$(PYTHON) benchmarks/run_all.py
 
 coverage: $(STAMP)
 	$(PYTHON) scripts/coverage.py

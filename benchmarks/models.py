@@ -2,7 +2,7 @@
 
     python benchmarks/models.py                      # every model
     python benchmarks/models.py --quick --models bert
-    python benchmarks/models.py --attn eager         # explicit matmul/softmax attention
+    python benchmarks/models.py --attn eager         # explicit matmul/softmax attention everywhere
     python benchmarks/models.py --json out.json --markdown out.md
 
 Random-initialized Hugging Face `transformers` models, built from configs (nothing
@@ -15,6 +15,11 @@ is downloaded), seeded, dropout off:
   bert_train  small BertForMaskedLM (hidden 256, 4 layers, 4 heads, intermediate 1024,
               vocab 8192), batch 8, seq 128: forward with labels, backward, AdamW step,
               zero_grad. Only the model is compiled; the optimizer runs eagerly everywhere.
+
+Attention (--attn auto, the default): "sdpa" for inference, where both implementations
+compile and match eager with all three backends; "eager" (explicit matmul + softmax) for
+the training step, where "sdpa" gives wrong Trebuchet gradients (see DEFAULT_ATTN_NOTE).
+Inputs are input_ids only (no attention mask); GPT-2 runs without the KV cache.
 
 Timing is as in bench.py: all backends in one process, interleaved in a rotating
 order, medians of N repeats after warm-up. The table gives each backend's time,
@@ -397,9 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         for backend, error in result.errors.items():
             print(f"  {spec.name}: {backend} failed: {error}", file=sys.stderr)
+        first = ", ".join(f"{b} {ms(result.first_call[b], 0)} ms" for b in backends)
         print(f"  {spec.name}: " + ", ".join(f"{b} {ms(result.times[b], 1)} ms" for b in backends)
-              + "; first call " + ", ".join(f"{b} {ms(result.first_call[b], 0)} ms" for b in backends),
-              flush=True)
+              + f"; first call (disk caches as found): {first}", flush=True)
 
     print()
     print(format_text(times_rows(results, backends)))

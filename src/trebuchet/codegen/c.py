@@ -374,26 +374,28 @@ class KernelWriter:
         if int(math.prod(int(r) for r in k.inner)) > self.ROW_CACHE_LIMIT:
             return {}
         rvars = set(k.inner_vars)
+        # Ordered containers only: the generated text must not depend on hashing
+        # order, or the disk cache misses in every new process.
         first: dict[Expr, int] = {}
-        later: set[Expr] = set()
+        later: dict[Expr, None] = {}
         for n in sorted(k.nodes, key=lambda n: n.stage):
             if n.level != "full":
                 continue
             for e in walk(n.body):
                 if e in first and first[e] < n.stage:
-                    later.add(e)
+                    later[e] = None
                 first.setdefault(e, n.stage)
         chosen = [e for e in later if isinstance(e, Op) and _expensive(e)
                   and _depends_on(e, rvars)]
         inner = {c for e in chosen for c in walk(e) if c is not e}
-        keep = {e for e in chosen if e not in inner}
+        keep = {e: None for e in chosen if e not in inner}
         # A value inside a kept one is kept too if a later pass also uses it on its own.
         for n in k.nodes:
             if n.level == "full":
-                for e in _walk_pruned(n.body, keep):
-                    if e in inner and e in chosen and first[e] < n.stage:
-                        keep.add(e)
-        return {e: first[e] for e in keep}
+                for e in _walk_pruned(n.body, set(keep)):
+                    if e in inner and e in first and first[e] < n.stage and e in later:
+                        keep[e] = None
+        return {e: first[e] for e in chosen if e in keep}
 
     def _pointwise_body(self) -> None:
         """All dims are loops; the innermost one is vectorized."""

@@ -10,7 +10,7 @@
 #define T_VEC __attribute__((simd("notinbranch")))
 float expf(float) T_VEC; float logf(float) T_VEC; float tanhf(float) T_VEC;
 float erff(float) T_VEC; float expm1f(float) T_VEC; float log1pf(float) T_VEC;
-float sinf(float) T_VEC; float cosf(float) T_VEC;
+float sinf(float) T_VEC; float cosf(float) T_VEC; float powf(float, float) T_VEC;
 double exp(double) T_VEC; double log(double) T_VEC;
 #endif
 #include <tgmath.h>

@@ -325,8 +325,14 @@ def pow_(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
             return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result)
         raise LoweringError("integer pow")
     if isinstance(b, (int, float)) and not isinstance(b, bool):
-        if b == 2:
-            return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result)
+        if float(b).is_integer() and 2 <= abs(b) <= 4:
+            # small integer powers as products: exact enough and they vectorize
+            def power(x: Expr, n: int = int(abs(b))) -> Expr:
+                out = x
+                for _ in range(n - 1):
+                    out = op("mul", out, x)
+                return out if b > 0 else op("truediv", Const(1.0, x.dtype), out)
+            return pointwise(ctx, [a], power, compute, result)
         if b == 0.5:
             return pointwise(ctx, [a], lambda x: op("sqrt", x), compute, result)
         if b == 1:
