@@ -18,7 +18,8 @@ is downloaded), seeded, dropout off:
 
 Attention (--attn auto, the default): "sdpa" for inference, where both implementations
 compile and match eager with all three backends; "eager" (explicit matmul + softmax) for
-the training step, where "sdpa" gives wrong Trebuchet gradients (see DEFAULT_ATTN_NOTE).
+the training step, so that the attention softmax and its backward run in generated
+kernels (see DEFAULT_ATTN_NOTE).
 Inputs are input_ids only (no attention mask); GPT-2 runs without the KV cache.
 
 Timing is as in bench.py: all backends in one process, interleaved in a rotating
@@ -117,11 +118,10 @@ def build_bert_train(attn: str) -> tuple[torch.nn.Module, dict[str, torch.Tensor
 
 # Both attention implementations compile and match eager with all three backends for
 # inference, so inference uses "sdpa" (transformers' default; eager runs the fused flash
-# kernel). For training, "sdpa" gives wrong Trebuchet gradients (the forward's core-ATen
-# decomposition of _scaled_dot_product_flash_attention_for_cpu returns the attention
-# weights where the native backward expects the logsumexp), so the training step uses
-# "eager" attention (explicit matmul + softmax), which works with all three.
-DEFAULT_ATTN_NOTE = "inference: sdpa; training: eager (sdpa gives wrong Trebuchet gradients)"
+# kernel). The training step uses "eager" attention (explicit matmul + softmax) so that
+# the softmax and its backward are generated kernels. (Trebuchet once decomposed sdpa and
+# got its gradients wrong; tests/test_attention.py now guards that.)
+DEFAULT_ATTN_NOTE = "inference: sdpa; training: eager (softmax and its backward as kernels)"
 MODELS = [
     ModelSpec("bert", "BERT-base shape, 2 layers, inference, batch 8 x seq 128", False, build_bert, "sdpa"),
     ModelSpec("gpt2", "GPT-2 shape, 2 layers, inference, batch 4 x seq 256", False, build_gpt2, "sdpa"),
