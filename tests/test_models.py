@@ -120,3 +120,22 @@ def test_training(name: str) -> None:
     for step, (a, e) in enumerate(zip(actual, expected, strict=True)):
         assert a == pytest.approx(e, rel=1e-4, abs=1e-5), f"step {step}: {actual} vs {expected}"
     _assert_compiled_cleanly()
+
+
+def test_conv_batchnorm_training_and_running_stats() -> None:
+    """Batch norm in training mode updates running statistics; both the output, the
+    gradients and the running stats must match eager (full OpInfo once found a
+    decomposition that left a non-functional op in the graph)."""
+
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+    mod = copy.deepcopy(ref)
+    compiled = trebuchet.compile(mod, strict=True)
+    x = torch.randn(4, 3, 10, 10)
+    y_ref, y = ref(x), compiled(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    y_ref.sum().backward()
+    y.sum().backward()
+    torch.testing.assert_close(mod[0].weight.grad, ref[0].weight.grad, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(mod[1].running_mean, ref[1].running_mean)
+    torch.testing.assert_close(mod[1].running_var, ref[1].running_var)

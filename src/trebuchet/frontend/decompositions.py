@@ -15,8 +15,7 @@ aten = torch.ops.aten
 
 EXTRA = [
     aten._softmax, aten._log_softmax, aten.native_layer_norm, aten.native_group_norm,
-    aten.native_batch_norm, aten._native_batch_norm_legit_functional,
-    aten._native_batch_norm_legit_no_training, aten.slice_scatter, aten.elu, aten.hardtanh,
+    aten._native_batch_norm_legit_functional, aten.slice_scatter, aten.elu, aten.hardtanh,
     aten.addmm, aten.diagonal, aten.flip, aten.repeat, aten.im2col, aten.col2im,
     aten.expand_copy, aten.permute_copy, aten.transpose_copy, aten.unsqueeze_copy,
     aten.squeeze_copy, aten.select_copy, aten.slice_copy,

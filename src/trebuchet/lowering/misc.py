@@ -75,6 +75,7 @@ def arange(ctx: LoweringContext, *args: Any, dtype: Any = None, layout: Any = No
            device: Any = None, pin_memory: Any = None) -> TensorValue:
     _check_device(device)
     meta = ctx.out_meta()
+    args = tuple(int(a) if isinstance(a, bool) else a for a in args)
     start, step = (0, 1)
     if len(args) >= 2:
         start = args[0]

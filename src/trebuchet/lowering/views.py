@@ -12,7 +12,7 @@ import sympy
 import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
-from ..ir.expr import Expr
+from ..ir.expr import Const, Expr
 from ..ir.nodes import BufferRef, contiguous_strides, linear_index, product
 from .pointwise import broadcast_to
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
@@ -233,6 +233,8 @@ def _lt(a: sympy.Expr, b: sympy.Expr) -> bool:
 
 def reshape_value(x: TensorValue, sizes: Sequence[Any]) -> TensorValue:
     shape = _infer_shape(x, sizes)
+    if product(x.shape) == 0:      # no element is ever loaded
+        return TensorValue(tuple(shape), x.dtype, lambda idx: Const(0, x.dtype), None, x.origins)
     if x.ref is not None:
         try:
             stride = _view_strides(x.shape, x.ref.stride, shape)
@@ -309,6 +311,9 @@ def _infer_shape(x: TensorValue, sizes: Sequence[Any]) -> list[sympy.Expr]:
 @register_lowering(aten.view.default, aten._unsafe_view.default, aten.reshape.default,
                    aten.view_copy.default)
 def view(ctx: LoweringContext, x: TensorValue, sizes: Sequence[Any]) -> TensorValue:
+    meta = ctx.out_meta()
+    if isinstance(meta, torch.Tensor):   # the traced shape: -1 already resolved
+        sizes = [s.node.expr if isinstance(s, torch.SymInt) else s for s in meta.shape]
     return reshape_value(x, sizes)
 
 
