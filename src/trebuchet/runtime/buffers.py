@@ -31,11 +31,3 @@ class BufferSlots:
         t = torch.empty_strided(shape, stride, dtype=dtype)
         self.slots[slot] = t
         return t
-
-    def clear(self) -> None:
-        self.slots = [None] * len(self.slots)
-
-
-def recycling_enabled() -> bool:
-    return _use_count is not None
-

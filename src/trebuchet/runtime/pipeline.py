@@ -81,7 +81,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         fn: Callable = Executor(graph)
         n_kernels = sum(1 for b in graph.buffers if hasattr(b, "body"))
     else:
-        sched = schedule(graph, set())                                # schedule
+        sched = schedule(graph)                                       # schedule
         kernels = [s for s in sched.steps if isinstance(s, Kernel)]
         internal = internal_buffers(graph, sched)
         notes = {k.name: f"{k.kind()} kernel; moves {describe_bytes(kernel_bytes(graph, k, internal))}"

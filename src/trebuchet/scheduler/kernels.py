@@ -256,7 +256,7 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
     return KernelNode(buf, body, store, stage, level)
 
 
-def schedule(graph: GraphIR, output_bufs: set[str]) -> Schedule:
+def schedule(graph: GraphIR) -> Schedule:
     b = _Builder(graph)
     for buf in graph.buffers:
         b.add(buf)
