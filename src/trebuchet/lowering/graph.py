@@ -57,8 +57,9 @@ def sym_expr(value: Any) -> Any:
     return value
 
 
-def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts) -> GraphIR:
-    ctx = LoweringContext()
+def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8) -> GraphIR:
+    """`inline_limit`: ops a value read by several consumers may hold before it is stored."""
+    ctx = LoweringContext(inline_limit=inline_limit)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
     symbol_sources: dict[sympy.Symbol, tuple[int, str, int]] = {}

@@ -73,7 +73,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         debug.mkdir(parents=True, exist_ok=True)
         (debug / "aten_graph.txt").write_text(gm.print_readable(print_output=False))
     counts = OpCounts()
-    graph = lower_graph(gm, counts)                                   # lower
+    graph = lower_graph(gm, counts, options.inline_limit)             # lower
     if debug:
         (debug / "ir.txt").write_text(format_ir(graph))
     kernel_ops: list[list[str]] = []
