@@ -30,8 +30,8 @@ def compile(model_or_fn: Callable, target: str | None = None, strict: bool | Non
         default from TREBUCHET_TARGET, else "auto".
     strict: raise TrebuchetCompileError instead of falling back to eager; default from
         TREBUCHET_STRICT, else False.
-    Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit) are documented
-    in trebuchet.config.Options.
+    Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit, graph_cache) are
+    documented in trebuchet.config.Options.
     """
     if target is not None:
         options["target"] = target
@@ -63,7 +63,8 @@ def _raise_our_errors(fn: Callable) -> Callable:
 
 def stats() -> dict[str, Any]:
     """Counters since the last reset: graphs, kernels, compile_seconds, graph_fallbacks,
-    lowered_ops / extern_ops / fallback_ops (ATen op -> count), kernel_ops (ops per kernel)."""
+    graph_cache_hits (graphs found compiled in the disk cache), lowered_ops / extern_ops /
+    fallback_ops (ATen op -> count), kernel_ops (ops per kernel)."""
     return _stats.snapshot()
 
 

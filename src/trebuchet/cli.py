@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="compile a small random model, check it, time it (default)")
     sub.add_parser("info", help="show the settings in effect (cache folder, compiler, target)")
-    sub.add_parser("clear-cache", help="delete the compiled-kernel cache folder")
+    sub.add_parser("clear-cache", help="delete the cache folder (compiled kernels and graphs)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command in (None, "demo"):
         from .demo import main as demo
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target:       {opts.resolved_target()}")
         print(f"cache folder: {opts.cache_path()}")
         print(f"C compiler:   {opts.compiler()} ({compiler})")
+        print(f"graph cache:  {'on' if opts.graph_cache else 'off (TREBUCHET_GRAPH_CACHE=0)'}")
         print(f"strict:       {opts.strict}")
         print(f"debug folder: {opts.debug_path() if opts.debug else '(off; TREBUCHET_DEBUG=1)'}")
         return 0

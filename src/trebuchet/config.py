@@ -3,7 +3,9 @@
 Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_DEBUG=1        write each graph's kernels and wrapper to debug_dir
   TREBUCHET_DEBUG_DIR      where (default: ./trebuchet_debug)
-  TREBUCHET_CACHE_DIR      compiled-kernel cache (default: ~/.cache/trebuchet)
+  TREBUCHET_CACHE_DIR      compiled-kernel and compiled-graph cache (default: ~/.cache/trebuchet)
+  TREBUCHET_GRAPH_CACHE=0  do not reuse whole compiled graphs from the cache (the C build
+                           cache still applies)
   TREBUCHET_TARGET         "c", "reference" or "auto" (default auto = c)
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   CC                       the C compiler (default: cc)
@@ -32,6 +34,7 @@ class Options:
     cc: str | None = None
     cflags: tuple[str, ...] = ()
     inline_limit: int = 8          # ops a multi-use value may hold before it is stored
+    graph_cache: bool = True       # reuse compiled graphs found on disk (runtime/graph_cache.py)
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
@@ -43,6 +46,8 @@ class Options:
             cache_dir=os.environ.get("TREBUCHET_CACHE_DIR"),
             cc=os.environ.get("CC"),
             cflags=tuple(os.environ.get("TREBUCHET_CFLAGS", "").split()),
+            graph_cache=os.environ.get("TREBUCHET_GRAPH_CACHE", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
         )
         for key, value in overrides.items():
             if not hasattr(opts, key):

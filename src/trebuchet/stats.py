@@ -12,7 +12,7 @@ _state: dict[str, Any] = {}
 def reset() -> None:
     with _lock:
         _state.clear()
-        _state.update(graphs=0, kernels=0, compile_seconds=0.0, graph_fallbacks=0,
+        _state.update(graphs=0, kernels=0, compile_seconds=0.0, graph_fallbacks=0, graph_cache_hits=0,
                       lowered_ops=collections.Counter(), extern_ops=collections.Counter(),
                       fallback_ops=collections.Counter(), kernel_ops=[])
 

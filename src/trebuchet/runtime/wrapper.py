@@ -7,6 +7,7 @@ and return the outputs. No per-op interpretation happens at run time.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -180,13 +181,30 @@ def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
     return out
 
 
-def build_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
-                  signatures: dict[str, list[str]], kernels: dict[str, Callable]) -> tuple[Callable, str]:
+@dataclasses.dataclass
+class WrapperCode:
+    """A wrapper as data: its source, the objects its source names, its allocation sites.
+
+    Plain data (no kernels, no libraries), so a compiled graph can be stored on disk
+    and instantiated again by another process (runtime/graph_cache.py)."""
+
+    source: str
+    consts: dict[str, Any]
+    slots: int
+
+
+def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
+                  signatures: dict[str, list[str]]) -> WrapperCode:
     w = WrapperWriter(graph, sched, internal, signatures)
     source = w.write()
-    slots = BufferSlots(w.slots)
+    return WrapperCode(source, w.consts, w.slots)
+
+
+def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
+    """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
+    slots = BufferSlots(code.slots)
     namespace: dict[str, Any] = {"alloc": slots.alloc,
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
-                                 **w.consts, **kernels}
-    exec(compile(source, "<trebuchet-wrapper>", "exec"), namespace)
-    return namespace["call"], source
+                                 **code.consts, **kernels}
+    exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
+    return namespace["call"]
