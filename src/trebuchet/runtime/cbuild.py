@@ -1,6 +1,8 @@
 """Compile a C translation unit into a shared library, cached on disk.
 
-The cache key is a hash of the source, compiler and flags. Entries are written
+The cache key is a hash of the source, compiler, flags and the CPU (libraries are
+built with -march=native, so a cache folder shared between machines must not hand
+one CPU's library to another). Entries are written
 to a temporary file and renamed into place (atomic), so processes compiling
 the same graph at once are safe; each entry carries a checksum, and an entry
 that fails it (truncated, corrupted) is rebuilt. A read-only or unusable cache
@@ -10,10 +12,12 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import hashlib
 import itertools
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +50,17 @@ def _usable_dir(path: pathlib.Path) -> pathlib.Path:
         return _fallback_dir
 
 
+@functools.cache
+def cpu_id() -> str:
+    """The CPU model and feature flags (what -march=native compiles for)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() + " " + platform.processor()
+    lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags", "Features"))]
+    return "\n".join(dict.fromkeys(lines))      # one of each distinct line
+
+
 def find_compiler(cc: str) -> str:
     exe = shutil.which(cc.split()[0]) if cc else None
     if exe is None:
@@ -59,7 +74,7 @@ def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathli
     """The path of a shared library built from `source` (from the cache when present)."""
     cc = find_compiler(cc)
     flags = BASE_FLAGS + tuple(extra_flags)
-    key = hashlib.sha256("\0".join((source, cc, *flags)).encode()).hexdigest()
+    key = hashlib.sha256("\0".join((source, cc, *flags, cpu_id())).encode()).hexdigest()
     root = _usable_dir(cache_root)
     entry = root / key[:2] / key
     lib = entry / "kernels.so"
