@@ -91,18 +91,24 @@ class WrapperWriter:
         last_use = self._last_uses()
         outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
         extern_read = {r for s in self.sched.steps if isinstance(s, Extern) for r in s.reads()}
+        read_later = {r for s in self.sched.steps
+                      for r in (kernel_reads(s) if isinstance(s, Kernel) else s.reads())}
         pool: dict[tuple, list[str]] = {}
+        unused: set[str] = set()
         for step_no, step in enumerate(self.sched.steps):
             if isinstance(step, Kernel):
                 self._kernel(step, pool)
             elif isinstance(step, ExternOutput):
-                path = "".join(f"[{i}]" for i in step.item)
-                L.append(f"    {step.name} = {step.source}{path}")
-                self._fix_layout(step)
+                if step.name not in read_later and step.name not in outputs:
+                    unused.add(step.name)  # e.g. attention's logsumexp: no layout copy
+                else:
+                    path = "".join(f"[{i}]" for i in step.item)
+                    L.append(f"    {step.name} = {step.source}{path}")
+                    self._fix_layout(step)
             else:
                 self._extern(step)
             for name in sorted(n for n, last in last_use.items() if last == step_no):
-                if name in outputs or name in self.internal:
+                if name in outputs or name in self.internal or name in unused:
                     continue
                 buf = g.buffer(name)
                 if (not isinstance(buf, (Extern, ExternOutput)) and name not in extern_read
