@@ -32,7 +32,10 @@ def contiguous_strides(shape: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
 
 def linear_index(idx: Sequence[sympy.Expr], strides: Sequence[sympy.Expr],
                  offset: sympy.Expr = sympy.Integer(0)) -> sympy.Expr:
-    return sympy.expand(offset + sum((i * s for i, s in zip(idx, strides)), sympy.Integer(0)))
+    total = sympy.Add(offset, *(i * s for i, s in zip(idx, strides)))
+    if sympy.sympify(offset).is_number and all(sympy.sympify(s).is_number for s in strides):
+        return total   # number * sum distributes by itself: already expanded (expand is slow)
+    return sympy.expand(total)
 
 
 def product(xs: Sequence[sympy.Expr]) -> sympy.Expr:

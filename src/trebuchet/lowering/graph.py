@@ -18,6 +18,7 @@ import torch
 import torch.fx
 
 from ..errors import TrebuchetWarning
+from ..ir import symbolic
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
                         contiguous_strides)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
@@ -205,7 +206,7 @@ def _matches_meta(result: Any, meta: Any) -> bool:
         return False
     shape = [sympy.sympify(sym_expr(s)) for s in meta.shape]
     return len(shape) == result.ndim and all(
-        sympy.simplify(a - b) == 0 for a, b in zip(shape, result.shape))
+        symbolic.equal(a, b) for a, b in zip(shape, result.shape))
 
 
 def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:

@@ -14,6 +14,7 @@ import torch
 from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND as KIND
 from torch._prims_common import elementwise_dtypes
 
+from ..ir import symbolic
 from ..ir.expr import Const, Expr, cast, op
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
 
@@ -30,7 +31,7 @@ def broadcast_shapes(*shapes: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]:
             if k < 0:
                 continue
             if s[k] != 1:
-                if size != 1 and sympy.simplify(size - s[k]) != 0:
+                if size != 1 and not symbolic.equal(size, s[k]):
                     raise LoweringError(f"cannot broadcast {shapes}")
                 size = s[k]
         out.append(size)

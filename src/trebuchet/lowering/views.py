@@ -12,6 +12,7 @@ import sympy
 import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
+from ..ir import symbolic
 from ..ir.expr import Const, Expr
 from ..ir.nodes import BufferRef, contiguous_strides, linear_index, product
 from .pointwise import broadcast_to
@@ -131,7 +132,7 @@ def slice_(ctx: LoweringContext, x: TensorValue, dim: int = 0, start: Any = None
     dim = dim % x.ndim
     begin, stop = _clamp_slice(start, end, x.shape[dim])
     size = FloorDiv(stop - begin + step - 1, step) if step != 1 else stop - begin
-    size = sympy.simplify(size)
+    size = symbolic.simplify(size)
     shape = list(x.shape)
     shape[dim] = size
 
@@ -191,7 +192,7 @@ def _view_strides(shape: Sequence[sympy.Expr], stride: Sequence[sympy.Expr],
         new_group = [j]
         j += 1
         old_n, new_n = old_group[0][0], new[new_group[0]]
-        while sympy.simplify(old_n - new_n) != 0:
+        while not symbolic.equal(old_n, new_n):
             if _lt(old_n, new_n):
                 if i >= len(old):
                     return None
@@ -207,7 +208,7 @@ def _view_strides(shape: Sequence[sympy.Expr], stride: Sequence[sympy.Expr],
                 new_n = new_n * new[j]
                 j += 1
         for (s_a, st_a), (s_b, st_b) in zip(old_group, old_group[1:]):
-            if sympy.simplify(st_a - st_b * s_b) != 0:
+            if not symbolic.equal(st_a, st_b * s_b):
                 return None
         inner = old_group[-1][1]
         group_strides = []
@@ -224,10 +225,10 @@ def _view_strides(shape: Sequence[sympy.Expr], stride: Sequence[sympy.Expr],
 
 
 def _lt(a: sympy.Expr, b: sympy.Expr) -> bool:
-    diff = sympy.simplify(b / a)
+    diff = symbolic.simplify(b / a)
     if diff.is_number:
         return bool(diff > 1)
-    ratio = sympy.simplify(a / b)
+    ratio = symbolic.simplify(a / b)
     return not (ratio.is_number and ratio > 1) and (b.has(*a.free_symbols) or a.is_number)
 
 
@@ -274,7 +275,7 @@ def _dim_groups(old: Sequence[sympy.Expr], new: Sequence[sympy.Expr]) -> list[tu
         og, ng = [], []
         on, nn = sympy.Integer(1), sympy.Integer(1)
         while True:
-            if og and ng and sympy.simplify(on - nn) == 0:
+            if og and ng and symbolic.equal(on, nn):
                 break
             take_old = i < len(old) and (not og or _lt(on, nn) or j >= len(new))
             if take_old:
@@ -304,7 +305,7 @@ def _infer_shape(x: TensorValue, sizes: Sequence[Any]) -> list[sympy.Expr]:
     sizes = [sympy.sympify(s) for s in sizes]
     if any(s == -1 for s in sizes):
         known = product([s for s in sizes if s != -1])
-        sizes = [sympy.simplify(product(x.shape) / known) if s == -1 else s for s in sizes]
+        sizes = [symbolic.simplify(product(x.shape) / known) if s == -1 else s for s in sizes]
     return sizes
 
 
@@ -349,7 +350,7 @@ def unfold(ctx: LoweringContext, x: TensorValue, dim: int, size: int, step: int)
     if x.ndim == 0:
         raise LoweringError("unfold of 0-dim")
     dim = dim % x.ndim
-    count = sympy.simplify(FloorDiv(x.shape[dim] - size, step) + 1)
+    count = symbolic.simplify(FloorDiv(x.shape[dim] - size, step) + 1)
     shape = list(x.shape)
     shape[dim] = count
     shape.append(sympy.Integer(size))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sympy
 
+from ..ir import symbolic
 from ..ir.expr import loads
 from ..ir.nodes import GraphIR, product
 from .kernels import Kernel
@@ -28,7 +29,7 @@ def kernel_bytes(graph: GraphIR, kernel: Kernel, internal: set[str]) -> sympy.Ex
         total += buffer_bytes(graph, name)
     for name in produced - internal:
         total += buffer_bytes(graph, name)
-    return sympy.simplify(total)
+    return symbolic.simplify(total)
 
 
 def describe_bytes(n: sympy.Expr) -> str:

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import sympy
 
+from ..ir import symbolic
 from ..ir.expr import Expr, loads, rewrite_indices, substitute_indices
 from ..ir.simplify import simplify_index
 from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, index_vars,
@@ -102,7 +103,7 @@ def _non_one(dims: Sequence[sympy.Expr]) -> list[int]:
 
 
 def _same(a: Sequence[sympy.Expr], b: Sequence[sympy.Expr]) -> bool:
-    return len(a) == len(b) and all(sympy.simplify(x - y) == 0 for x, y in zip(a, b))
+    return len(a) == len(b) and all(symbolic.equal(x, y) for x, y in zip(a, b))
 
 
 def _map_vars(shape: Sequence[sympy.Expr], targets: Sequence[tuple[sympy.Symbol, sympy.Expr]],
@@ -123,7 +124,7 @@ def _map_vars(shape: Sequence[sympy.Expr], targets: Sequence[tuple[sympy.Symbol,
         group = [tgt[t]]
         t += 1
         size: sympy.Expr = group[0][1]
-        while sympy.simplify(size - shape[k]) != 0:
+        while not symbolic.equal(size, shape[k]):
             if t >= len(tgt) or len(group) > 8:
                 return None
             group.append(tgt[t])
@@ -242,7 +243,7 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
         producer = k.produces(ld.buf)
         if producer is None:
             continue
-        if ld.dynamic is not None or sympy.simplify(ld.index - producer.store_index) != 0:
+        if ld.dynamic is not None or not symbolic.equal(ld.index, producer.store_index):
             return None
         if producer.level == "row" and level == "full" and ld.index.free_symbols & set(k.inner_vars):
             return None
