@@ -660,3 +660,34 @@ def test_two_processes_fill_one_cache_at_once(tmp_path: pathlib.Path) -> None:
     assert _sha(libs[0]) == (libs[0].parent / "kernels.sha256").read_text().strip()
     leftovers = [p for p in cache.rglob("*") if p.is_dir() and p.name.startswith("tmp")]
     assert not leftovers, leftovers
+
+
+# ---------------------------------------------------------------- out-of-range indices
+
+_WEIGHT = torch.randn(10, 4)
+INDEXING = {
+    "embedding": lambda w, i: F.embedding(i, w) * 2.0,
+    "gather": lambda w, i: torch.gather(w, 0, i.reshape(-1, 1).expand(-1, 4)).sum(1),
+    "index_select": lambda w, i: torch.index_select(w, 0, i.reshape(-1)).relu(),
+    "advanced_index": lambda w, i: w[i] + 1.0,
+}
+
+
+@pytest.mark.parametrize("target", ["c", "reference"])
+@pytest.mark.parametrize("name", sorted(INDEXING))
+def test_out_of_range_index_raises_like_eager(name: str, target: str) -> None:
+    """Eager raises on an index outside [-size, size); so must the compiled graph (never
+    a clamped, silently wrong result), and it keeps working for good indices after."""
+    fn = INDEXING[name]
+    compiled = trebuchet.compile(fn, target=target, strict=True)
+    negative_ok = name == "advanced_index"                  # w[-1] is the last row
+    good = torch.tensor([[1, -1 if negative_ok else 3], [9, 0]])
+    torch.testing.assert_close(compiled(_WEIGHT, good), fn(_WEIGHT, good))
+    for bad_value in (10, -11 if negative_ok else -1, 1 << 40):
+        bad = good.clone()
+        bad[1, 0] = bad_value
+        with pytest.raises((IndexError, RuntimeError)):
+            fn(_WEIGHT, bad)                                # eager's behaviour
+        with pytest.raises(IndexError, match="index out of range"):
+            compiled(_WEIGHT, bad)
+    torch.testing.assert_close(compiled(_WEIGHT, good), fn(_WEIGHT, good))

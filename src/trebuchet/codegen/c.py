@@ -122,6 +122,8 @@ def op_code(node: Op, a: list[str]) -> str:
         if is_float:
             return f"t_rem{f}({a[0]}, {a[1]})"
         return f"(({t})T_IREM({a[0]}, {a[1]}))"
+    if name == "check_index":
+        return f"TB_CHECK_INDEX({a[0]}, {a[1]})"
     if name == "maximum":
         return f"T_MAX({a[0]}, {a[1]})"
     if name == "minimum":
@@ -130,8 +132,6 @@ def op_code(node: Op, a: list[str]) -> str:
         return f"({a[0]} != {a[0]})" if is_float else "false"
     if name == "isinf":
         return f"(isinf({a[0]}) != 0)" if is_float else "false"
-    if name == "logical_not":
-        return f"(!{a[0]})"
     if name == "bitwise_not":
         return f"(({t})(~{a[0]}))"
     if name in ("lshift", "rshift"):
@@ -580,7 +580,13 @@ class KernelWriter:
                 if name not in self.internal]
         loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
         out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
+        if self.checks_indices():
+            out.append(("int* tb_error", "err:tb_error"))
         return out
+
+    def checks_indices(self) -> bool:
+        return any(isinstance(e, Op) and e.op == "check_index"
+                   for n in self.k.nodes for e in walk(n.body))
 
 
 _COSTLY = {"exp", "expm1", "log", "log1p", "log2", "log10", "erf", "erfc", "tanh", "sigmoid",
@@ -635,6 +641,21 @@ def _extreme(dtype: torch.dtype, is_max: bool) -> str:
 _BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
 
 
+_OMP_LOOP = re.compile(r"^(\s*#pragma omp (?:parallel for simd|parallel for|for|simd)\b.*)$", re.M)
+
+
+def with_index_flag(code: str) -> str:
+    """Give a kernel that checks data-dependent indices its error flag: a local `tb_bad`
+    OR-reduced by every OpenMP loop (TB_CHECK_INDEX sets it), reported through the
+    `tb_error` parameter at the end."""
+    lines = code.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("void ") and ln.endswith("{"))
+    assert lines[-1] == "}", lines[-1]
+    body = _OMP_LOOP.sub(r"\1 reduction(|:tb_bad)", "\n".join(lines[start + 1:-1]))
+    return "\n".join(lines[:start + 1] + ["    int tb_bad = 0;", body,
+                                           "    if (tb_bad) *tb_error = 1;", "}"])
+
+
 def canonical(code: str, params: list[str], name: str) -> str:
     """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
     alias = {p.split(":", 1)[1]: f"p{i}" for i, p in enumerate(params) if p.startswith("ptr:")}
@@ -659,6 +680,8 @@ def generate(kernels: Iterable[Kernel], internal: set[str],
     for k in kernels:
         w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
         code = w.write()
+        if w.checks_indices():
+            code = with_index_flag(code)
         signatures[k.name] = [kind for _, kind in w.param_list()]
         key = canonical(code, signatures[k.name], k.name)
         if key in seen:

@@ -84,3 +84,9 @@ static inline float t_remf(float a, float b) {
     if (m != 0 && ((b < 0) != (m < 0))) m += b;
     return m;
 }
+
+/* A data-dependent index (gather, index, embedding) checked against its dim's size: a
+ * value outside [0, n) sets the kernel's tb_bad flag, reduced over threads and lanes
+ * like any reduction (the caller raises IndexError), and reads element 0 instead. */
+#define TB_CHECK_INDEX(i, n) ((tb_bad |= ((uint64_t)(i) >= (uint64_t)(n))), \
+                              ((uint64_t)(i) < (uint64_t)(n) ? (i) : (int64_t)0))

@@ -75,7 +75,7 @@ _UNARY: dict[str, Callable] = {
     "acosh": torch.acosh, "atanh": torch.atanh, "erf": torch.erf, "erfc": torch.erfc,
     "lgamma": torch.lgamma, "sigmoid": torch.sigmoid, "floor": torch.floor, "ceil": torch.ceil,
     "trunc": torch.trunc, "round": torch.round, "isnan": torch.isnan, "isinf": torch.isinf,
-    "logical_not": torch.logical_not, "bitwise_not": torch.bitwise_not,
+    "bitwise_not": torch.bitwise_not,
 }
 _BINARY: dict[str, Callable] = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "truediv": torch.div,
@@ -89,12 +89,21 @@ _BINARY: dict[str, Callable] = {
 }
 
 
+INDEX_ERROR = ("index out of range: an index tensor of gather, index, index_select or embedding "
+               "holds a value outside [-size, size) of the dimension it indexes")
+
+
 def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
     name = node.op
     if name == "cast":
         return args[0].to(node.dtype).to(_compute_dtype(node.dtype))
     if name == "where":
         return torch.where(args[0], args[1], args[2])
+    if name == "check_index":
+        bad = (args[0] < 0) | (args[0] >= args[1])
+        if bool(bad.any()):
+            raise IndexError(INDEX_ERROR)
+        return args[0]
     if name == "floordiv":
         if node.dtype.is_floating_point:
             return torch.div(args[0], args[1], rounding_mode="floor")

@@ -40,13 +40,14 @@ OPS: dict[str, tuple[int, str]] = {
     # comparison (-> bool; operands share a dtype)
     "eq": (2, ""), "ne": (2, ""), "lt": (2, ""), "le": (2, ""), "gt": (2, ""), "ge": (2, ""),
     # logical (operands bool)
-    "logical_and": (2, ""), "logical_or": (2, ""),
-    "logical_not": (1, ""),
+    "logical_and": (2, ""), "logical_or": (2, ""),   # not a: eq(a, false)
     # bitwise (integers and bool)
     "bitwise_and": (2, ""), "bitwise_or": (2, ""), "bitwise_xor": (2, ""),
     "bitwise_not": (1, ""), "lshift": (2, ""), "rshift": (2, ""),
     # selection and conversion
     "where": (3, "c ? a : b"),
+    "check_index": (2, "a data-dependent index a in [0, b); outside it the kernel reports an "
+                       "error (the call raises IndexError) and reads element 0"),
     "cast": (1, "convert to the node's dtype (float->int truncates toward zero)"),
 }
 assert len(OPS) <= 60, len(OPS)
@@ -57,7 +58,7 @@ FLOAT_ONLY = {
     "atanh", "erf", "erfc", "lgamma", "atan2", "sigmoid",
 }
 BOOL_RESULT = {"eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf",
-               "logical_and", "logical_or", "logical_not"}
+               "logical_and", "logical_or"}
 
 
 class Expr:

@@ -157,12 +157,16 @@ def constant_pad_nd(ctx: LoweringContext, x: TensorValue, pad: Sequence[Any],
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)
 
 
-def indirect(idx_expr: Expr, size: sympy.Expr) -> Expr:
-    """A data-dependent index: negative values wrap (as in eager); out-of-range values
-    are clamped so a bad index can never read outside the buffer."""
+def indirect(idx_expr: Expr, size: sympy.Expr, wrap_negative: bool = False) -> Expr:
+    """A data-dependent index. Values out of range make the call raise IndexError, as
+    eager does (and are never read); negative values count from the end only where
+    eager allows that (advanced indexing, not gather/index_select/embedding)."""
+    if size == 0:
+        raise LoweringError("indexing into a zero-size dimension")   # eager raises
     i = cast(idx_expr, torch.int64)
-    i = op("where", op("lt", i, Const(0, torch.int64)), op("add", i, Index(size)), i)
-    return op("minimum", op("maximum", i, Const(0, torch.int64)), Index(size - 1))
+    if wrap_negative:
+        i = op("where", op("lt", i, Const(0, torch.int64)), op("add", i, Index(size)), i)
+    return op("check_index", i, Index(size))
 
 
 def load_indirect(x: TensorValue, idx: list[Any]) -> Expr:
@@ -257,7 +261,7 @@ def index(ctx: LoweringContext, x: TensorValue, indices: Sequence[TensorValue | 
         for d, i in zip(before + after, rest):
             full[d] = i
         for k in used:
-            full[k] = indirect(index_values[k].load(bidx), x.shape[k])
+            full[k] = indirect(index_values[k].load(bidx), x.shape[k], wrap_negative=True)
         return load_indirect(x, full)
 
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)

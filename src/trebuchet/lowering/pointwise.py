@@ -208,14 +208,17 @@ def sign(ctx: LoweringContext, x: TensorValue) -> TensorValue:
 
 @register_lowering(aten.logical_not.default)
 def logical_not(ctx: LoweringContext, x: TensorValue) -> TensorValue:
-    return elementwise(ctx, [x], lambda a: op("logical_not", cast(a, torch.bool)),
-                       KIND.ALWAYS_BOOL)
+    return elementwise(ctx, [x], lambda a: _not(cast(a, torch.bool)), KIND.ALWAYS_BOOL)
+
+
+def _not(a: Expr) -> Expr:
+    return op("eq", a, Const(False, torch.bool))
 
 
 @register_lowering(aten.bitwise_not.default)
 def bitwise_not(ctx: LoweringContext, x: TensorValue) -> TensorValue:
     if x.dtype == torch.bool:
-        return elementwise(ctx, [x], lambda a: op("logical_not", a), KIND.DEFAULT)
+        return elementwise(ctx, [x], _not, KIND.DEFAULT)
     return elementwise(ctx, [x], lambda a: op("bitwise_not", a), KIND.DEFAULT)
 
 

@@ -142,7 +142,8 @@ def instantiate_artifact(artifact: graph_cache.Artifact, options: Options) -> Ca
         lib = cbuild.load(lib_path)
         for name, sig in artifact.signatures.items():
             f = getattr(lib, artifact.functions[name])
-            f.argtypes = [ctypes.c_void_p if s.startswith("ptr") else ctypes.c_int64 for s in sig]
+            f.argtypes = [ctypes.c_void_p if s.startswith(("ptr", "err")) else ctypes.c_int64
+                          for s in sig]
             f.restype = None
             callables[name] = f
         callables["_lib"] = lib

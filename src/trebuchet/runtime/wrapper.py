@@ -7,6 +7,7 @@ and return the outputs. No per-op interpretation happens at run time.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import math
 from typing import Any, Callable
@@ -15,6 +16,7 @@ import sympy
 import torch
 
 from ..codegen.indexing import print_index
+from ..codegen.reference import INDEX_ERROR
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
@@ -162,8 +164,11 @@ class WrapperWriter:
         args = []
         for kind in self.sigs[k.name]:
             what, name = kind.split(":", 1)
-            args.append(f"{name}.data_ptr()" if what == "ptr" else name)
+            args.append(f"{name}.data_ptr()" if what == "ptr" else
+                        "index_error.address" if what == "err" else name)
         L.append(f"    {k.name}({', '.join(args)})")
+        if any(kind.startswith("err:") for kind in self.sigs[k.name]):
+            L.append(f"    if index_error.flag.value: index_error.raise_({', '.join(k.origins())!r})")
 
     def _extern(self, e: Extern) -> None:
         fn = self.const(e.target, "op")
@@ -177,6 +182,18 @@ class WrapperWriter:
         """Kernels index extern results with the strides traced; enforce them."""
         self.lines.append(f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
                           f"{shape_code(b.stride)})")
+
+
+class IndexErrorFlag:
+    """The flag kernels that check data-dependent indices set on an out-of-range index."""
+
+    def __init__(self) -> None:
+        self.flag = ctypes.c_int(0)
+        self.address = ctypes.addressof(self.flag)
+
+    def raise_(self, ops: str) -> None:
+        self.flag.value = 0
+        raise IndexError(f"{INDEX_ERROR}; in the kernel fusing {ops}")
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
@@ -209,7 +226,7 @@ def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
 def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
     slots = BufferSlots(code.slots)
-    namespace: dict[str, Any] = {"alloc": slots.alloc,
+    namespace: dict[str, Any] = {"alloc": slots.alloc, "index_error": IndexErrorFlag(),
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
                                  **code.consts, **kernels}
     exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
