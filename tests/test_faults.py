@@ -691,3 +691,29 @@ def test_out_of_range_index_raises_like_eager(name: str, target: str) -> None:
         with pytest.raises(IndexError, match="index out of range"):
             compiled(_WEIGHT, bad)
     torch.testing.assert_close(compiled(_WEIGHT, good), fn(_WEIGHT, good))
+
+
+INT_DIVISION = {
+    "floor_divide": lambda a, b: (a // b) + 1,
+    "remainder": lambda a, b: (a % b) * 2,
+    "fmod": lambda a, b: torch.fmod(a, b) - 1,
+    "trunc_div": lambda a, b: torch.div(a, b, rounding_mode="trunc"),
+}
+
+
+@pytest.mark.parametrize("target", ["c", "reference"])
+@pytest.mark.parametrize("name", sorted(INT_DIVISION))
+def test_integer_division_by_zero_raises_like_eager(name: str, target: str) -> None:
+    fn = INT_DIVISION[name]
+    compiled = trebuchet.compile(fn, target=target, strict=True)
+    a, b = torch.tensor([7, -7, 5, 0]), torch.tensor([2, 3, -4, 1])
+    torch.testing.assert_close(compiled(a, b), fn(a, b))
+    zero = torch.tensor([2, 0, -4, 1])
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        fn(a, zero)                                          # eager's behaviour
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        compiled(a, zero)
+    torch.testing.assert_close(compiled(a, b), fn(a, b))
+    fa, fz = a.float(), zero.float()                         # float: inf/nan, no error
+    torch.testing.assert_close(trebuchet.compile(fn, target=target, strict=True)(fa, fz), fn(fa, fz),
+                               equal_nan=True)

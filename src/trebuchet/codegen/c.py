@@ -16,7 +16,7 @@ from typing import Iterable
 import sympy
 import torch
 
-from ..ir.expr import Const, Expr, Index, Load, Op, walk
+from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
 from ..ir.nodes import Reduction
 from ..scheduler.kernels import Kernel, KernelNode
 from .indexing import print_index
@@ -111,17 +111,17 @@ def op_code(node: Op, a: list[str]) -> str:
         return f"pow({a[0]}, {a[1]})"
     if name == "atan2":
         return f"atan2({a[0]}, {a[1]})"
+    if name in ("fmod", "floordiv", "remainder") and not is_float:
+        code = {"fmod": f"({a[1]} == 0 ? 0 : {a[0]} % {a[1]})", "floordiv": f"T_IFLOORDIV({a[0]}, {a[1]})",
+                "remainder": f"T_IREM({a[0]}, {a[1]})"}[name]
+        check = f"TB_CHECK_DIVISOR({a[1]}), " if may_divide_by_zero(node) else ""
+        return f"({check}({t}){code})"
     if name == "fmod":
-        return f"fmod({a[0]}, {a[1]})" if is_float else \
-            f"(({t})({a[1]} == 0 ? 0 : {a[0]} % {a[1]}))"
+        return f"fmod({a[0]}, {a[1]})"
     if name == "floordiv":
-        if is_float:
-            return f"t_floordiv{f}({a[0]}, {a[1]})"
-        return f"(({t})T_IFLOORDIV({a[0]}, {a[1]}))"
+        return f"t_floordiv{f}({a[0]}, {a[1]})"
     if name == "remainder":
-        if is_float:
-            return f"t_rem{f}({a[0]}, {a[1]})"
-        return f"(({t})T_IREM({a[0]}, {a[1]}))"
+        return f"t_rem{f}({a[0]}, {a[1]})"
     if name == "check_index":
         return f"TB_CHECK_INDEX({a[0]}, {a[1]})"
     if name == "maximum":
@@ -580,12 +580,13 @@ class KernelWriter:
                 if name not in self.internal]
         loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
         out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
-        if self.checks_indices():
+        if self.reports_errors():
             out.append(("int* tb_error", "err:tb_error"))
         return out
 
-    def checks_indices(self) -> bool:
-        return any(isinstance(e, Op) and e.op == "check_index"
+    def reports_errors(self) -> bool:
+        """Whether the kernel checks for errors eager raises on (see with_error_flag)."""
+        return any(isinstance(e, Op) and (e.op == "check_index" or may_divide_by_zero(e))
                    for n in self.k.nodes for e in walk(n.body))
 
 
@@ -644,16 +645,16 @@ _BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
 _OMP_LOOP = re.compile(r"^(\s*#pragma omp (?:parallel for simd|parallel for|for|simd)\b.*)$", re.M)
 
 
-def with_index_flag(code: str) -> str:
-    """Give a kernel that checks data-dependent indices its error flag: a local `tb_bad`
-    OR-reduced by every OpenMP loop (TB_CHECK_INDEX sets it), reported through the
-    `tb_error` parameter at the end."""
+def with_error_flag(code: str) -> str:
+    """Give a kernel that checks for errors (out-of-range data-dependent indices, integer
+    division by zero) its error bits: a local `tb_bad` OR-reduced by every OpenMP loop
+    (TB_CHECK_INDEX and TB_CHECK_DIVISOR set it), ORed into `*tb_error` at the end."""
     lines = code.splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("void ") and ln.endswith("{"))
     assert lines[-1] == "}", lines[-1]
     body = _OMP_LOOP.sub(r"\1 reduction(|:tb_bad)", "\n".join(lines[start + 1:-1]))
     return "\n".join(lines[:start + 1] + ["    int tb_bad = 0;", body,
-                                           "    if (tb_bad) *tb_error = 1;", "}"])
+                                           "    if (tb_bad) *tb_error |= tb_bad;", "}"])
 
 
 def canonical(code: str, params: list[str], name: str) -> str:
@@ -680,8 +681,8 @@ def generate(kernels: Iterable[Kernel], internal: set[str],
     for k in kernels:
         w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
         code = w.write()
-        if w.checks_indices():
-            code = with_index_flag(code)
+        if w.reports_errors():
+            code = with_error_flag(code)
         signatures[k.name] = [kind for _, kind in w.param_list()]
         key = canonical(code, signatures[k.name], k.name)
         if key in seen:

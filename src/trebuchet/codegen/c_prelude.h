@@ -85,8 +85,12 @@ static inline float t_remf(float a, float b) {
     return m;
 }
 
-/* A data-dependent index (gather, index, embedding) checked against its dim's size: a
- * value outside [0, n) sets the kernel's tb_bad flag, reduced over threads and lanes
- * like any reduction (the caller raises IndexError), and reads element 0 instead. */
-#define TB_CHECK_INDEX(i, n) ((tb_bad |= ((uint64_t)(i) >= (uint64_t)(n))), \
+/* Errors eager raises on set bits of the kernel's tb_bad, OR-reduced over threads and
+ * lanes like any reduction; the caller raises after the kernel returns.
+ * A data-dependent index (gather, index, embedding) outside [0, n): bit 1 (IndexError);
+ * element 0 is read instead. An integer divisor of zero: bit 2 (ZeroDivisionError). */
+#define TB_INDEX_ERROR 1
+#define TB_ZERO_DIVISION 2
+#define TB_CHECK_INDEX(i, n) ((tb_bad |= ((uint64_t)(i) >= (uint64_t)(n)) * TB_INDEX_ERROR), \
                               ((uint64_t)(i) < (uint64_t)(n) ? (i) : (int64_t)0))
+#define TB_CHECK_DIVISOR(b) (tb_bad |= ((b) == 0) * TB_ZERO_DIVISION)

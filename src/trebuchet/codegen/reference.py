@@ -12,7 +12,7 @@ import sympy
 import torch
 from torch.utils._sympy import functions as F
 
-from ..ir.expr import Const, Expr, Index, Load, Op, walk
+from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, Pointwise, Reduction,
                         index_vars)
 
@@ -91,6 +91,7 @@ _BINARY: dict[str, Callable] = {
 
 INDEX_ERROR = ("index out of range: an index tensor of gather, index, index_select or embedding "
                "holds a value outside [-size, size) of the dimension it indexes")
+ZERO_DIVISION_ERROR = "ZeroDivisionError: integer division or remainder by zero"  # eager's words
 
 
 def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
@@ -104,6 +105,8 @@ def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
         if bool(bad.any()):
             raise IndexError(INDEX_ERROR)
         return args[0]
+    if may_divide_by_zero(node) and bool((args[1] == 0).any()):
+        raise RuntimeError(ZERO_DIVISION_ERROR)
     if name == "floordiv":
         if node.dtype.is_floating_point:
             return torch.div(args[0], args[1], rounding_mode="floor")

@@ -263,3 +263,13 @@ def loads(root: Expr) -> list[Load]:
 
 def op_count(root: Expr) -> int:
     return sum(1 for n in walk(root) if isinstance(n, Op))
+
+
+def may_divide_by_zero(node: Op) -> bool:
+    """An integer division or remainder whose divisor may be zero: eager raises there,
+    so generated code must check (float division gives inf/nan, no check)."""
+    if node.op not in ("fmod", "floordiv", "remainder") or node.args[0].dtype.is_floating_point \
+            or node.args[0].dtype == torch.bool:
+        return False
+    divisor = node.args[1]
+    return not (isinstance(divisor, Const) and divisor.value != 0)

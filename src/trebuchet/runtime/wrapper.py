@@ -16,7 +16,7 @@ import sympy
 import torch
 
 from ..codegen.indexing import print_index
-from ..codegen.reference import INDEX_ERROR
+from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
@@ -165,10 +165,10 @@ class WrapperWriter:
         for kind in self.sigs[k.name]:
             what, name = kind.split(":", 1)
             args.append(f"{name}.data_ptr()" if what == "ptr" else
-                        "index_error.address" if what == "err" else name)
+                        "kernel_error.address" if what == "err" else name)
         L.append(f"    {k.name}({', '.join(args)})")
         if any(kind.startswith("err:") for kind in self.sigs[k.name]):
-            L.append(f"    if index_error.flag.value: index_error.raise_({', '.join(k.origins())!r})")
+            L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
 
     def _extern(self, e: Extern) -> None:
         fn = self.const(e.target, "op")
@@ -184,16 +184,18 @@ class WrapperWriter:
                           f"{shape_code(b.stride)})")
 
 
-class IndexErrorFlag:
-    """The flag kernels that check data-dependent indices set on an out-of-range index."""
+class KernelError:
+    """Error bits kernels set for what eager raises on (codegen/c_prelude.h: TB_*)."""
 
     def __init__(self) -> None:
-        self.flag = ctypes.c_int(0)
-        self.address = ctypes.addressof(self.flag)
+        self.bits = ctypes.c_int(0)
+        self.address = ctypes.addressof(self.bits)
 
     def raise_(self, ops: str) -> None:
-        self.flag.value = 0
-        raise IndexError(f"{INDEX_ERROR}; in the kernel fusing {ops}")
+        bits, self.bits.value = self.bits.value, 0
+        if bits & 1:
+            raise IndexError(f"{INDEX_ERROR}; in the kernel fusing {ops}")
+        raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
@@ -226,7 +228,7 @@ def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
 def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
     slots = BufferSlots(code.slots)
-    namespace: dict[str, Any] = {"alloc": slots.alloc, "index_error": IndexErrorFlag(),
+    namespace: dict[str, Any] = {"alloc": slots.alloc, "kernel_error": KernelError(),
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
                                  **code.consts, **kernels}
     exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
