@@ -27,7 +27,7 @@ from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
 from ..scheduler.cost import describe_bytes, kernel_bytes
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads, schedule
-from . import cbuild
+from . import cbuild, profiler
 from .wrapper import build_wrapper
 
 _graph_ids = itertools.count()
@@ -99,7 +99,8 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
                 f.restype = None
                 callables[k.name] = f
             callables["_lib"] = lib
-        fn, wrapper_src = build_wrapper(graph, sched, internal, sigs, callables)  # wrap
+        plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
+        fn, wrapper_src = build_wrapper(graph, sched, internal, sigs, callables, plan)  # wrap
         if debug:
             (debug / "kernels.c").write_text(source)
             (debug / "wrapper.py").write_text(wrapper_src)

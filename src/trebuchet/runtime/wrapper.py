@@ -4,10 +4,15 @@ The wrapper is straight-line Python source: bind size symbols from the
 inputs, allocate buffers, call kernels through ctypes and externs as ATen
 calls, drop buffers after their last use (reusing same-sized kernel buffers),
 and return the outputs. No per-op interpretation happens at run time.
+
+With a `ProfilePlan` (the `profile` option) each kernel call and each extern
+call is bracketed by clock reads that add its time and bytes to the profiler,
+and the whole call is timed too; without one the source has no timing code.
 """
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable
 
 import sympy
@@ -18,6 +23,7 @@ from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contig
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from .buffers import BufferSlots
+from .profiler import ProfilePlan
 
 
 def py(expr: Any) -> str:
@@ -40,8 +46,9 @@ def shape_code(shape: Any) -> str:
 
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
-                 signatures: dict[str, list[str]]):
+                 signatures: dict[str, list[str]], profile: ProfilePlan | None = None):
         self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
+        self.profile = profile
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
         self.slots = 0          # allocation sites (see buffers.py)
@@ -78,6 +85,8 @@ class WrapperWriter:
         g = self.g
         L = self.lines
         L.append("def call(args):")
+        if self.profile:
+            L.append("    _prof_call = ns()")
         for b in g.inputs:
             L.append(f"    {b.name} = args[{b.position}]")
         for c in g.constants:
@@ -118,7 +127,12 @@ class WrapperWriter:
                 rets.append(py(o.value))
             else:
                 rets.append(self.ref_code(o.ref))
-        L.append("    return (" + "".join(r + ", " for r in rets) + ")")
+        if self.profile:
+            L.append("    _prof_out = (" + "".join(r + ", " for r in rets) + ")")
+            L.append(f"    {self.const(self.profile.graph.add, 'pg')}(ns() - _prof_call)")
+            L.append("    return _prof_out")
+        else:
+            L.append("    return (" + "".join(r + ", " for r in rets) + ")")
         return "\n".join(L) + "\n"
 
     def _pool_key(self, buf: Buffer) -> tuple:
@@ -156,20 +170,35 @@ class WrapperWriter:
         for kind in self.sigs[k.name]:
             what, name = kind.split(":", 1)
             args.append(f"{name}.data_ptr()" if what == "ptr" else name)
-        L.append(f"    {k.name}({', '.join(args)})")
+        self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
 
     def _extern(self, e: Extern) -> None:
         fn = self.const(e.target, "op")
         args = ", ".join(self.arg_code(a) for a in e.args)
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
-        self.lines.append(f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})")
+        lines = [f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})"]
         if not e.multi:
-            self._fix_layout(e)
+            lines.append(self._fix_layout_line(e))
+        self._timed(e.name, lines)
+
+    def _timed(self, step: str, lines: list[str]) -> None:
+        """Emit a step's lines, between clock reads when profiling."""
+        entry = self.profile.steps.get(step) if self.profile else None
+        if entry is None:
+            self.lines.extend(lines)
+            return
+        stats, nbytes = entry
+        self.lines.append("    _prof_t = ns()")
+        self.lines.extend(lines)
+        self.lines.append(f"    {self.const(stats.add, 'pr')}(ns() - _prof_t, {py(nbytes)})")
 
     def _fix_layout(self, b: Buffer) -> None:
+        self.lines.append(self._fix_layout_line(b))
+
+    def _fix_layout_line(self, b: Buffer) -> str:
         """Kernels index extern results with the strides traced; enforce them."""
-        self.lines.append(f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
-                          f"{shape_code(b.stride)})")
+        return (f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
+                f"{shape_code(b.stride)})")
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
@@ -181,12 +210,15 @@ def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
 
 
 def build_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
-                  signatures: dict[str, list[str]], kernels: dict[str, Callable]) -> tuple[Callable, str]:
-    w = WrapperWriter(graph, sched, internal, signatures)
+                  signatures: dict[str, list[str]], kernels: dict[str, Callable],
+                  profile: ProfilePlan | None = None) -> tuple[Callable, str]:
+    w = WrapperWriter(graph, sched, internal, signatures, profile)
     source = w.write()
     slots = BufferSlots(w.slots)
     namespace: dict[str, Any] = {"alloc": slots.alloc,
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
                                  **w.consts, **kernels}
+    if profile:
+        namespace["ns"] = time.perf_counter_ns
     exec(compile(source, "<trebuchet-wrapper>", "exec"), namespace)
     return namespace["call"], source

@@ -3,14 +3,16 @@
 A kernel reads each input buffer it loads from memory once (cache reuse
 within a row is assumed) and writes each buffer it stores. The same sums over
 an unfused schedule (every ATen op's inputs and outputs) give the traffic
-fusion saved; the report and the kernel comments print both.
+fusion saved; the report and the kernel comments print both. For an extern
+(a library call) the same measure is the bytes of its tensor arguments plus
+its outputs: the least any implementation must move.
 """
 from __future__ import annotations
 
 import sympy
 
 from ..ir.expr import loads
-from ..ir.nodes import GraphIR, product
+from ..ir.nodes import BufferRef, Extern, ExternOutput, GraphIR, product
 from .kernels import Kernel
 
 
@@ -28,6 +30,33 @@ def kernel_bytes(graph: GraphIR, kernel: Kernel, internal: set[str]) -> sympy.Ex
         total += buffer_bytes(graph, name)
     for name in produced - internal:
         total += buffer_bytes(graph, name)
+    return sympy.simplify(total)
+
+
+def extern_bytes(graph: GraphIR, extern: Extern) -> sympy.Expr:
+    """Bytes of an extern's distinct tensor arguments (as viewed) plus its outputs."""
+    refs: set[BufferRef] = set()
+
+    def collect(x: object) -> None:
+        if isinstance(x, BufferRef):
+            refs.add(x)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                collect(v)
+        elif isinstance(x, dict):
+            for v in x.values():
+                collect(v)
+
+    collect((extern.args, extern.kwargs))
+    total: sympy.Expr = sympy.Integer(0)
+    for ref in refs:
+        total += product(ref.shape) * graph.buffer(ref.buf).dtype.itemsize
+    if extern.multi:
+        outs = [b for b in graph.buffers if isinstance(b, ExternOutput) and b.source == extern.name]
+    else:
+        outs = [extern]
+    for b in outs:
+        total += product(b.shape) * b.dtype.itemsize
     return sympy.simplify(total)
 
 
