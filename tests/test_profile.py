@@ -155,3 +155,18 @@ def test_short_ops_fits_the_width() -> None:
     assert profiler.short_ops(ops, 100) == "var_mean.correction,sub.Tensor,add.Tensor,rsqrt"
     text = profiler.short_ops(ops, 36)
     assert len(text) <= 36 and text.endswith(" +2")
+
+
+def test_gather_counts_the_rows_read_not_the_table() -> None:
+    table = torch.randn(10000, 64)
+
+    def fn(ids: torch.Tensor) -> torch.Tensor:
+        # layer norm reads the looked-up row in several passes; it comes from memory once
+        return torch.nn.functional.layer_norm(torch.nn.functional.embedding(ids, table) * 2, (64,))
+
+    f = trebuchet.compile(fn, strict=True, profile=True)
+    ids = torch.randint(0, 10000, (8, 16))
+    torch.testing.assert_close(f(ids), fn(ids))
+    [step] = trebuchet.profile_data()["steps"]
+    # the ids, one 64-float row per id, and the output; not the 2.4 MiB table
+    assert step["bytes"] == 8 * 16 * 8 + 2 * 8 * 16 * 64 * 4
