@@ -31,7 +31,7 @@ _graphs: list["GraphStats"] = []
 _steps: list["StepStats"] = []
 _machine: dict[str, float] = {}       # copy_gbps, probe_ns: measured once per process
 
-COPY_ELEMENTS = 32 * 2**20             # float32 elements per copy buffer (128 MiB)
+COPY_ELEMENTS = 64 * 2**20             # float32 elements per copy buffer (256 MiB, as benchmarks/bench.py)
 COPY_RUNS = 5
 
 
