@@ -170,3 +170,13 @@ def test_gather_counts_the_rows_read_not_the_table() -> None:
     [step] = trebuchet.profile_data()["steps"]
     # the ids, one 64-float row per id, and the output; not the 2.4 MiB table
     assert step["bytes"] == 8 * 16 * 8 + 2 * 8 * 16 * 64 * 4
+
+
+def test_cli_demo_profile_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trebuchet import cli, demo
+
+    seen = []
+    monkeypatch.setattr(demo, "main", lambda profile=False: seen.append(profile) or 0)
+    assert cli.main(["demo", "--profile"]) == 0
+    assert cli.main(["demo"]) == 0
+    assert seen == [True, False]

@@ -126,8 +126,8 @@ def main(profile: bool = False) -> int:
 
     _print_fusion(trebuchet.stats())
     if profile:
-        print(f"\nProfile of the {trebuchet.profile_data()['graphs'][0]['calls']} timed calls "
-              "(warm-up included):")
+        calls = max((g["calls"] for g in trebuchet.profile_data()["graphs"]), default=0)
+        print(f"\nProfile of the {calls} timed calls (warm-up included):")
         print(trebuchet.profile_report(), end="")
     return 0 if ok else 1
 
