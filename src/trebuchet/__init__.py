@@ -3,6 +3,7 @@
     import torch, trebuchet
     model = torch.compile(model, backend="trebuchet")
     # or: model = trebuchet.compile(model, target="c", strict=False)
+    # time every kernel: trebuchet.compile(model, profile=True); print(trebuchet.profile_report())
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 from . import stats as _stats
 from .errors import TrebuchetCompileError, TrebuchetWarning
 from .frontend.backend import make_backend, register, trebuchet_backend
+from .runtime import profiler as _profiler
 
 __version__ = "0.1.0"
-__all__ = ["compile", "stats", "reset", "trebuchet_backend", "TrebuchetCompileError",
-           "TrebuchetWarning"]
+__all__ = ["compile", "stats", "reset", "profile_report", "profile_reset", "profile_data",
+           "trebuchet_backend", "TrebuchetCompileError", "TrebuchetWarning"]
 
 register()
 
@@ -30,7 +32,8 @@ def compile(model_or_fn: Callable, target: str | None = None, strict: bool | Non
         default from TREBUCHET_TARGET, else "auto".
     strict: raise TrebuchetCompileError instead of falling back to eager; default from
         TREBUCHET_STRICT, else False.
-    Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit, graph_cache) are
+    Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit, graph_cache,
+    profile) are
     documented in trebuchet.config.Options.
     """
     if target is not None:
@@ -69,6 +72,27 @@ def stats() -> dict[str, Any]:
 
 
 def reset() -> None:
-    """Clear the counters and the in-memory caches (TorchDynamo's included)."""
+    """Clear the counters and the in-memory caches (TorchDynamo's included), and forget
+    the profiled graphs."""
     _stats.reset()
+    _profiler.reset(forget=True)
     torch._dynamo.reset()
+
+
+def profile_report() -> str:
+    """A table of the time of every kernel and extern call of graphs compiled with
+    profile=True (or TREBUCHET_PROFILE=1) since the last reset, sorted by total time,
+    with bytes moved and bandwidth as a share of the measured copy bandwidth.
+    See docs/profiling.md."""
+    return _profiler.report()
+
+
+def profile_reset() -> None:
+    """Zero the profile counters (the compiled graphs keep being profiled)."""
+    _profiler.reset()
+
+
+def profile_data() -> dict[str, list[dict[str, Any]]]:
+    """The profile as data: "steps" (graph, name, kind, ops, calls, ns, bytes) and
+    "graphs" (graph, calls, ns), for steps and graphs that ran since the last reset."""
+    return _profiler.snapshot()

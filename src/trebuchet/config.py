@@ -8,6 +8,7 @@ Environment variables (read when a compile starts, so tests can set them):
                            cache still applies)
   TREBUCHET_TARGET         "c", "reference" or "auto" (default auto = c)
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
+  TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   CC                       the C compiler (default: cc)
   TREBUCHET_CFLAGS         extra C compiler flags
 """
@@ -35,12 +36,14 @@ class Options:
     cflags: tuple[str, ...] = ()
     inline_limit: int = 8          # ops a multi-use value may hold before it is stored
     graph_cache: bool = True       # reuse compiled graphs found on disk (runtime/graph_cache.py)
+    profile: bool = False          # time each kernel/extern call (trebuchet.profile_report())
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
         opts = cls(
             target=os.environ.get("TREBUCHET_TARGET", "auto"),
             strict=_env_flag("TREBUCHET_STRICT"),
+            profile=_env_flag("TREBUCHET_PROFILE"),
             debug=_env_flag("TREBUCHET_DEBUG") or bool(os.environ.get("TREBUCHET_DEBUG_DIR")),
             debug_dir=os.environ.get("TREBUCHET_DEBUG_DIR"),
             cache_dir=os.environ.get("TREBUCHET_CACHE_DIR"),

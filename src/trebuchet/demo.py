@@ -3,7 +3,9 @@
 Builds a random-initialized 2-layer transformer block from plain torch.nn
 (LayerNorm, Linear, GELU, softmax attention written out, residuals), compiles
 it with Trebuchet, checks it against eager (exit code 1 on mismatch), times
-both, and shows what the compiler fused into each generated kernel.
+both, and shows what the compiler fused into each generated kernel. With
+`--profile` (or TREBUCHET_PROFILE=1) it ends with the per-kernel profile of the
+timed calls (`trebuchet.profile_report()`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 import trebuchet
+from trebuchet.config import Options
 
 BATCH, SEQ, HIDDEN, HEADS, LAYERS = 8, 128, 256, 4, 2
 ATOL, RTOL = 1e-4, 1e-4
@@ -90,8 +93,10 @@ def _print_fusion(stats: dict) -> None:
           f"compile time: {stats.get('compile_seconds', 0.0):.2f} s")
 
 
-def main() -> int:
-    """Run the demo; returns the exit code: 0 when compiled matches eager, else 1."""
+def main(profile: bool = False) -> int:
+    """Run the demo; returns the exit code: 0 when compiled matches eager, else 1.
+    `profile` (also on with TREBUCHET_PROFILE=1) prints the per-kernel profile."""
+    profile = profile or Options.from_env().profile
     torch.manual_seed(0)
     model = TinyTransformer().eval()
     x = torch.randn(BATCH, SEQ, HIDDEN)
@@ -100,7 +105,7 @@ def main() -> int:
           f"input {BATCH}x{SEQ}x{HIDDEN}, {params / 1e6:.2f}M parameters")
 
     trebuchet.reset()
-    compiled = trebuchet.compile(model)
+    compiled = trebuchet.compile(model, profile=profile)
     with torch.no_grad():
         start = time.perf_counter()
         actual = compiled(x)
@@ -113,11 +118,17 @@ def main() -> int:
         print(f"max abs error vs eager: {max_err:.3g} -> {'PASS' if ok else 'FAIL'}")
 
         eager_s = median_seconds(lambda: model(x))
+        trebuchet.profile_reset()        # profile the timed calls, not the first one
         ours_s = median_seconds(lambda: compiled(x))
     print(f"eager:     {eager_s * 1e3:8.2f} ms (median)")
-    print(f"trebuchet: {ours_s * 1e3:8.2f} ms (median)  speedup {eager_s / ours_s:.2f}x")
+    print(f"trebuchet: {ours_s * 1e3:8.2f} ms (median)  speedup {eager_s / ours_s:.2f}x"
+          + ("  (with profiling probes)" if profile else ""))
 
     _print_fusion(trebuchet.stats())
+    if profile:
+        calls = max((g["calls"] for g in trebuchet.profile_data()["graphs"]), default=0)
+        print(f"\nProfile of the {calls} timed calls (warm-up included):")
+        print(trebuchet.profile_report(), end="")
     return 0 if ok else 1
 
 

@@ -669,6 +669,15 @@ def canonical(code: str, params: list[str], name: str) -> str:
     return _BUF_NAME.sub(sub, body)
 
 
+def kernel_shape(kernel: Kernel, internal: set[str]) -> str:
+    """The loop shape this generator emits: pointwise, row, column or scalar (reduction)."""
+    if not kernel.inner:
+        return "pointwise"
+    if KernelWriter(kernel, internal)._is_column():
+        return "column"
+    return "row" if kernel.outer else "scalar"
+
+
 def generate(kernels: Iterable[Kernel], internal: set[str],
              notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]], dict[str, str]]:
     """The translation unit, each kernel's parameter kinds in call order, and the C

@@ -32,7 +32,7 @@ from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
 from ..scheduler.cost import describe_bytes, kernel_bytes
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads, schedule
-from . import cbuild, graph_cache
+from . import cbuild, graph_cache, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
@@ -73,7 +73,8 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     """Compile one ATen graph; returns a boxed callable (takes the argument list).
 
     The C target looks the graph up in the whole-graph cache first (not in debug
-    mode, which always runs every pass so it can write their output)."""
+    mode, which always runs every pass so it can write their output, nor with profiling,
+    whose wrapper counts into this process's profiler)."""
     start = time.perf_counter()
     graph_id = next(_graph_ids)
     if options.resolved_target() == "reference":
@@ -87,7 +88,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
                      extern_ops=counts.extern, fallback_ops=counts.fallback)
         return Executor(graph)
     key, artifact = None, None
-    if not options.debug and options.graph_cache:
+    if options.graph_cache and not options.debug and not options.profile:
         try:
             key = graph_cache.graph_key(gm, options)
         except graph_cache.Uncacheable:
@@ -121,7 +122,8 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
     notes = {k.name: f"{k.kind()} kernel; moves {describe_bytes(kernel_bytes(graph, k, internal))}"
              for k in kernels}
     source, sigs, functions = c_codegen.generate(kernels, internal, notes)  # codegen
-    wrapper = write_wrapper(graph, sched, internal, sigs)             # wrap
+    plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
+    wrapper = write_wrapper(graph, sched, internal, sigs, plan)       # wrap
     if debug:
         (debug / "kernels.c").write_text(source)
         (debug / "wrapper.py").write_text(wrapper.source)

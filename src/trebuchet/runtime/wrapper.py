@@ -4,12 +4,17 @@ The wrapper is straight-line Python source: bind size symbols from the
 inputs, allocate buffers, call kernels through ctypes and externs as ATen
 calls, drop buffers after their last use (reusing same-sized kernel buffers),
 and return the outputs. No per-op interpretation happens at run time.
+
+With a `ProfilePlan` (the `profile` option) each kernel call and each extern
+call is bracketed by clock reads that add its time and bytes to the profiler,
+and the whole call is timed too; without one the source has no timing code.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
 import math
+import time
 from typing import Any, Callable
 
 import sympy
@@ -21,6 +26,7 @@ from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contig
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from .buffers import BufferSlots
+from .profiler import ProfilePlan
 
 
 def py(expr: Any) -> str:
@@ -43,8 +49,9 @@ def shape_code(shape: Any) -> str:
 
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
-                 signatures: dict[str, list[str]]):
+                 signatures: dict[str, list[str]], profile: ProfilePlan | None = None):
         self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
+        self.profile = profile
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
         self.slots = 0          # allocation sites (see buffers.py)
@@ -81,6 +88,8 @@ class WrapperWriter:
         g = self.g
         L = self.lines
         L.append("def call(args):")
+        if self.profile:
+            L.append("    _prof_call = ns()")
         for b in g.inputs:
             L.append(f"    {b.name} = args[{b.position}]")
         for c in g.constants:
@@ -127,7 +136,12 @@ class WrapperWriter:
                 rets.append(py(o.value))
             else:
                 rets.append(self.ref_code(o.ref))
-        L.append("    return (" + "".join(r + ", " for r in rets) + ")")
+        if self.profile:
+            L.append("    _prof_out = (" + "".join(r + ", " for r in rets) + ")")
+            L.append(f"    {self.const(self.profile.graph.add, 'pg')}(ns() - _prof_call)")
+            L.append("    return _prof_out")
+        else:
+            L.append("    return (" + "".join(r + ", " for r in rets) + ")")
         return "\n".join(L) + "\n"
 
     def _pool_key(self, buf: Buffer) -> tuple:
@@ -166,7 +180,7 @@ class WrapperWriter:
             what, name = kind.split(":", 1)
             args.append(f"{name}.data_ptr()" if what == "ptr" else
                         "kernel_error.address" if what == "err" else name)
-        L.append(f"    {k.name}({', '.join(args)})")
+        self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
         if any(kind.startswith("err:") for kind in self.sigs[k.name]):
             L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
 
@@ -174,14 +188,29 @@ class WrapperWriter:
         fn = self.const(e.target, "op")
         args = ", ".join(self.arg_code(a) for a in e.args)
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
-        self.lines.append(f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})")
+        lines = [f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})"]
         if not e.multi:
-            self._fix_layout(e)
+            lines.append(self._fix_layout_line(e))
+        self._timed(e.name, lines)
+
+    def _timed(self, step: str, lines: list[str]) -> None:
+        """Emit a step's lines, between clock reads when profiling."""
+        entry = self.profile.steps.get(step) if self.profile else None
+        if entry is None:
+            self.lines.extend(lines)
+            return
+        stats, nbytes = entry
+        self.lines.append("    _prof_t = ns()")
+        self.lines.extend(lines)
+        self.lines.append(f"    {self.const(stats.add, 'pr')}(ns() - _prof_t, {py(nbytes)})")
 
     def _fix_layout(self, b: Buffer) -> None:
+        self.lines.append(self._fix_layout_line(b))
+
+    def _fix_layout_line(self, b: Buffer) -> str:
         """Kernels index extern results with the strides traced; enforce them."""
-        self.lines.append(f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
-                          f"{shape_code(b.stride)})")
+        return (f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
+                f"{shape_code(b.stride)})")
 
 
 class KernelError:
@@ -211,7 +240,8 @@ class WrapperCode:
     """A wrapper as data: its source, the objects its source names, its allocation sites.
 
     Plain data (no kernels, no libraries), so a compiled graph can be stored on disk
-    and instantiated again by another process (runtime/graph_cache.py)."""
+    and instantiated again by another process (runtime/graph_cache.py); a profiled
+    wrapper names the profiler's counters and is not stored."""
 
     source: str
     consts: dict[str, Any]
@@ -219,8 +249,8 @@ class WrapperCode:
 
 
 def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
-                  signatures: dict[str, list[str]]) -> WrapperCode:
-    w = WrapperWriter(graph, sched, internal, signatures)
+                  signatures: dict[str, list[str]], profile: ProfilePlan | None = None) -> WrapperCode:
+    w = WrapperWriter(graph, sched, internal, signatures, profile)
     source = w.write()
     return WrapperCode(source, w.consts, w.slots)
 
@@ -230,6 +260,6 @@ def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     slots = BufferSlots(code.slots)
     namespace: dict[str, Any] = {"alloc": slots.alloc, "kernel_error": KernelError(),
                                  "as_strided": torch.as_strided, "fix_layout": fix_layout,
-                                 **code.consts, **kernels}
+                                 "ns": time.perf_counter_ns, **code.consts, **kernels}
     exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
     return namespace["call"]
