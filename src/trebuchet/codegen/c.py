@@ -444,6 +444,7 @@ class KernelWriter:
                 self.lines.append(f"{indent}int first_{n.buf.name} = 1;")
                 vectorize = False
             accs[n.buf.name] = (acc, n)
+        self._hoist_invariants(nodes, indent)
         rvars = [str(v) for v in k.inner_vars]
         loop_indent = indent
         for d, (v, size) in enumerate(zip(rvars, k.inner)):
@@ -492,6 +493,25 @@ class KernelWriter:
             self.lines.append(f"{indent}const {t} {out} = ({t}){val};")
             self.local[name] = out
             self._store(n, out, indent)
+
+    def _hoist_invariants(self, nodes: list[KernelNode], indent: str) -> None:
+        """Emit before the inner loop the largest subexpressions that do not vary along
+        it (e.g. an embedding row's checked index, computed once per row, not per element)."""
+        rvars = set(self.k.inner_vars)
+        # values of this loop's nodes (earlier stages' results are locals by now)
+        in_loop = {n.buf.name for n in self.k.nodes if n.level == "full"} - set(self.local)
+        stack = [n.body for n in nodes]
+        seen: set[Expr] = set()
+        while stack:
+            e = stack.pop()
+            if e in seen or isinstance(e, Const) or self._find(e) is not None:
+                continue
+            seen.add(e)
+            if isinstance(e, (Op, Load)) and not _depends_on(e, rvars) and not any(
+                    isinstance(x, Load) and x.buf in in_loop for x in walk(e)):
+                self.var(e, indent)
+            else:
+                stack.extend(e.children())
 
     def _combine(self, n: KernelNode, acc: str, value: str, indent: str) -> None:
         rt = n.buf.reduce_type
