@@ -1,6 +1,7 @@
 /* Trebuchet C prelude: types and scalar helpers shared by every generated kernel. */
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
