@@ -26,6 +26,7 @@ CASES = {
     "bias_grad_3d": (lambda x: x.sum(dim=(0, 1)), (8, 128, 768), torch.float32),
     "narrow_sum": (lambda x: x.sum(dim=0), (100000, 3), torch.float32),
     "column_amax": (lambda x: x.amax(dim=0), (8192, 1024), torch.float32),
+    "column_argmax": (lambda x: x.argmax(dim=0), (8192, 1024), torch.float32),
     "column_sum_int": (lambda x: x.sum(dim=0), (8192, 1024), torch.int32),
 }
 

@@ -271,11 +271,11 @@ class KernelWriter:
     # outputs (its tile, split by the number of reductions in the kernel) ...
     COLUMN_WIDTH = 1024
     # ... when there are fewer tiles than this, the reduced rows are split in chunks ...
-    COLUMN_ITEMS = 32
+    COLUMN_ITEMS = 16
     # ... of at least this many rows each.
     COLUMN_CHUNK_ROWS = 128
     # Rows folded per pass over a tile (each accumulator loaded and stored once per pass).
-    COLUMN_UNROLL = 4
+    COLUMN_UNROLL = 8
     COLUMN_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
 
     def _is_column(self) -> bool:
@@ -316,7 +316,7 @@ class KernelWriter:
             return (f"{{ const int b_ = {better}; {acc} = b_ ? {value} : {acc}; "
                     f"{idx} = b_ ? {pos} : {idx}; }}")
         return {"sum": f"{acc} += {value};", "prod": f"{acc} *= {value};",
-                "max": f"{acc} = T_MAX({acc}, {value});", "min": f"{acc} = T_MIN({acc}, {value});",
+                "max": f"{acc} = T_MAXC({acc}, {value});", "min": f"{acc} = T_MINC({acc}, {value});",
                 "any": f"{acc} |= ({value} != 0);", "all": f"{acc} &= ({value} != 0);"}[rt]
 
     def _column_epilogue(self, full: list[KernelNode], accs: dict[str, tuple[str, str]],
