@@ -485,19 +485,20 @@ class KernelWriter:
 
     def _column_rows(self, full: list[KernelNode], is_arg: dict[str, bool], group: int,
                      ind: str) -> list[str]:
-        """The loop over a tile's columns folding rows rr .. rr + group - 1 into them."""
+        """The loop over a tile's columns folding rows rr .. rr + group - 1 into them (the
+        body is written once, in a loop over the group that the C compiler unrolls)."""
         k = self.k
         last = str(k.outer_vars[-1])
         rv = [str(v) for v in k.inner_vars]
         rsizes = [print_index(s) for s in k.inner]
         L: list[str] = []
         if len(rv) > 1:
-            for g in range(group):
-                L.append(f"{ind}const int64_t " + ", ".join(f"{v}_{g} = {v}_n" for v in rv) + ";")
-                carry = ind
-                for d in range(len(rv) - 1, 0, -1):
-                    carry += f"if (++{rv[d]}_n == {rsizes[d]}) {{ {rv[d]}_n = 0; "
-                L.append(carry + f"++{rv[0]}_n;" + " }" * (len(rv) - 1))
+            L.append(f"{ind}int64_t " + ", ".join(f"{v}_g[{group}]" for v in rv) + ";")
+            carry = f"{ind}for (int u = 0; u < {group}; ++u) {{ "
+            carry += " ".join(f"{v}_g[u] = {v}_n;" for v in rv) + " "
+            for d in range(len(rv) - 1, 0, -1):
+                carry += f"if (++{rv[d]}_n == {rsizes[d]}) {{ {rv[d]}_n = 0; "
+            L.append(carry + f"++{rv[0]}_n;" + " }" * (len(rv) - 1) + " }")
         L.append(f"{ind}#pragma omp simd")
         L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
         ind2 = ind + "    "
@@ -507,21 +508,20 @@ class KernelWriter:
             L.append(f"{ind2}{self._column_acc_type(n)} a_{name} = acc_{name}{j};")
             if is_arg[name]:
                 L.append(f"{ind2}int64_t ai_{name} = arg_{name}{j};")
-        for g in range(group):
-            pos = f"rr + {g}" if group > 1 else "rr"
-            if len(rv) == 1:
-                L.append(f"{ind2}{{ const int64_t {rv[0]} = {pos};")
-            else:
-                L.append(f"{ind2}{{ const int64_t " + ", ".join(f"{v} = {v}_{g}" for v in rv) + ";")
-            self.lines = []
-            self.scopes.append({})
-            for n in full:
-                value = self.var(n.body, ind2 + "    ")
-                self.lines.append(f"{ind2}    " + self._column_merge(
-                    n, f"a_{n.buf.name}", f"ai_{n.buf.name}", value, f"({pos})"))
-            self.scopes.pop()
-            L.extend(self.lines)
-            L.append(f"{ind2}}}")
+        L.append(f"{ind2}for (int u = 0; u < {group}; ++u) {{")
+        if len(rv) == 1:
+            L.append(f"{ind2}    const int64_t {rv[0]} = rr + u;")
+        else:
+            L.append(f"{ind2}    const int64_t " + ", ".join(f"{v} = {v}_g[u]" for v in rv) + ";")
+        self.lines = []
+        self.scopes.append({})
+        for n in full:
+            value = self.var(n.body, ind2 + "    ")
+            self.lines.append(f"{ind2}    " + self._column_merge(
+                n, f"a_{n.buf.name}", f"ai_{n.buf.name}", value, "(rr + u)"))
+        self.scopes.pop()
+        L.extend(self.lines)
+        L.append(f"{ind2}}}")
         for n in full:
             name = n.buf.name
             L.append(f"{ind2}acc_{name}{j} = a_{name};")
