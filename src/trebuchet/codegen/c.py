@@ -267,8 +267,16 @@ class KernelWriter:
             inner_code = self.lines
         return self._wrap_outer(inner_code)
 
-    # Outer (column) reductions accumulate this many adjacent outputs at once.
-    COLUMN_TILE = 64
+    # Column (outer) reductions: a work item accumulates at most this many adjacent
+    # outputs (its tile, split by the number of reductions in the kernel) ...
+    COLUMN_WIDTH = 1024
+    # ... when there are fewer tiles than this, the reduced rows are split in chunks ...
+    COLUMN_ITEMS = 16
+    # ... of at least this many rows each.
+    COLUMN_CHUNK_ROWS = 128
+    # Rows folded per pass over a tile (each accumulator loaded and stored once per pass).
+    COLUMN_UNROLL = 8
+    COLUMN_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
 
     def _is_column(self) -> bool:
         """A reduction whose reduced axis is strided and whose outputs are contiguous
@@ -277,8 +285,8 @@ class KernelWriter:
         if not k.inner or not k.outer or k.num_loops != 1:
             return False
         full = [n for n in k.nodes if n.level == "full"]
-        if any(not isinstance(n.buf, Reduction) or n.buf.reduce_type not in
-               ("sum", "prod", "max", "min") for n in full):
+        if any(not isinstance(n.buf, Reduction) or n.buf.reduce_type not in self.COLUMN_TYPES
+               for n in full):
             return False
         if any(n.level == "row" and n.stage == 0 for n in k.nodes):
             return False
@@ -290,73 +298,252 @@ class KernelWriter:
         unit_inner = any(ld.index.coeff(rlast) == 1 for ld in lds)
         return unit_outer and not unit_inner
 
-    def _column_kernel(self) -> str:
-        k = self.k
-        T = self.COLUMN_TILE
-        ov = [str(v) for v in k.outer_vars]
-        sizes = [print_index(s) for s in k.outer]
-        last, n_last = ov[-1], sizes[-1]
-        L = [f"// {k.name}: " + ", ".join(k.origins()),
-             f"// column reduction: {T} adjacent outputs accumulate while rows stream by",
-             *([f"// {self.note}"] if self.note else []),
-             f"void {k.name}({', '.join(self.params()) or 'void'}) {{"]
-        work = " * ".join(f"({x})" for x in sizes + [print_index(r) for r in k.inner])
-        L.append(f"    #pragma omp parallel for collapse({len(ov)}) if(({work}) > 32768)")
-        ind = "    "
-        for v, sz in zip(ov[:-1], sizes[:-1]):
-            L.append(f"{ind}for (int64_t {v} = 0; {v} < {sz}; ++{v}) {{")
-            ind += "    "
-        L.append(f"{ind}for (int64_t {last}_b = 0; {last}_b < {n_last}; {last}_b += {T}) {{")
-        ind += "    "
-        L.append(f"{ind}const int64_t {last}_e = {last}_b + {T} < {n_last} ? {last}_b + {T} : {n_last};")
-        full = [n for n in k.nodes if n.level == "full"]
-        for n in full:
-            rt = n.buf.reduce_type
-            init = REDUCE_INIT.get(rt) or _extreme(n.body.dtype, rt == "max")
-            L.append(f"{ind}{ctype(n.body.dtype)} acc_{n.buf.name}[{T}];")
-            L.append(f"{ind}for (int j = 0; j < {T}; ++j) acc_{n.buf.name}[j] = {init};")
-        for v, size in zip(k.inner_vars, k.inner):
-            L.append(f"{ind}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
-            ind += "    "
-        L.append(f"{ind}#pragma omp simd")
-        L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
-        self.lines = []
-        self.scopes.append({})
-        for n in full:
-            value = self.var(n.body, ind + "    ")
-            acc = f"acc_{n.buf.name}[{last} - {last}_b]"
-            rt = n.buf.reduce_type
-            stmt = {"sum": f"{acc} += {value};", "prod": f"{acc} *= {value};",
-                    "max": f"{acc} = T_MAX({acc}, {value});",
-                    "min": f"{acc} = T_MIN({acc}, {value});"}[rt]
-            self.lines.append(f"{ind}    {stmt}")
-        self.scopes.pop()
-        L.extend(self.lines)
-        L.append(f"{ind}}}")
-        for _ in k.inner_vars:
-            ind = ind[:-4]
-            L.append(f"{ind}}}")
-        L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+    @staticmethod
+    def _column_acc_type(n: KernelNode) -> str:
+        return "int" if n.buf.reduce_type in ("any", "all") else ctype(n.body.dtype)
+
+    @staticmethod
+    def _column_merge(n: KernelNode, acc: str, idx: str, value: str, pos: str) -> str:
+        """C statement folding `value` (an element at row `pos`, or the partial result of a
+        later chunk with its index `pos`) into the accumulator `acc` (`idx`: its index)."""
+        rt = n.buf.reduce_type
+        if rt in ("argmax", "argmin"):
+            # the first position of the extreme; the first NaN wins over everything
+            cmp = ">" if rt == "argmax" else "<"
+            better = f"({value} {cmp} {acc})"
+            if n.body.dtype.is_floating_point:
+                better = f"({acc} == {acc} && ({value} {cmp} {acc} || {value} != {value}))"
+            return (f"{{ const int b_ = {better}; {acc} = b_ ? {value} : {acc}; "
+                    f"{idx} = b_ ? {pos} : {idx}; }}")
+        return {"sum": f"{acc} += {value};", "prod": f"{acc} *= {value};",
+                "max": f"{acc} = T_MAXC({acc}, {value});", "min": f"{acc} = T_MINC({acc}, {value});",
+                "any": f"{acc} |= ({value} != 0);", "all": f"{acc} &= ({value} != 0);"}[rt]
+
+    def _column_epilogue(self, full: list[KernelNode], accs: dict[str, tuple[str, str]],
+                         ind: str) -> list[str]:
+        """Stores of one column's results (given their accumulator and index expressions)
+        and the row-level nodes computed from them."""
         self.lines = []
         self.scopes.append({})
         for n in full:
             t = ctype(n.buf.dtype)
-            acc = f"acc_{n.buf.name}[{last} - {last}_b]"
-            self.lines.append(f"{ind}    const {t} v_{n.buf.name} = ({t}){acc};")
+            acc, idx = accs[n.buf.name]
+            val = {"any": f"({acc} != 0)", "all": f"({acc} != 0)", "argmax": idx,
+                   "argmin": idx}.get(n.buf.reduce_type, acc)
+            self.lines.append(f"{ind}const {t} v_{n.buf.name} = ({t}){val};")
             self.local[n.buf.name] = f"v_{n.buf.name}"
-            self._store(n, f"v_{n.buf.name}", ind + "    ")
-        for n in k.nodes:
+            self._store(n, f"v_{n.buf.name}", ind)
+        for n in self.k.nodes:
             if n.level == "row":
-                v = self.var(n.body, ind + "    ")
+                v = self.var(n.body, ind)
                 self.local[n.buf.name] = v
-                self._store(n, v, ind + "    ")
+                self._store(n, v, ind)
+        self.scopes.pop()
+        for n in self.k.nodes:
+            self.local.pop(n.buf.name, None)
+        return self.lines
+
+    def _column_kernel(self) -> str:
+        """Outputs [n_outer x n_col] (the last kept dim contiguous), each reduced over n_row
+        strided rows. A work item is (outer point, tile of adjacent columns, chunk of rows):
+        it keeps one accumulator per column of its tile and streams its rows, so reads are
+        contiguous along each row. With few tiles the rows are split into chunks; every
+        chunk writes partial results, and a second pass combines them in chunk order. The
+        split depends only on the sizes, so results are the same bits whatever the thread
+        count or timing."""
+        k = self.k
+        full = [n for n in k.nodes if n.level == "full"]
+        is_arg = {n.buf.name: n.buf.reduce_type in ("argmax", "argmin") for n in full}
+        n_arrays = len(full) + sum(is_arg.values())
+        W = max(64, self.COLUMN_WIDTH // n_arrays // 16 * 16)
+        items, min_rows = self.COLUMN_ITEMS, self.COLUMN_CHUNK_ROWS
+        ov = [str(v) for v in k.outer_vars]
+        rv = [str(v) for v in k.inner_vars]
+        osizes = [print_index(s) for s in k.outer]
+        rsizes = [print_index(s) for s in k.inner]
+        last = ov[-1]
+
+        def prod(xs: list[str]) -> str:
+            return " * ".join(f"({x})" for x in xs) if xs else "1"
+
+        L = [f"// {k.name}: " + ", ".join(k.origins()),
+             "// column reduction: work items are (outer point, tile of <= "
+             f"{W} adjacent outputs, chunk of rows);",
+             "// each keeps one accumulator per output and streams its rows. With fewer than "
+             f"{items} tiles the rows",
+             f"// are split into chunks (>= {min_rows} rows) whose partial results a second "
+             "pass combines in chunk",
+             "// order: the split depends only on the sizes, so the result never depends on "
+             "the threads.",
+             *([f"// {self.note}"] if self.note else []),
+             *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
+             f"void {k.name}({', '.join(self.params()) or 'void'}) {{",
+             f"    const int64_t n_outer = {prod(osizes[:-1])};",
+             f"    const int64_t n_col = {osizes[-1]};",
+             f"    const int64_t n_row = {prod(rsizes)};",
+             "    if (n_outer == 0 || n_col == 0) return;",
+             f"    int64_t n_tile = (n_col + {W - 1}) / {W};",
+             "    const int64_t width = ((n_col + n_tile - 1) / n_tile + 15) / 16 * 16;",
+             "    n_tile = (n_col + width - 1) / width;",
+             "    int64_t n_chunk = 1;",
+             f"    if (n_outer * n_tile < {items} && n_outer * n_col * n_row > 32768) {{",
+             f"        n_chunk = ({items} + n_outer * n_tile - 1) / (n_outer * n_tile);",
+             f"        if (n_chunk > n_row / {min_rows}) n_chunk = n_row / {min_rows};",
+             "        if (n_chunk < 1) n_chunk = 1;",
+             "    }"]
+        # partial results of each chunk: [n_chunk][n_outer][n_col] per accumulator
+        parts: list[tuple[str, str]] = []
+        for n in full:
+            parts.append((f"part_{n.buf.name}", self._column_acc_type(n)))
+            if is_arg[n.buf.name]:
+                parts.append((f"parti_{n.buf.name}", "int64_t"))
+        for p, at in parts:
+            L.append(f"    {at}* {p} = 0;")
+        L.append("    if (n_chunk > 1) {")
+        for p, at in parts:
+            L.append(f"        {p} = ({at}*)malloc(sizeof({at}) * n_chunk * n_outer * n_col);")
+        L.append(f"        if ({' || '.join(f'!{p}' for p, _ in parts)}) {{  // no memory: one chunk")
+        for p, _ in parts:
+            L.append(f"            free({p}); {p} = 0;")
+        L.append("            n_chunk = 1;")
+        L.append("        }")
+        L.append("    }")
+        L.append("    #pragma omp parallel if((n_outer * n_col * n_row) > 32768)")
+        L.append("    {")
+        L.append("        #pragma omp for schedule(static)")
+        L.append("        for (int64_t item = 0; item < n_outer * n_tile * n_chunk; ++item) {")
+        ind = " " * 12
+        L.append(f"{ind}const int64_t chunk = item % n_chunk, tile = item / n_chunk % n_tile;")
+        L.append(f"{ind}const int64_t o = item / n_chunk / n_tile;")
+        L.extend(self._unflatten("o", ov[:-1], osizes[:-1], ind))
+        L.append(f"{ind}const int64_t {last}_b = tile * width;")
+        L.append(f"{ind}const int64_t {last}_e = {last}_b + width < n_col ? {last}_b + width : n_col;")
+        L.append(f"{ind}const int64_t r_b = chunk * n_row / n_chunk, r_e = (chunk + 1) * n_row / n_chunk;")
+        for n in full:
+            rt, name = n.buf.reduce_type, n.buf.name
+            init = REDUCE_INIT.get(rt) or _extreme(n.body.dtype, rt in ("max", "argmax"))
+            L.append(f"{ind}{self._column_acc_type(n)} acc_{name}[{W}];")
+            fill = f"acc_{name}[j] = {init};"
+            if is_arg[name]:
+                L.append(f"{ind}int64_t arg_{name}[{W}];")
+                fill += f" arg_{name}[j] = r_b;"
+            L.append(f"{ind}for (int64_t j = 0; j < {last}_e - {last}_b; ++j) {{ {fill} }}")
+        # Rows go by in groups of COLUMN_UNROLL: each accumulator is loaded once, folds the
+        # group's rows in row order (the same order as one at a time), and is stored once.
+        U = self.COLUMN_UNROLL
+        if len(rv) > 1:   # the row's index in each reduced dim, advanced with carries
+            L.extend(self._unflatten("r_b", [f"{v}_n" for v in rv], rsizes, ind, const=False))
+        L.append(f"{ind}int64_t rr = r_b;")
+        L.append(f"{ind}for (; rr + {U} <= r_e; rr += {U}) {{")
+        L.extend(self._column_rows(full, is_arg, U, ind + "    "))
+        L.append(f"{ind}}}")
+        L.append(f"{ind}for (; rr < r_e; ++rr) {{")
+        L.extend(self._column_rows(full, is_arg, 1, ind + "    "))
+        L.append(f"{ind}}}")
+        L.append(f"{ind}if (n_chunk == 1) {{")
+        L.append(f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        j = f"[{last} - {last}_b]"
+        L.extend(self._column_epilogue(
+            full, {n.buf.name: (f"acc_{n.buf.name}{j}", f"arg_{n.buf.name}{j}") for n in full},
+            ind + " " * 8))
+        L.append(f"{ind}    }}")
+        L.append(f"{ind}}} else {{")
+        L.append(f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        at = f"[(chunk * n_outer + o) * n_col + {last}]"
+        for n in full:
+            L.append(f"{ind}        part_{n.buf.name}{at} = acc_{n.buf.name}{j};")
+            if is_arg[n.buf.name]:
+                L.append(f"{ind}        parti_{n.buf.name}{at} = arg_{n.buf.name}{j};")
+        L.append(f"{ind}    }}")
+        L.append(f"{ind}}}")
+        L.append("        }")
+        L.append("        if (n_chunk > 1) {")
+        L.append("            // combine the chunks' partial results, in chunk order")
+        L.append("            #pragma omp for schedule(static)")
+        L.append("            for (int64_t oc = 0; oc < n_outer * n_col; ++oc) {")
+        ind = " " * 16
+        L.append(f"{ind}const int64_t o = oc / n_col, {last} = oc % n_col;")
+        L.extend(self._unflatten("o", ov[:-1], osizes[:-1], ind))
+        for n in full:
+            name = n.buf.name
+            L.append(f"{ind}{self._column_acc_type(n)} a_{name} = part_{name}[oc];")
+            if is_arg[name]:
+                L.append(f"{ind}int64_t ai_{name} = parti_{name}[oc];")
+            at = "[c * n_outer * n_col + oc]"
+            merge = self._column_merge(n, f"a_{name}", f"ai_{name}", f"part_{name}{at}",
+                                       f"parti_{name}{at}")
+            L.append(f"{ind}for (int64_t c = 1; c < n_chunk; ++c) {merge}")
+        L.extend(self._column_epilogue(
+            full, {n.buf.name: (f"a_{n.buf.name}", f"ai_{n.buf.name}") for n in full}, ind))
+        L.append("            }")
+        L.append("        }")
+        L.append("    }")
+        for p, _ in parts:
+            L.append(f"    free({p});")
+        L.append("}")
+        return "\n".join(L)
+
+    def _column_rows(self, full: list[KernelNode], is_arg: dict[str, bool], group: int,
+                     ind: str) -> list[str]:
+        """The loop over a tile's columns folding rows rr .. rr + group - 1 into them (the
+        body is written once, in a loop over the group that the C compiler unrolls)."""
+        k = self.k
+        last = str(k.outer_vars[-1])
+        rv = [str(v) for v in k.inner_vars]
+        rsizes = [print_index(s) for s in k.inner]
+        L: list[str] = []
+        if len(rv) > 1:
+            L.append(f"{ind}int64_t " + ", ".join(f"{v}_g[{group}]" for v in rv) + ";")
+            carry = f"{ind}for (int u = 0; u < {group}; ++u) {{ "
+            carry += " ".join(f"{v}_g[u] = {v}_n;" for v in rv) + " "
+            for d in range(len(rv) - 1, 0, -1):
+                carry += f"if (++{rv[d]}_n == {rsizes[d]}) {{ {rv[d]}_n = 0; "
+            L.append(carry + f"++{rv[0]}_n;" + " }" * (len(rv) - 1) + " }")
+        L.append(f"{ind}#pragma omp simd")
+        L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        ind2 = ind + "    "
+        j = f"[{last} - {last}_b]"
+        for n in full:
+            name = n.buf.name
+            L.append(f"{ind2}{self._column_acc_type(n)} a_{name} = acc_{name}{j};")
+            if is_arg[name]:
+                L.append(f"{ind2}int64_t ai_{name} = arg_{name}{j};")
+        L.append(f"{ind2}for (int u = 0; u < {group}; ++u) {{")
+        if len(rv) == 1:
+            L.append(f"{ind2}    const int64_t {rv[0]} = rr + u;")
+        else:
+            L.append(f"{ind2}    const int64_t " + ", ".join(f"{v} = {v}_g[u]" for v in rv) + ";")
+        self.lines = []
+        self.scopes.append({})
+        for n in full:
+            value = self.var(n.body, ind2 + "    ")
+            self.lines.append(f"{ind2}    " + self._column_merge(
+                n, f"a_{n.buf.name}", f"ai_{n.buf.name}", value, "(rr + u)"))
         self.scopes.pop()
         L.extend(self.lines)
+        L.append(f"{ind2}}}")
+        for n in full:
+            name = n.buf.name
+            L.append(f"{ind2}acc_{name}{j} = a_{name};")
+            if is_arg[name]:
+                L.append(f"{ind2}arg_{name}{j} = ai_{name};")
         L.append(f"{ind}}}")
-        while ind:
-            ind = ind[:-4]
-            L.append(f"{ind}}}")
-        return "\n".join(L)
+        return L
+
+    @staticmethod
+    def _unflatten(flat: str, names: list[str], sizes: list[str], ind: str,
+                   const: bool = True) -> list[str]:
+        """Declare `names` as the row-major multi-index of the flat index `flat`."""
+        if not names:
+            return []
+        q = "const int64_t" if const else "int64_t"
+        if len(names) == 1:
+            return [f"{ind}{q} {names[0]} = {flat};"]
+        out = [f"{ind}int64_t {flat}_rest = {flat};"]
+        for d in range(len(names) - 1, 0, -1):
+            out.append(f"{ind}{q} {names[d]} = {flat}_rest % ({sizes[d]}); {flat}_rest /= ({sizes[d]});")
+        out.append(f"{ind}{q} {names[0]} = {flat}_rest;")
+        return out
 
     # A row is kept in a per-thread scratch array when it is this small (elements).
     ROW_CACHE_LIMIT = 16384

@@ -1,6 +1,7 @@
 /* Trebuchet C prelude: types and scalar helpers shared by every generated kernel. */
 #include <stdint.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 
@@ -51,6 +52,10 @@ static inline uint16_t t_f2b(float f) {
 /* NaN-propagating max/min (work for integers too). */
 #define T_MAX(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
 #define T_MIN(a, b) (((a) != (a) || (a) < (b)) ? (a) : (b))
+/* The same results (but the NaN of b when both are NaN), in a form GCC still vectorizes
+   when several are chained in one loop body (column reductions fold rows in groups). */
+#define T_MAXC(a, b) (((b) != (b)) ? (b) : (!((a) <= (b)) ? (a) : (b)))
+#define T_MINC(a, b) (((b) != (b)) ? (b) : (!((a) >= (b)) ? (a) : (b)))
 
 /* Python-style integer floor division and remainder; division by zero gives 0. */
 #define T_IFLOORDIV(a, b) ((b) == 0 ? 0 : ((a) / (b) - ((((a) % (b)) != 0) && (((a) < 0) != ((b) < 0)))))

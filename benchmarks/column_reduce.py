@@ -1,0 +1,80 @@
+"""Column (outer-dimension) reductions: eager vs the default backend vs Trebuchet.
+
+    python benchmarks/column_reduce.py                    # every case, median of 41
+    python benchmarks/column_reduce.py --cases bias_grad_768 --repeats 101
+
+Bias-gradient shapes (a sum over the leading dims, the reduced axis strided) and a few
+others. All backends run in one process with the interleaved timer of `common.py`;
+each time is a median, and the ratios are their time / Trebuchet's (> 1: Trebuchet
+faster). The machine is noisy: compare ratios, and repeat the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import torch
+
+from common import BACKENDS, format_text, make_callable, ms, ratio, time_interleaved
+
+CASES = {
+    "column_sum": (lambda x: x.sum(dim=0), (8192, 1024), torch.float32),
+    "bias_grad_768": (lambda x: x.sum(dim=0), (1024, 768), torch.float32),
+    "bias_grad_3072": (lambda x: x.sum(dim=0), (8 * 128, 3072), torch.float32),
+    "bias_grad_3d": (lambda x: x.sum(dim=(0, 1)), (8, 128, 768), torch.float32),
+    "narrow_sum": (lambda x: x.sum(dim=0), (100000, 3), torch.float32),
+    "column_amax": (lambda x: x.amax(dim=0), (8192, 1024), torch.float32),
+    "column_argmax": (lambda x: x.argmax(dim=0), (8192, 1024), torch.float32),
+    "column_sum_int": (lambda x: x.sum(dim=0), (8192, 1024), torch.int32),
+}
+
+
+def make_input(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    if dtype.is_floating_point:
+        return torch.randn(shape, dtype=dtype)
+    return torch.randint(-1000, 1000, shape, dtype=dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", help="comma-separated: " + ",".join(CASES))
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--repeats", type=int, default=41)
+    args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    names = args.cases.split(",") if args.cases else list(CASES)
+    print(f"{torch.get_num_threads()} threads, median of {args.repeats}", flush=True)
+    header = ["case", "shape"] + [f"{b} ms" for b in backends] + ["vs eager", "vs inductor",
+                                                                  "correct"]
+    rows, bad = [header], False
+    for name in names:
+        fn, shape, dtype = CASES[name]
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        x = make_input(shape, dtype)
+        expected = fn(x)
+        callables = {b: make_callable(b, fn) for b in backends}
+        ok = "n/a"
+        if "trebuchet" in callables:
+            got = callables["trebuchet"](x)
+            ok = "ok"
+            try:
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+            except AssertionError:
+                ok, bad = "MISMATCH", True
+        samples = time_interleaved(callables, [x], args.repeats, 3)
+        t = {b: statistics.median(samples[b]) for b in backends}
+        ours = t.get("trebuchet")
+        rows.append([name, "x".join(map(str, shape)) + f" {str(dtype)[6:]}"]
+                    + [ms(t[b]) for b in backends]
+                    + [ratio(t.get("eager"), ours), ratio(t.get("inductor"), ours), ok])
+        print("  " + "  ".join(rows[-1]), flush=True)
+    print()
+    print(format_text(rows))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
