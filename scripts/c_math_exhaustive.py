@@ -1,6 +1,6 @@
 """Measure the float32 math routines of the C prelude on every float32 input.
 
-    python scripts/c_math_exhaustive.py                 # exp sigmoid tanh sin cos, all 2^32 inputs
+    python scripts/c_math_exhaustive.py                 # exp sigmoid tanh erf sin cos, all 2^32 inputs
     python scripts/c_math_exhaustive.py sin --lo 0x3f800000 --hi 0x40000000
 
 Compiles a small C program around codegen/c_prelude.h (the same compiler and flags as
@@ -31,6 +31,7 @@ ROUTINES = {  # name: (routine under test, float64 reference)
     "exp": ("t_expf", "exp(x)"),
     "sigmoid": ("t_sigmoidf", "1.0 / (1.0 + exp(-x))"),
     "tanh": ("t_tanhf", "tanh(x)"),
+    "erf": ("t_erff", "erf(x)"),
     "sin": ("t_sinf", "sin(x)"),
     "cos": ("t_cosf", "cos(x)"),
 }

@@ -79,7 +79,7 @@ _FLOAT_CALLS = {
 }
 # float32 (and float16/bfloat16, computed in float) use the prelude's inline SIMD routines.
 _FAST_FLOAT = {"exp": "t_expf", "tanh": "t_tanhf", "sin": "t_sinf", "cos": "t_cosf",
-               "sigmoid": "t_sigmoidf"}
+               "sigmoid": "t_sigmoidf", "erf": "t_erff"}
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "eq": "==", "ne": "!=",
           "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "logical_and": "&&", "logical_or": "||",
           "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
