@@ -37,6 +37,7 @@ ROUTINES = {  # name: (routine under test, float64 reference)
 }
 
 PROGRAM = r"""
+#define T_SINCOS 1
 #include "PRELUDE"
 #include <stdio.h>
 #include <stdlib.h>

@@ -797,4 +797,6 @@ def generate(kernels: Iterable[Kernel], internal: set[str],
             continue
         seen[key] = functions[k.name] = k.name
         parts.append(code)
+    if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
+        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
     return "\n\n".join(parts) + "\n", signatures, functions

@@ -162,11 +162,19 @@ static inline float t_cosf_small(float x) {
     return t_sin_reduced(r, (t_f2u(j) + 1u) << 31);
 }
 
+/* A loop over many arguments can instead call t_sinf_small, keep the largest
+   t_sincos_key of its arguments (a max reduction, one instruction per vector) and,
+   when T_SINCOS_HUGE(key), run again with t_sinf: this avoids the call per vector. */
+static inline int32_t t_sincos_key(float x) { return (int32_t)t_f2u(fabsf(x)); }
+#define T_SINCOS_HUGE(key) ((key) >= 0x48000000)    /* |x| >= 2^17, inf or NaN */
+
 /* t_sinf_big(x, fast): fast where |x| < 2^17, else the library's double-precision
    value (likewise t_cosf_big). The vectorizer calls the SIMD variants
    defined below under their x86-64 vector function ABI names: they test all lanes at
    once and leave the lane-by-lane loop to a cold path, so the common case is a
-   compare and a return. */
+   compare and a return. Compiled only into translation units that call t_sinf or
+   t_cosf (the code generator defines T_SINCOS): they cost compile time. */
+#ifdef T_SINCOS
 #define T_SINCOS_BIG_DECL(F)                                                                \
     float t_##F##f_big(float x, float fast)                                                 \
         __attribute__((simd("notinbranch"), const, nothrow, leaf));                         \
@@ -180,11 +188,6 @@ T_SINCOS_BIG_DECL(sin)
 T_SINCOS_BIG_DECL(cos)
 static inline float t_sinf(float x) { return t_sinf_big(x, t_sinf_small(x)); }
 static inline float t_cosf(float x) { return t_cosf_big(x, t_cosf_small(x)); }
-/* A loop over many arguments can instead call t_sinf_small, keep the largest
-   t_sincos_key of its arguments (a max reduction, one instruction per vector) and,
-   when T_SINCOS_HUGE(key), run again with t_sinf: this avoids the call per vector. */
-static inline int32_t t_sincos_key(float x) { return (int32_t)t_f2u(fabsf(x)); }
-#define T_SINCOS_HUGE(key) ((key) >= 0x48000000)    /* |x| >= 2^17, inf or NaN */
 
 typedef float t_v4f __attribute__((vector_size(16)));
 typedef float t_v8f __attribute__((vector_size(32)));
@@ -226,6 +229,7 @@ typedef int32_t t_v16i __attribute__((vector_size(64)));
 #endif
 T_SINCOS_BIG_ISA(sin)
 T_SINCOS_BIG_ISA(cos)
+#endif  /* T_SINCOS */
 
 #else  /* no FMA, or another compiler/target: the C library (libmvec where declared) */
 static inline float t_expf(float x) { return expf(x); }
