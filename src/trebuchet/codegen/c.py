@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import pathlib
 import re
-from typing import Iterable
+from typing import Callable, Iterable
 
 import sympy
 import torch
@@ -77,6 +77,9 @@ _FLOAT_CALLS = {
     "lgamma": "lgamma", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
     "round": "nearbyint", "fabs": "fabs",
 }
+# float32 (and float16/bfloat16, computed in float) use the prelude's inline SIMD routines.
+_FAST_FLOAT = {"exp": "t_expf", "tanh": "t_tanhf", "sin": "t_sinf", "cos": "t_cosf",
+               "sigmoid": "t_sigmoidf", "erf": "t_erff"}
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "eq": "==", "ne": "!=",
           "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "logical_and": "&&", "logical_or": "||",
           "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
@@ -95,6 +98,8 @@ def op_code(node: Op, a: list[str]) -> str:
         expr = f"({a[0]} {_INFIX[name]} {a[1]})"
         return expr if name in ("eq", "ne", "lt", "le", "gt", "ge", "logical_and",
                                 "logical_or") or t in ("float", "double") else f"(({t}){expr})"
+    if name in _FAST_FLOAT and f:
+        return f"{_FAST_FLOAT[name]}({a[0]})"
     if name in _FLOAT_CALLS:
         if not is_float:
             return a[0]   # rounding an integer is the identity
@@ -104,7 +109,7 @@ def op_code(node: Op, a: list[str]) -> str:
     if name == "abs":
         return f"fabs({a[0]})" if is_float else f"(({t})({a[0]} < 0 ? -{a[0]} : {a[0]}))"
     if name == "rsqrt":
-        return f"(1.0{f} / sqrt({a[0]}))"
+        return f"(1.0{f} / sqrt{f}({a[0]}))"
     if name == "sigmoid":
         return f"(1.0{f} / (1.0{f} + exp(-{a[0]})))"
     if name == "pow":
@@ -124,10 +129,16 @@ def op_code(node: Op, a: list[str]) -> str:
         return f"t_rem{f}({a[0]}, {a[1]})"
     if name == "check_index":
         return f"TB_CHECK_INDEX({a[0]}, {a[1]})"
-    if name == "maximum":
-        return f"T_MAX({a[0]}, {a[1]})"
-    if name == "minimum":
-        return f"T_MIN({a[0]}, {a[1]})"
+    if name in ("maximum", "minimum"):
+        # Against a constant that is not NaN one comparison suffices (relu, clamp):
+        # NaN compares false and is returned, and the choice between -0.0 and +0.0
+        # matches T_MAX/T_MIN.
+        cmp = "<=" if name == "maximum" else ">="
+        if _not_nan_const(node.args[1]):
+            return f"({a[0]} {cmp} {a[1]} ? {a[1]} : {a[0]})"
+        if _not_nan_const(node.args[0]):
+            return f"({a[0]} {'>' if name == 'maximum' else '<'} {a[1]} ? {a[0]} : {a[1]})"
+        return f"{'T_MAX' if name == 'maximum' else 'T_MIN'}({a[0]}, {a[1]})"
     if name == "isnan":
         return f"({a[0]} != {a[0]})" if is_float else "false"
     if name == "isinf":
@@ -146,6 +157,10 @@ def op_code(node: Op, a: list[str]) -> str:
     if name == "cast":
         return cast_code(a[0], node.args[0].dtype, dt)
     raise NotImplementedError(f"C codegen for op {name}")
+
+
+def _not_nan_const(e: Expr) -> bool:
+    return isinstance(e, Const) and not (isinstance(e.value, float) and math.isnan(e.value))
 
 
 def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
@@ -253,6 +268,9 @@ class KernelWriter:
         if self._is_column():
             return self._column_kernel()
         if not k.inner:
+            staged = self._plan_stages()
+            if staged:
+                return self._staged_kernel(staged)
             self._pointwise_body()
             inner_code = self.lines
         else:
@@ -584,10 +602,114 @@ class KernelWriter:
                         keep[e] = None
         return {e: first[e] for e in chosen if e in keep}
 
-    def _pointwise_body(self) -> None:
+    # Pointwise kernels with several transcendental calls run their innermost loop in
+    # blocks of this many elements, one vectorized loop per call (see _staged_kernel).
+    STAGE_BLOCK = 256
+    STAGE_MIN_INNER = 64
+
+    def _plan_stages(self) -> list[Expr]:
+        """The transcendental values a pointwise kernel computes in separate loops.
+
+        A fused chain such as tanh(sin(x) * x) is one long dependency chain per element:
+        the CPU's out-of-order window holds too few elements' worth of it to keep the
+        vector units busy. Computing each call for a block of elements in its own loop
+        (into a small array that stays in L1) keeps each loop short, so consecutive
+        elements overlap. Returns the values to store, in dependency order (the last
+        call stays in the final loop), or [] when the kernel is better left as one loop.
+        """
+        k = self.k
+        if not k.outer:
+            return []
+        inner = k.outer[-1]
+        if sympy.sympify(inner).is_number and int(inner) < self.STAGE_MIN_INNER:
+            return []
+        produced = {n.buf.name for n in k.nodes}
+        calls: dict[Expr, None] = {}
+        for n in k.nodes:
+            for e in walk(n.body):
+                if isinstance(e, Load) and e.buf in produced:
+                    return []        # a node reads another's value: keep one loop
+                if isinstance(e, Op) and e.op in _STAGED and e.dtype.is_floating_point:
+                    calls[e] = None
+        heavy = list(calls)
+        return heavy[:-1] if len(heavy) >= 2 else []
+
+    def _staged_kernel(self, staged: list[Expr]) -> str:
+        """The innermost loop strip-mined into blocks; within a block, one simd loop per
+        staged value (stored to a block-local array), then the loop computing the
+        outputs. Everything else is recomputed where needed (loads, cheap arithmetic)."""
+        k = self.k
+        B = self.STAGE_BLOCK
+        vars_ = [str(v) for v in k.outer_vars]
+        sizes = [print_index(s) for s in k.outer]
+        v, n = vars_[-1], sizes[-1]
+        lines = self._kernel_head()
+        work = " * ".join(f"({s})" for s in sizes)
+        indent = "    "
+        if len(vars_) > 1:
+            lines.append(f"{indent}#pragma omp parallel for collapse({len(vars_) - 1}) "
+                         f"if(({work}) > 32768)")
+            for var, size in zip(vars_[:-1], sizes[:-1]):
+                lines.append(f"{indent}for (int64_t {var} = 0; {var} < {size}; ++{var}) {{")
+                indent += "    "
+        else:
+            lines.append(f"{indent}#pragma omp parallel for if(({work}) > 32768)")
+        lines.append(f"{indent}for (int64_t {v}_b = 0; {v}_b < {n}; {v}_b += {B}) {{")
+        indent += "    "
+        lines.append(f"{indent}const int64_t {v}_e = {v}_b + {B} < {n} ? {v}_b + {B} : {n};")
+        for i, e in enumerate(staged):
+            lines.append(f"{indent}{ctype(e.dtype)} stage{i}[{B}] __attribute__((aligned(64)));")
+        body = indent + "    "
+        slot = f"[{v} - {v}_b]"
+        loop = f"for (int64_t {v} = {v}_b; {v} < {v}_e; ++{v}) {{"
+
+        def stage_loop(i: int, fn: Callable[[], None], pragma: str | None) -> None:
+            self.lines = []
+            self.scopes.append({e: f"stage{j}{slot}" for j, e in enumerate(staged[:i])})
+            fn()
+            self.scopes.pop()
+            if pragma:
+                lines.append(f"{indent}{pragma}")
+            lines.extend([f"{indent}{loop}", *self.lines, f"{indent}}}"])
+
+        def store(i: int, call: str | None = None) -> Callable[[], None]:
+            def fn() -> None:
+                e = staged[i]
+                if call is None:
+                    self.lines.append(f"{body}stage{i}{slot} = {self.var(e, body)};")
+                    return
+                x = self.var(e.args[0], body)
+                self.lines.append(f"{body}stage{i}{slot} = {call}({x});")
+                if call.endswith("_small"):
+                    self.lines.append(f"{body}key{i} = key{i} > t_sincos_key({x}) ? key{i} : "
+                                      f"t_sincos_key({x});")
+            return fn
+
+        for i, e in enumerate(staged):
+            if e.op in ("sin", "cos") and ctype(e.dtype) == "float":
+                # sin/cos of a block without a call per vector: the Cody-Waite path, and
+                # the block again with the full routine if an argument was out of its range
+                lines.append(f"{indent}int32_t key{i} = 0;")
+                stage_loop(i, store(i, f"t_{e.op}f_small"), f"#pragma omp simd reduction(max:key{i})")
+                lines.append(f"{indent}if (T_SINCOS_HUGE(key{i})) {{")
+                indent += "    "
+                body += "    "
+                stage_loop(i, store(i, f"t_{e.op}f"), None)
+                indent = indent[:-4]
+                body = body[:-4]
+                lines.append(f"{indent}}}")
+            else:
+                stage_loop(i, store(i), "#pragma omp simd")
+        stage_loop(len(staged), lambda: self._pointwise_body(body), "#pragma omp simd")
+        while indent:
+            indent = indent[:-4]
+            lines.append(f"{indent}}}")
+        return "\n".join(lines)
+
+    def _pointwise_body(self, indent: str | None = None) -> None:
         """All dims are loops; the innermost one is vectorized."""
         k = self.k
-        indent = "    " * (len(k.outer) + 1)
+        indent = indent or "    " * (len(k.outer) + 1)
         for node in k.nodes:
             if isinstance(node.buf, Reduction) and node.buf.reduce_type in ("argmax", "argmin"):
                 v = "((int64_t)0)"          # a reduction over no dims: the only position
@@ -730,16 +852,19 @@ class KernelWriter:
         self.lines.append(f"{indent}{name}[{print_index(node.store_index)}] = "
                           f"{store_value(value, node.buf.dtype)};")
 
-    def _wrap_outer(self, body: list[str]) -> str:
+    def _kernel_head(self) -> list[str]:
         k = self.k
         params = self.params()
-        head = [f"// {k.name}: " + ", ".join(k.origins()),
+        return [f"// {k.name}: " + ", ".join(k.origins()),
                 *([f"// {self.note}"] if self.note else []),
                 *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
                 f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
+
+    def _wrap_outer(self, body: list[str]) -> str:
+        k = self.k
         vars_ = [str(v) for v in k.outer_vars]
         sizes = [print_index(s) for s in k.outer]
-        lines = list(head)
+        lines = self._kernel_head()
         if vars_:
             work = " * ".join(f"({s})" for s in sizes + [print_index(r) for r in k.inner]) or "1"
             n_par = len(vars_) if k.inner else max(len(vars_) - 1, 0)
@@ -796,6 +921,11 @@ class KernelWriter:
         return any(isinstance(e, Op) and (e.op == "check_index" or may_divide_by_zero(e))
                    for n in self.k.nodes for e in walk(n.body))
 
+
+# Calls worth a loop of their own when a pointwise kernel makes several.
+_STAGED = {"exp", "expm1", "log", "log1p", "log2", "log10", "erf", "erfc", "tanh", "sigmoid",
+           "pow", "sin", "cos", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh",
+           "atanh", "lgamma", "atan2"}
 
 _COSTLY = {"exp", "expm1", "log", "log1p", "log2", "log10", "erf", "erfc", "tanh", "sigmoid",
            "pow", "sin", "cos", "tan", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh",
@@ -907,4 +1037,6 @@ def generate(kernels: Iterable[Kernel], internal: set[str],
             continue
         seen[key] = functions[k.name] = k.name
         parts.append(code)
+    if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
+        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
     return "\n\n".join(parts) + "\n", signatures, functions

@@ -16,6 +16,235 @@ double exp(double) T_VEC; double log(double) T_VEC;
 #endif
 #include <tgmath.h>
 
+/* ---- float32 exp, sigmoid, tanh, erf, sin, cos -----------------------------------------
+   Inline, branch-free routines that the vectorizer turns into straight-line SIMD code.
+   A call into libmvec costs more than the math in a fused kernel: every vector
+   register is caller-saved, so live values spill around each call, and the kernel's
+   other work cannot overlap the callee's. Each routine gives its method and the
+   largest error measured over every float32 input against a float64 reference
+   (tests/test_c_math.py checks these bounds through compiled kernels). NaN, +-inf,
+   -0.0, overflow and gradual underflow follow the C library. They rely on fmaf being
+   a single instruction, so they are used only where FMA is available (and on x86-64
+   GCC, which provides the huge-argument path of sin/cos below); elsewhere the same
+   names call libm. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__FMA__)
+#define T_FAST_MATH 1
+
+static inline uint32_t t_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float t_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* Adding 1.5 * 2^23 rounds a float of magnitude < 2^22 to an integer k held in the low
+   mantissa bits: bits(x + T_SHIFT) = bits(T_SHIFT) + k. A shifter of T_SHIFT + c
+   leaves k + c there (c >= 0), ready to be moved into an exponent field. */
+#define T_SHIFT 0x1.8p23f
+#define T_LOG2E 0x1.715476p+0f
+#define T_LN2_HI 0x1.62e430p-1f          /* ln 2 = T_LN2_HI + T_LN2_LO to 2^-54; */
+#define T_LN2_LO -0x1.05c610p-29f        /* k * T_LN2_HI is exact in an fma */
+
+/* e^r - 1 for |r| <= ln(2)/2: r + r^2 q(r), q minimax of degree 4 (relative error of
+   the polynomial 2^-26; coefficients fitted in float), evaluated by Estrin's scheme. */
+static inline float t_expm1_reduced(float r) {
+    float r2 = r * r;
+    float lo = fmaf(0x1.5554b4p-3f, r, 0x1.fffffep-2f);
+    float hi = fmaf(0x1.12253ap-7f, r, 0x1.5556f4p-5f);
+    float q = fmaf(fmaf(0x1.6b99e4p-10f, r2, hi), r2, lo);
+    return fmaf(r2, q, r);
+}
+
+/* e^x. x = k ln2 + r (Cody-Waite, two-part ln 2), e^x = 2^k (1 + expm1(r)); 2^k is
+   applied as two factors so that overflow to inf and gradual underflow round once.
+   Max error 1.05 ulp. */
+static inline float t_expf(float x) {
+    x = 88.8f < x ? 88.8f : x;           /* e^88.8 overflows, e^-104 rounds to 0; */
+    x = -104.0f > x ? -104.0f : x;       /* NaN passes both comparisons unchanged */
+    float j = fmaf(x, T_LOG2E, T_SHIFT);
+    float k = j - T_SHIFT;
+    float r = fmaf(k, -T_LN2_LO, fmaf(k, -T_LN2_HI, x));
+    float p = 1.0f + t_expm1_reduced(r);
+    int32_t n = (int32_t)(t_f2u(j) - t_f2u(T_SHIFT));
+    int32_t n1 = n >> 1, n2 = n - n1;
+    return p * t_u2f((uint32_t)(n1 + 127) << 23) * t_u2f((uint32_t)(n2 + 127) << 23);
+}
+
+/* 1 / (1 + e^-x). With E = 2^32 e^-|x| (never over- or underflows):
+   x >= 0: 2^32 / (2^32 + E);  x < 0: E / (2^32 + E), so results down in the
+   subnormal range come from one correctly rounded division. The reduction is written
+   for rho = |x| + k ln2 = -r (e^r - 1 by t_expm1_reduced's polynomial with the odd
+   coefficients negated: the same roundings, one negation fewer). Max error 2.5 ulp. */
+static inline float t_sigmoidf(float x) {
+    float a = fabsf(x);
+    a = 104.0f < a ? 104.0f : a;
+    float j = fmaf(a, -T_LOG2E, T_SHIFT + 159.0f);        /* low bits: k + 127 + 32 */
+    float k = j - (T_SHIFT + 159.0f);
+    float rho = fmaf(k, T_LN2_LO, fmaf(k, T_LN2_HI, a));
+    float rho2 = rho * rho;
+    float lo = fmaf(-0x1.5554b4p-3f, rho, 0x1.fffffep-2f);
+    float hi = fmaf(-0x1.12253ap-7f, rho, 0x1.5556f4p-5f);
+    float q = fmaf(fmaf(0x1.6b99e4p-10f, rho2, hi), rho2, lo);
+    float s = t_u2f(t_f2u(j) << 23);                       /* 2^(k + 32) */
+    float e = fmaf(s, fmaf(rho2, q, -rho), s);             /* 2^32 e^-|x| */
+    float num = x >= 0.0f ? 0x1p32f : e;
+    return num / (0x1p32f + e);
+}
+
+/* tanh x = sign(x) * -m / (2 + m) with m = expm1(-2|x|) = 2^k expm1(r) + (2^k - 1)
+   (one reduction serves small and large |x|; tanh is exactly 1 beyond 9.01).
+   Max error 2.5 ulp. */
+static inline float t_tanhf(float x) {
+    float a = fabsf(x);
+    a = 40.0f < a ? 40.0f : a;
+    float j = fmaf(a, -2.0f * T_LOG2E, T_SHIFT + 127.0f);  /* low bits: k + 127 */
+    float k = j - (T_SHIFT + 127.0f);
+    float r = fmaf(k, -T_LN2_LO, fmaf(k, -T_LN2_HI, -2.0f * a));
+    float s = t_u2f(t_f2u(j) << 23);                       /* 2^k */
+    float m = fmaf(s, t_expm1_reduced(r), s - 1.0f);
+    return copysignf(m / (2.0f + m), x);
+}
+
+/* erf. |x| < 0.9: x + x P(x^2), P minimax of degree 5 in x^2 (relative error 2^-26).
+   Else erf |x| = 1 - erfc |x| with erfc a = exp(-a^2 + S(a)), S a degree-8 minimax fit of
+   log(erfc a) + a^2 on [0.9, 4] (absolute error 2^-26; a is clamped to 4, where erf
+   rounds to 1). Max error 1.22 ulp. */
+static inline float t_erff(float x) {
+    float a = fabsf(x), x2 = x * x;
+    float p = fmaf(fmaf(fmaf(fmaf(fmaf(-0x1.3c6124p-11f, x2, 0x1.47c716p-8f), x2, -0x1.b6a24ep-6f),
+                               x2, 0x1.ce1bf0p-4f), x2, -0x1.8126eep-2f), x2, 0x1.06eba6p-3f);
+    float small = fmaf(x, p, x);
+    float c = 4.0f < a ? 4.0f : a;
+    float c2 = c * c, c4 = c2 * c2;
+    float s01 = fmaf(-0x1.21504cp+0f, c, 0x1.349104p-12f);
+    float s23 = fmaf(-0x1.c240e4p-4f, c, 0x1.78d636p-2f);
+    float s45 = fmaf(-0x1.3600ecp-8f, c, 0x1.af7b3ap-6f);
+    float s67 = fmaf(-0x1.7c75f8p-15f, c, 0x1.35b460p-11f);
+    float S = fmaf(fmaf(fmaf(0x1.ae2990p-20f, c2, s67), c2, s45), c4, fmaf(s23, c2, s01));
+    float q = fmaf(-c, c, S);                               /* log erfc(c), in [-17, -1.5] */
+    float j = fmaf(q, T_LOG2E, T_SHIFT + 127.0f);          /* low bits: k + 127 */
+    float k = j - (T_SHIFT + 127.0f);
+    float r = fmaf(k, -T_LN2_LO, fmaf(k, -T_LN2_HI, q));
+    float s = t_u2f(t_f2u(j) << 23);                       /* 2^k */
+    float erfc = fmaf(s, t_expm1_reduced(r), s);
+    return a < 0.9f ? small : copysignf(1.0f - erfc, x);
+}
+
+/* sin and cos for finite |x| < 2^17: |x| = k pi + r with |r| <= pi/2 (Cody-Waite,
+   three-part pi), sin r by an odd minimax polynomial of degree 9 (relative error
+   2^-27), the sign from k's parity; the magnitude is clamped to 1 (the evaluation can
+   round 1 ulp above it near r = pi/2). Max error 1.8 ulp. Other arguments (|x| >= 2^17,
+   inf, NaN) are left to t_sinf_big / t_cosf_big below. */
+#define T_PI_A 0x1.921fb6p+1f                /* pi = T_PI_A + T_PI_B + T_PI_C to 2^-72 */
+#define T_PI_B -0x1.777a5cp-24f
+#define T_PI_C -0x1.ee59dap-49f
+#define T_SINCOS_BIG 0x1p17f
+/* sin r for |r| <= pi/2, returned with bit 31 flipped when flip has it set */
+static inline float t_sin_reduced(float r, uint32_t flip) {
+    float r2 = r * r;
+    float p = fmaf(fmaf(fmaf(0x1.5dc902p-19f, r2, -0x1.9f70f0p-13f), r2, 0x1.110edap-7f),
+                   r2, -0x1.55554cp-3f);
+    uint32_t s = t_f2u(fmaf(r * r2, p, r));
+    uint32_t mag = s & 0x7fffffffu;
+    mag = mag < 0x3f800000u ? mag : 0x3f800000u;                  /* min(|s|, 1.0f) */
+    return t_u2f(mag | ((s ^ flip) & 0x80000000u));
+}
+/* sin |x| with k = round(|x| / pi); the sign flips for odd k and for x < 0. */
+static inline float t_sinf_small(float x) {
+    float a = fabsf(x);
+    float j = fmaf(a, 0x1.45f306p-2f, T_SHIFT);           /* 1/pi */
+    float k = j - T_SHIFT;
+    float r = fmaf(k, -T_PI_C, fmaf(k, -T_PI_B, fmaf(k, -T_PI_A, a)));
+    return t_sin_reduced(r, (t_f2u(j) << 31) ^ t_f2u(x));
+}
+/* cos |x| = -sin(r) for odd multiples (2k+1) pi/2, sign flipped for odd k. */
+static inline float t_cosf_small(float x) {
+    float a = fabsf(x);
+    float j = fmaf(a, 0x1.45f306p-2f, -0.5f) + T_SHIFT;
+    float k = j - T_SHIFT;
+    float m = fmaf(k, 2.0f, 1.0f);
+    float r = fmaf(m, -0.5f * T_PI_C, fmaf(m, -0.5f * T_PI_B, fmaf(m, -0.5f * T_PI_A, a)));
+    return t_sin_reduced(r, (t_f2u(j) + 1u) << 31);
+}
+
+/* A loop over many arguments can instead call t_sinf_small, keep the largest
+   t_sincos_key of its arguments (a max reduction, one instruction per vector) and,
+   when T_SINCOS_HUGE(key), run again with t_sinf: this avoids the call per vector. */
+static inline int32_t t_sincos_key(float x) { return (int32_t)t_f2u(fabsf(x)); }
+#define T_SINCOS_HUGE(key) ((key) >= 0x48000000)    /* |x| >= 2^17, inf or NaN */
+
+/* t_sinf_big(x, fast): fast where |x| < 2^17, else the library's double-precision
+   value (likewise t_cosf_big). The vectorizer calls the SIMD variants
+   defined below under their x86-64 vector function ABI names: they test all lanes at
+   once and leave the lane-by-lane loop to a cold path, so the common case is a
+   compare and a return. Compiled only into translation units that call t_sinf or
+   t_cosf (the code generator defines T_SINCOS): they cost compile time. */
+#ifdef T_SINCOS
+#define T_SINCOS_BIG_DECL(F)                                                                \
+    float t_##F##f_big(float x, float fast)                                                 \
+        __attribute__((simd("notinbranch"), const, nothrow, leaf));                         \
+    __attribute__((used)) static float t_##F##f_big_scalar(float x, float fast) {           \
+        if (fabsf(x) < T_SINCOS_BIG) return fast;                                           \
+        return (float)F((double)x);                                                         \
+    }                                                                                       \
+    __asm__(".globl t_" #F "f_big\n\t.hidden t_" #F "f_big\n\t"                             \
+            ".set t_" #F "f_big, t_" #F "f_big_scalar");
+T_SINCOS_BIG_DECL(sin)
+T_SINCOS_BIG_DECL(cos)
+static inline float t_sinf(float x) { return t_sinf_big(x, t_sinf_small(x)); }
+static inline float t_cosf(float x) { return t_cosf_big(x, t_cosf_small(x)); }
+
+typedef float t_v4f __attribute__((vector_size(16)));
+typedef float t_v8f __attribute__((vector_size(32)));
+typedef float t_v16f __attribute__((vector_size(64)));
+typedef int32_t t_v4i __attribute__((vector_size(16)));
+typedef int32_t t_v8i __attribute__((vector_size(32)));
+typedef int32_t t_v16i __attribute__((vector_size(64)));
+#define T_SINCOS_BIG_VEC(NAME, SCALAR, N, ANY)                                               \
+    __attribute__((noinline, cold)) static t_v##N##f NAME##_slow(t_v##N##f x, t_v##N##f fast) { \
+        for (int i = 0; i < N; i++) fast[i] = SCALAR(x[i], fast[i]);                         \
+        return fast;                                                                         \
+    }                                                                                        \
+    __attribute__((visibility("hidden"))) t_v##N##f NAME(t_v##N##f x, t_v##N##f fast) {      \
+        t_v##N##i big = ((t_v##N##i)x & 0x7fffffff) >= 0x48000000; /* |x| >= 2^17, NaN */    \
+        return __builtin_expect(ANY, 0) ? NAME##_slow(x, fast) : fast;                       \
+    }
+#define T_SINCOS_BIG_ISA(F)                                                                  \
+    T_SINCOS_BIG_VEC(_ZGVbN4vv_t_##F##f_big, t_##F##f_big_scalar, 4,                          \
+                     __builtin_ia32_movmskps((t_v4f)big) != 0)                               \
+    T_SINCOS_BIG_AVX(_ZGVcN8vv_t_##F##f_big, t_##F##f_big_scalar)                             \
+    T_SINCOS_BIG_AVX2(_ZGVdN8vv_t_##F##f_big, t_##F##f_big_scalar)                            \
+    T_SINCOS_BIG_AVX512(_ZGVeN16vv_t_##F##f_big, t_##F##f_big_scalar)
+#ifdef __AVX__
+#define T_SINCOS_BIG_AVX(NAME, SCALAR) \
+    T_SINCOS_BIG_VEC(NAME, SCALAR, 8, __builtin_ia32_movmskps256((t_v8f)big) != 0)
+#else
+#define T_SINCOS_BIG_AVX(NAME, SCALAR)
+#endif
+#ifdef __AVX2__
+#define T_SINCOS_BIG_AVX2(NAME, SCALAR) T_SINCOS_BIG_AVX(NAME, SCALAR)
+#else
+#define T_SINCOS_BIG_AVX2(NAME, SCALAR)
+#endif
+#ifdef __AVX512F__
+#define T_SINCOS_BIG_AVX512(NAME, SCALAR) \
+    T_SINCOS_BIG_VEC(NAME, SCALAR, 16, __builtin_ia32_ptestmd512(big, big, 0xffff) != 0)
+#else
+#define T_SINCOS_BIG_AVX512(NAME, SCALAR)
+#endif
+T_SINCOS_BIG_ISA(sin)
+T_SINCOS_BIG_ISA(cos)
+#endif  /* T_SINCOS */
+
+#else  /* no FMA, or another compiler/target: the C library (libmvec where declared) */
+static inline float t_expf(float x) { return expf(x); }
+static inline float t_erff(float x) { return erff(x); }
+static inline float t_sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float t_tanhf(float x) { return tanhf(x); }
+static inline float t_sinf(float x) { return sinf(x); }
+static inline float t_cosf(float x) { return cosf(x); }
+static inline float t_sinf_small(float x) { return sinf(x); }
+static inline float t_cosf_small(float x) { return cosf(x); }
+static inline int32_t t_sincos_key(float x) { return 0; }
+#define T_SINCOS_HUGE(key) 0
+#endif
+
 /* float16 / bfloat16 are stored as raw 16-bit words and computed in float. */
 static inline float t_h2f(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
