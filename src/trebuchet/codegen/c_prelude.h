@@ -54,15 +54,15 @@ static inline float t_expm1_reduced(float r) {
    applied as two factors so that overflow to inf and gradual underflow round once.
    Max error 1.05 ulp. */
 static inline float t_expf(float x) {
-    x = 88.8f < x ? 88.8f : x;           /* e^88.8 overflows, e^-104 rounds to 0; */
-    x = -104.0f > x ? -104.0f : x;       /* NaN passes both comparisons unchanged */
+    /* e^104 overflows and e^-104 rounds to 0; NaN fails the comparison and passes */
+    x = 104.0f < fabsf(x) ? copysignf(104.0f, x) : x;
     float j = fmaf(x, T_LOG2E, T_SHIFT);
     float k = j - T_SHIFT;
     float r = fmaf(k, -T_LN2_LO, fmaf(k, -T_LN2_HI, x));
-    float p = 1.0f + t_expm1_reduced(r);
     int32_t n = (int32_t)(t_f2u(j) - t_f2u(T_SHIFT));
     int32_t n1 = n >> 1, n2 = n - n1;
-    return p * t_u2f((uint32_t)(n1 + 127) << 23) * t_u2f((uint32_t)(n2 + 127) << 23);
+    float s1 = t_u2f((uint32_t)(n1 + 127) << 23), s2 = t_u2f((uint32_t)(n2 + 127) << 23);
+    return fmaf(s1, t_expm1_reduced(r), s1) * s2;
 }
 
 /* 1 / (1 + e^-x). With E = 2^32 e^-|x| (never over- or underflows):
