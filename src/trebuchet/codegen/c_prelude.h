@@ -38,8 +38,8 @@ static inline float t_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
    leaves k + c there (c >= 0), ready to be moved into an exponent field. */
 #define T_SHIFT 0x1.8p23f
 #define T_LOG2E 0x1.715476p+0f
-#define T_LN2_HI 0x1.62e430p-1f          /* ln 2 = T_LN2_HI + T_LN2_LO to 2^-54; */
-#define T_LN2_LO -0x1.05c610p-29f        /* k * T_LN2_HI is exact in an fma */
+#define T_LN2_HI 0x1.62e430p-1f   /* ln 2 = T_LN2_HI + T_LN2_LO to 2^-54; T_LN2_HI has 20 */
+#define T_LN2_LO -0x1.05c610p-29f /* significant bits, so fmaf(k, -T_LN2_HI, x) is exact */
 
 /* e^r - 1 for |r| <= ln(2)/2: r + r^2 q(r), q minimax of degree 4 (relative error of
    the polynomial 2^-26; coefficients fitted in float), evaluated by Estrin's scheme. */
@@ -52,18 +52,18 @@ static inline float t_expm1_reduced(float r) {
 }
 
 /* e^x. x = k ln2 + r (Cody-Waite, two-part ln 2), e^x = 2^k (1 + expm1(r)); 2^k is
-   applied as two factors so that overflow to inf and gradual underflow round once.
-   Max error 1.05 ulp. */
+   applied as two factors (each a normal float), so results beyond the range become inf
+   and small ones underflow gradually, through the subnormals. Max error 1.05 ulp. */
 static inline float t_expf(float x) {
-    x = 88.8f < x ? 88.8f : x;           /* e^88.8 overflows, e^-104 rounds to 0; */
-    x = -104.0f > x ? -104.0f : x;       /* NaN passes both comparisons unchanged */
+    /* e^104 overflows and e^-104 rounds to 0; NaN fails the comparison and passes */
+    x = 104.0f < fabsf(x) ? copysignf(104.0f, x) : x;
     float j = fmaf(x, T_LOG2E, T_SHIFT);
     float k = j - T_SHIFT;
     float r = fmaf(k, -T_LN2_LO, fmaf(k, -T_LN2_HI, x));
-    float p = 1.0f + t_expm1_reduced(r);
     int32_t n = (int32_t)(t_f2u(j) - t_f2u(T_SHIFT));
     int32_t n1 = n >> 1, n2 = n - n1;
-    return p * t_u2f((uint32_t)(n1 + 127) << 23) * t_u2f((uint32_t)(n2 + 127) << 23);
+    float s1 = t_u2f((uint32_t)(n1 + 127) << 23), s2 = t_u2f((uint32_t)(n2 + 127) << 23);
+    return fmaf(s1, t_expm1_reduced(r), s1) * s2;
 }
 
 /* 1 / (1 + e^-x). With E = 2^32 e^-|x| (never over- or underflows):
@@ -129,8 +129,8 @@ static inline float t_erff(float x) {
 /* sin and cos for finite |x| < 2^17: |x| = k pi + r with |r| <= pi/2 (Cody-Waite,
    three-part pi), sin r by an odd minimax polynomial of degree 9 (relative error
    2^-27), the sign from k's parity; the magnitude is clamped to 1 (the evaluation can
-   round 1 ulp above it near r = pi/2). Max error 1.8 ulp. Other arguments (|x| >= 2^17,
-   inf, NaN) are left to t_sinf_big / t_cosf_big below. */
+   round 1 ulp above it near r = pi/2). Max error: sin 1.76 ulp, cos 1.81 ulp. Other
+   arguments (|x| >= 2^17, inf, NaN) are left to t_sinf_big / t_cosf_big below. */
 #define T_PI_A 0x1.921fb6p+1f                /* pi = T_PI_A + T_PI_B + T_PI_C to 2^-72 */
 #define T_PI_B -0x1.777a5cp-24f
 #define T_PI_C -0x1.ee59dap-49f
