@@ -90,4 +90,25 @@ def simplify_index(expr: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> 
 
     out = expr.replace(lambda e: isinstance(e, FloorDiv), lambda e: floordiv(*e.args))
     out = out.replace(lambda e: isinstance(e, ModularIndexing), lambda e: modular(*e.args))
-    return sympy.expand(out)
+    return _rejoin(sympy.expand(out))
+
+
+def _rejoin(expr: sympy.Expr) -> sympy.Expr:
+    """c*((e // b) % m) + c*m*(e // (b*m)) is c*(e // b): a flat index that a view split
+    into two dims and a second view flattened again (a [B*S, H] matmul result read
+    as [B, S, H]) becomes one term, as simple as the index the data was written with."""
+    while True:
+        terms = list(sympy.Add.make_args(expr))
+        for t in terms:
+            mod = next((f for f in sympy.Mul.make_args(t) if isinstance(f, ModularIndexing)), None)
+            if mod is None:
+                continue
+            e, b, m = mod.args
+            coeff = t / mod
+            partner = sympy.expand(coeff * m * FloorDiv(e, b * m))
+            if partner in terms:
+                whole = e if b == 1 else FloorDiv(e, b)
+                expr = sympy.expand(expr - t - partner + coeff * whole)
+                break
+        else:
+            return expr

@@ -146,7 +146,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
         counts.fallback[name] += 1
         args = torch.fx.node.map_arg(node.args, lambda n: env[n])
         kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
-        return make_extern(ctx, target, args, kwargs, meta, name)
+        return make_extern(ctx, target, args, kwargs, meta, name, node)
     if not isinstance(target, torch._ops.OpOverload):
         # Python arithmetic on sizes (operator.mul on SymInts, sym_size...).
         expr = sym_expr(meta)
@@ -175,7 +175,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
             return _finish(ctx, result, len(node.users))
     short = name.split(".")[1] if "." in name else name
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
-    return make_extern(ctx, target, args, kwargs, meta, name)
+    return make_extern(ctx, target, args, kwargs, meta, name, node)
 
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
@@ -215,18 +215,43 @@ def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:
     return tuple(_finish(ctx, r, num_users) for r in result)
 
 
-def _to_extern_arg(ctx: LoweringContext, x: Any) -> Any:
+def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
+    """A value as an extern call's argument: a BufferRef where a tensor goes.
+
+    A computed value is stored with the strides eager gave that argument when the graph
+    was traced (`traced`, the FX node's fake tensor), when those are dense: attention
+    then reads a transposed view of the heads' bias-added projections, as in eager,
+    instead of a transposing copy (and the add can run in place of the matmul result).
+    """
     if isinstance(x, TensorValue):
-        return ctx.materialize(x)
+        if x.ref is not None:
+            return x.ref
+        stride = contiguous_strides(tuple(x.shape))
+        if isinstance(traced, torch.Tensor) and _dense(traced):
+            shape, traced_stride = _meta_layout(traced)
+            if len(shape) == len(x.shape) and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
+                stride = traced_stride
+        key = (id(x), stride)          # one buffer for a value passed several times
+        if key not in ctx.extern_args:
+            ctx.extern_args[key] = (x, ctx.materialize(x, stride))
+        return ctx.extern_args[key][1]
     if isinstance(x, (list, tuple)):
-        return type(x)(_to_extern_arg(ctx, v) for v in x)
+        seq = traced if isinstance(traced, (list, tuple)) and len(traced) == len(x) else [None] * len(x)
+        return type(x)(_to_extern_arg(ctx, v, t) for v, t in zip(x, seq))
     return x
 
 
+def _traced(x: Any) -> Any:
+    """The fake tensors (node meta "val") standing for FX nodes in an argument structure."""
+    return torch.fx.node.map_arg(x, lambda n: n.meta.get("val"))
+
+
 def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta: Any,
-                name: str) -> Any:
-    e_args = _to_extern_arg(ctx, args)
-    e_kwargs = {k: _to_extern_arg(ctx, v) for k, v in kwargs.items()}
+                name: str, node: torch.fx.Node | None = None) -> Any:
+    traced_args = _traced(node.args) if node is not None else [None] * len(args)
+    traced_kwargs = _traced(node.kwargs) if node is not None else {}
+    e_args = tuple(_to_extern_arg(ctx, v, t) for v, t in zip(args, traced_args))
+    e_kwargs = {k: _to_extern_arg(ctx, v, traced_kwargs.get(k)) for k, v in kwargs.items()}
     buf_name = ctx.new_name()
     if isinstance(meta, torch.Tensor):
         shape, stride = _meta_layout(meta)
@@ -278,8 +303,14 @@ def _is_extern(ctx: LoweringContext, name: str) -> bool:
     return any(b.name == name and isinstance(b, (Extern, ExternOutput)) for b in ctx.buffers)
 
 
+# Newer torch names it "..._or_false" (False where symbolic sizes leave it undecided).
+_NON_OVERLAPPING_AND_DENSE = (getattr(torch._prims_common, "is_non_overlapping_and_dense_or_false", None)
+                              or getattr(torch._prims_common, "is_non_overlapping_and_dense", None))
+
+
 def _dense(meta: torch.Tensor) -> bool:
+    """Whether a traced tensor's elements fill its memory exactly (any dim order)."""
     try:
-        return bool(torch._prims_common.is_non_overlapping_and_dense(meta))
+        return bool(_NON_OVERLAPPING_AND_DENSE(meta))
     except Exception:
         return False

@@ -89,6 +89,9 @@ class LoweringContext:
     inline_limit: int = 8
 
     current_meta: Any = None
+    # Values stored for extern calls, by (id of the value, strides): (value, its buffer).
+    # The value is kept so that its id is not reused while lowering runs.
+    extern_args: dict = dataclasses.field(default_factory=dict)
 
     def out_meta(self) -> Any:
         """The fake tensor of the node being lowered (its first, if several)."""

@@ -25,6 +25,7 @@ from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
+from ..scheduler.reuse import owned_buffers, writes_in_place
 from .buffers import BufferSlots
 from .profiler import ProfilePlan
 
@@ -101,14 +102,17 @@ class WrapperWriter:
         L.append("    args.clear()")
         last_use = self._last_uses()
         outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
-        extern_read = {r for s in self.sched.steps if isinstance(s, Extern) for r in s.reads()}
+        owned = owned_buffers(g, self.sched, self.internal)
         read_later = {r for s in self.sched.steps
                       for r in (kernel_reads(s) if isinstance(s, Kernel) else s.reads())}
         pool: dict[tuple, list[str]] = {}
         unused: set[str] = set()
+        taken: set[str] = set()      # dead inputs whose memory a kernel output took over
         for step_no, step in enumerate(self.sched.steps):
             if isinstance(step, Kernel):
-                self._kernel(step, pool)
+                dying = [r for r in sorted(kernel_reads(step))
+                         if last_use.get(r) == step_no and r in owned]
+                self._kernel(step, pool, dying, taken)
             elif isinstance(step, ExternOutput):
                 if step.name not in read_later and step.name not in outputs:
                     unused.add(step.name)  # e.g. attention's logsumexp: no layout copy
@@ -119,12 +123,10 @@ class WrapperWriter:
             else:
                 self._extern(step)
             for name in sorted(n for n, last in last_use.items() if last == step_no):
-                if name in outputs or name in self.internal or name in unused:
+                if name in outputs or name in self.internal or name in unused or name in taken:
                     continue
                 buf = g.buffer(name)
-                if (not isinstance(buf, (Extern, ExternOutput)) and name not in extern_read
-                        and name not in {b.name for b in g.inputs + g.constants}
-                        and tuple(buf.stride) == tuple(contiguous_strides(buf.shape))):
+                if name in owned and tuple(buf.stride) == tuple(contiguous_strides(buf.shape)):
                     pool.setdefault(self._pool_key(buf), []).append(name)
                     continue   # kept alive for reuse by a later buffer of the same size
                 L.append(f"    del {name}")
@@ -160,15 +162,25 @@ class WrapperWriter:
                 last.setdefault(step.name, k)
         return last
 
-    def _kernel(self, k: Kernel, pool: dict[tuple, list[str]]) -> None:
+    def _kernel(self, k: Kernel, pool: dict[tuple, list[str]], dying: list[str],
+                taken: set[str]) -> None:
+        """Give the kernel's outputs memory (in place of a dying input where the kernel
+        allows it, else a pooled dead buffer of the same size, else a fresh one), then call it."""
         L = self.lines
+        hosts: list[str] = []
         for n in k.nodes:
             if n.buf.name in self.internal:
                 continue
             b = n.buf
             free = pool.get(self._pool_key(b))
             contiguous = tuple(b.stride) == tuple(contiguous_strides(b.shape))
-            if free and contiguous:
+            host = next((x for x in dying if x not in taken and writes_in_place(k, n, x)), None)
+            if host is not None:
+                taken.add(host)
+                hosts.append(host)
+                L.append(f"    {b.name} = as_strided({host}, {shape_code(b.shape)}, "
+                         f"{shape_code(b.stride)}, {host}.storage_offset())")
+            elif free and contiguous:
                 old = free.pop()
                 L.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
             else:
@@ -183,6 +195,8 @@ class WrapperWriter:
         self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
         if any(kind.startswith("err:") for kind in self.sigs[k.name]):
             L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
+        for host in hosts:
+            L.append(f"    del {host}")
 
     def _extern(self, e: Extern) -> None:
         fn = self.const(e.target, "op")
