@@ -121,7 +121,7 @@ class WrapperWriter:
                     L.append(f"    {step.name} = {step.source}{path}")
                     self._fix_layout(step)
             else:
-                self._extern(step)
+                self._extern(step, pool)
             for name in sorted(n for n, last in last_use.items() if last == step_no):
                 if name in outputs or name in self.internal or name in unused or name in taken:
                     continue
@@ -172,21 +172,14 @@ class WrapperWriter:
             if n.buf.name in self.internal:
                 continue
             b = n.buf
-            free = pool.get(self._pool_key(b))
-            contiguous = tuple(b.stride) == tuple(contiguous_strides(b.shape))
             host = next((x for x in dying if x not in taken and writes_in_place(k, n, x)), None)
             if host is not None:
                 taken.add(host)
                 hosts.append(host)
                 L.append(f"    {b.name} = as_strided({host}, {shape_code(b.shape)}, "
                          f"{shape_code(b.stride)}, {host}.storage_offset())")
-            elif free and contiguous:
-                old = free.pop()
-                L.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
             else:
-                L.append(f"    {b.name} = alloc({self.slots}, {shape_code(b.shape)}, "
-                         f"{shape_code(b.stride)}, {self.const(b.dtype, 'dt')})")
-                self.slots += 1
+                self._allocate(b, pool)
         args = []
         for kind in self.sigs[k.name]:
             what, name = kind.split(":", 1)
@@ -198,10 +191,31 @@ class WrapperWriter:
         for host in hosts:
             L.append(f"    del {host}")
 
-    def _extern(self, e: Extern) -> None:
-        fn = self.const(e.target, "op")
+    def _allocate(self, b: Buffer, pool: dict[tuple, list[str]]) -> None:
+        """Memory for b: a pooled dead buffer of the same size, else its own slot."""
+        free = pool.get(self._pool_key(b))
+        if free and tuple(b.stride) == tuple(contiguous_strides(b.shape)):
+            old = free.pop()
+            self.lines.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
+        else:
+            self.lines.append(f"    {b.name} = alloc({self.slots}, {shape_code(b.shape)}, "
+                              f"{shape_code(b.stride)}, {self.const(b.dtype, 'dt')})")
+            self.slots += 1
+
+    def _extern(self, e: Extern, pool: dict[tuple, list[str]]) -> None:
         args = ", ".join(self.arg_code(a) for a in e.args)
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
+        out_variant = OUT_VARIANTS.get(e.target)
+        if out_variant is not None and not e.multi:
+            # The result goes to memory the wrapper keeps (a dead buffer or a slot kept
+            # across calls) instead of a new allocation per call: measured ~4% faster
+            # matmuls on the 2-core CPU, whose fresh 12 MB results cost page-table work.
+            self._allocate(e, pool)
+            kwargs = ", ".join(x for x in (kwargs, f"out={e.name}") if x)
+            fn = self.const(out_variant, "op")
+            self._timed(e.name, [f"    {fn}({', '.join(x for x in (args, kwargs) if x)})"])
+            return
+        fn = self.const(e.target, "op")
         lines = [f"    {e.name} = {fn}({', '.join(x for x in (args, kwargs) if x)})"]
         if not e.multi:
             lines.append(self._fix_layout_line(e))
@@ -225,6 +239,15 @@ class WrapperWriter:
         """Kernels index extern results with the strides traced; enforce them."""
         return (f"    {b.name} = fix_layout({b.name}, {shape_code(b.shape)}, "
                 f"{shape_code(b.stride)})")
+
+
+# Library calls with an out= form writing a result of the traced layout (contiguous).
+OUT_VARIANTS = {
+    torch.ops.aten.mm.default: torch.ops.aten.mm.out,
+    torch.ops.aten.bmm.default: torch.ops.aten.bmm.out,
+    torch.ops.aten.addmm.default: torch.ops.aten.addmm.out,
+    torch.ops.aten.baddbmm.default: torch.ops.aten.baddbmm.out,
+}
 
 
 class KernelError:
