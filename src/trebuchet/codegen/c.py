@@ -649,7 +649,8 @@ class KernelWriter:
         if len(vars_) > 1:
             lines.append(f"{indent}#pragma omp parallel for collapse({len(vars_) - 1}) "
                          f"if(({work}) > 32768)")
-            for var, size in zip(vars_[:-1], sizes[:-1]):
+            for i in self._loop_order()[:-1]:
+                var, size = vars_[i], sizes[i]
                 lines.append(f"{indent}for (int64_t {var} = 0; {var} < {size}; ++{var}) {{")
                 indent += "    "
         else:
@@ -860,6 +861,21 @@ class KernelWriter:
                 *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
                 f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
 
+    def _loop_order(self) -> list[int]:
+        """A pointwise kernel's outer loops in its first output's memory order (largest
+        stride first; the vectorized last loop stays innermost), so that its stores
+        stream through memory: a [B, H, L, D] result stored [B, L, H, D]-ordered for
+        attention is written row after row, not head after head."""
+        k = self.k
+        n = len(k.outer)
+        node = next((nd for nd in k.nodes if nd.buf.name not in self.internal), None)
+        if k.inner or n < 3 or node is None:
+            return list(range(n))
+        coeffs = [node.store_index.coeff(v) for v in k.outer_vars[:-1]]
+        if not all(c.is_number for c in coeffs):
+            return list(range(n))
+        return sorted(range(n - 1), key=lambda d: (-int(coeffs[d]), d)) + [n - 1]
+
     def _wrap_outer(self, body: list[str]) -> str:
         k = self.k
         vars_ = [str(v) for v in k.outer_vars]
@@ -874,7 +890,8 @@ class KernelWriter:
             else:
                 lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768)")
             indent = "    "
-            for d, (v, s) in enumerate(zip(vars_, sizes)):
+            order = self._loop_order()
+            for d, (v, s) in enumerate((vars_[i], sizes[i]) for i in order):
                 if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
                     lines.append(f"{indent}#pragma omp simd")
                 lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")

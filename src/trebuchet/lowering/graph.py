@@ -227,10 +227,10 @@ def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
         if x.ref is not None:
             return x.ref
         stride = contiguous_strides(tuple(x.shape))
-        if isinstance(traced, torch.Tensor) and _dense(traced):
+        if isinstance(traced, torch.Tensor):
             shape, traced_stride = _meta_layout(traced)
             if len(shape) == len(x.shape) and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
-                stride = traced_stride
+                stride = traced_stride if _dense(traced) else _dense_in_order(shape, traced_stride)
         key = (id(x), stride)          # one buffer for a value passed several times
         if key not in ctx.extern_args:
             ctx.extern_args[key] = (x, ctx.materialize(x, stride))
@@ -239,6 +239,22 @@ def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
         seq = traced if isinstance(traced, (list, tuple)) and len(traced) == len(x) else [None] * len(x)
         return type(x)(_to_extern_arg(ctx, v, t) for v, t in zip(x, seq))
     return x
+
+
+def _dense_in_order(shape: tuple, stride: tuple) -> tuple:
+    """Dense strides with the dims in the memory order of `stride` (as empty_like keeps
+    a view's layout): a head split of a fused QKV projection, [B, H, L, D] read with
+    strides of a [B, L, 3*H*D] tensor, is stored [B, L, H, D]-ordered, so attention
+    returns its result in the layout traced for it. Contiguous if a stride is symbolic."""
+    if not all(sympy.sympify(s).is_number for s in stride):
+        return contiguous_strides(shape)
+    order = sorted(range(len(shape)), key=lambda d: (-int(stride[d]), d))
+    out: list = [sympy.Integer(1)] * len(shape)
+    running: sympy.Expr = sympy.Integer(1)
+    for d in reversed(order):
+        out[d] = running
+        running = running * shape[d]
+    return tuple(out)
 
 
 def _traced(x: Any) -> Any:
