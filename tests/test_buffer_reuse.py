@@ -116,3 +116,40 @@ def test_fresh_result_whitelist() -> None:
     assert fresh_result(Extern("b", (), torch.float32, (), target=torch.ops.aten.mm.default))
     assert not fresh_result(Extern("b", (), torch.float32, (), target=torch.ops.aten.t.default))
     assert "addmm" in FRESH_RESULT_OPS
+
+
+def test_fused_qkv_heads_keep_the_traced_order(monkeypatch) -> None:
+    """GPT-2's attention: one projection to 3 * hidden, split, heads transposed. The
+    heads are not dense in eager's layout; storing them dense in the same dim order
+    makes attention return the layout traced for it, so no copy follows."""
+    import trebuchet.runtime.wrapper as wrapper
+
+    copies = []
+    real = wrapper.fix_layout
+
+    def counting(t, shape, stride):
+        if t is not None and t.stride() != stride and t.numel() > 1:
+            copies.append((tuple(t.shape), t.stride(), stride))
+        return real(t, shape, stride)
+
+    monkeypatch.setattr(wrapper, "fix_layout", counting)
+
+    def fn(x, w, b):
+        q, k, v = (x @ w + b).view(2, 16, 96).split(32, dim=2)
+        heads = [t.reshape(2, 16, 4, 8).transpose(1, 2) for t in (q, k, v)]
+        out = F.scaled_dot_product_attention(*heads, is_causal=True)
+        return out.transpose(1, 2).reshape(2, 16, 32)
+
+    trebuchet.reset()
+    x, w, b = torch.randn(32, 32), torch.randn(32, 96), torch.randn(96)
+    compiled = trebuchet.compile(fn, target="c", strict=True, graph_cache=False)
+    torch.testing.assert_close(compiled(x, w, b), fn(x, w, b))
+    assert copies == []
+
+
+def test_dense_in_order() -> None:
+    from trebuchet.lowering.graph import _dense_in_order
+
+    shape = (2, 4, 16, 8)                        # [B, H, L, D] heads of a [B, L, 3*H*D] tensor
+    assert _dense_in_order(shape, (1536, 8, 96, 1)) == (512, 8, 32, 1)
+    assert _dense_in_order((3, 5), (1, 3)) == (1, 3)            # a transpose stays one
