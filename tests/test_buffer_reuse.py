@@ -100,7 +100,7 @@ def test_attention_reads_the_projection_without_a_transposing_copy(tmp_path: pat
     call = next(line for line in src.splitlines() if "op" in line and "(buf" in line
                 and "fix_layout" not in line and "= op0" not in line)
     name = in_place(src)[0][0]
-    assert call.count(name) == 3, call
+    assert call.count(f"as_strided({name}, ") == 3, call
 
 
 def test_outputs_keep_eager_strides() -> None:
@@ -147,9 +147,24 @@ def test_fused_qkv_heads_keep_the_traced_order(monkeypatch) -> None:
     assert copies == []
 
 
-def test_dense_in_order() -> None:
-    from trebuchet.lowering.graph import _dense_in_order
+def test_memory_order() -> None:
+    from trebuchet.lowering.graph import _memory_order
 
-    shape = (2, 4, 16, 8)                        # [B, H, L, D] heads of a [B, L, 3*H*D] tensor
-    assert _dense_in_order(shape, (1536, 8, 96, 1)) == (512, 8, 32, 1)
-    assert _dense_in_order((3, 5), (1, 3)) == (1, 3)            # a transpose stays one
+    assert _memory_order((1536, 8, 96, 1)) == [0, 2, 1, 3]   # heads of a [B, L, 3*H*D] tensor
+    assert _memory_order((1, 3)) == [1, 0]                   # a transpose
+    assert _memory_order((4, 1)) == [0, 1]
+
+
+def test_transposed_matmul_operand_is_written_in_order(tmp_path: pathlib.Path) -> None:
+    # grad_W = grad.t() @ x in a linear layer's backward: grad is stored [rows, out]
+    # (its kernel writes memory in order) and the matmul reads it transposed.
+    def fn(g, x, b):
+        grad = torch.sigmoid(g) * b
+        return grad.t() @ x, grad.sum(0)
+
+    src = run(fn, torch.randn(64, 48), torch.randn(64, 32), torch.randn(48), tmp_path=tmp_path)
+    (kernels,) = tmp_path.glob("*/kernels.c")
+    stores = re.findall(r"^\s*(buf\d+)\[(.*)\] = ", kernels.read_text(), re.M)
+    grad = next(index for name, index in stores if name in src.split("as_strided(")[-1])
+    assert grad in ("x1 + (48 * x0)", "(x1 + (48 * x0))"), grad   # row by row, not down columns
+    assert "(48, 64, ), (1, 48, )" in src                           # the transposed view

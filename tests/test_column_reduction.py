@@ -32,7 +32,11 @@ def compile_column(fn: Callable, tmp_path: pathlib.Path, **options: Any) -> Call
 def assert_column_kernel(tmp_path: pathlib.Path) -> None:
     """The compiled graph used the column kernel (so the test exercises it)."""
     sources = [p.read_text() for p in sorted(tmp_path.rglob("kernels.c"))]
-    assert sources and any("column reduction" in s for s in sources), sources
+    assert sources and any(COLUMN_KERNEL in s for s in sources), sources
+
+
+# The comment heading a column kernel (the C prelude mentions column reductions too).
+COLUMN_KERNEL = "// column reduction: work items"
 
 
 # Float sums accumulate in float64, more precisely than eager's float32 sums over
@@ -258,3 +262,35 @@ def test_same_bits_with_any_thread_count() -> None:
     x = torch.randn(4099, 1100) * 1e3
     here = trebuchet.compile(lambda t: t.sum(dim=0), target="c", strict=True)(x)
     assert out[0] and out[0] == out[1] == here.numpy().tobytes().hex()
+
+
+def test_per_row_scale_keeps_the_column_kernel(tmp_path: pathlib.Path) -> None:
+    """A value that varies only along the reduced rows (a softmax denominator of a
+    cross-entropy gradient) does not make the rows contiguous: still a column kernel."""
+    def fn(x, s):
+        return (torch.exp(x) * s[:, None]).sum(0)
+
+    x, s = torch.randn(300, 2049), torch.randn(300)
+    out = compile_column(fn, tmp_path)(x, s)
+    torch.testing.assert_close(out, fn(x, s), **LOOSE)
+    assert_column_kernel(tmp_path)
+
+
+def test_stored_gradient_and_its_column_sum(tmp_path: pathlib.Path) -> None:
+    """A linear layer's backward: the output gradient feeds a matmul (so it is stored)
+    and the bias gradient, a column sum, which reads the stored gradient instead of
+    recomputing it, in a column kernel (not a row kernel striding down the columns)."""
+    def fn(logits, s, x):
+        grad = torch.exp(logits) * s[:, None] - 1
+        return grad.t() @ x, grad.sum(0)
+
+    logits, s, x = torch.randn(512, 1000), torch.rand(512), torch.randn(512, 64)
+    trebuchet.reset()
+    out = compile_column(fn, tmp_path)(logits, s, x)
+    for got, want in zip(out, fn(logits, s, x)):
+        torch.testing.assert_close(got, want, **LOOSE)
+    assert_column_kernel(tmp_path)
+    (source,) = [p.read_text() for p in tmp_path.rglob("kernels.c")]
+    column = source[source.index(COLUMN_KERNEL):]
+    assert "t_expf" not in column.split("\n}\n")[0]       # the sum loads the gradient
+    assert trebuchet.stats()["kernels"] == 2

@@ -282,3 +282,27 @@ def test_unary_c_matches_reference(name: str, tmp_path) -> None:
         assert f"{name}(" in ir_text, f"torch.{name} did not lower to the {name} primitive"
     torch.testing.assert_close(results["c"], results["reference"], equal_nan=True)
     torch.testing.assert_close(results["c"], fn(x), equal_nan=True)
+
+
+def test_strided_store_is_not_fused_into_a_column_reduction() -> None:
+    """A buffer stored transposed ([C, R] with strides (1, C)) and a sum over R of the
+    same input share an iteration space, but in one row kernel the stores would stride
+    down the columns, one cache line per element: the scheduler keeps them apart, and
+    the sum becomes a column kernel."""
+    from trebuchet.ir.nodes import Reduction, index_vars
+    from trebuchet.scheduler.kernels import Kernel, schedule
+
+    R, C = sympy.Integer(300), sympy.Integer(2049)
+    x = InputBuffer("in0", (R, C), torch.float32, (C, sympy.Integer(1)), position=0)
+    i0, i1 = index_vars(2)
+    t = Pointwise("buf0", (C, R), torch.float32, (sympy.Integer(1), C),
+                  body=Op("exp", (Load("in0", i1 * C + i0, torch.float32),), torch.float32))
+    (j0,), (r0,) = index_vars(1), index_vars(1, "r")
+    s = Reduction("buf1", (C,), torch.float32, (sympy.Integer(1),),
+                  body=Load("in0", r0 * C + j0, torch.float32), reduce_ranges=(R,))
+    refs = [GraphOutput("ref", ref=BufferRef(b.name, b.shape, b.stride, sympy.Integer(0)))
+            for b in (t, s)]
+    graph = GraphIR([x], [t, s], refs, {}, 1)
+    kernels = [k for k in schedule(graph).steps if isinstance(k, Kernel)]
+    assert len(kernels) == 2
+    assert c_codegen.kernel_shape(kernels[1], set()) == "column"

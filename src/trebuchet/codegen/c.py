@@ -313,7 +313,10 @@ class KernelWriter:
         if not lds or any(ld.dynamic is not None for ld in lds):
             return False
         unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
-        unit_inner = any(ld.index.coeff(rlast) == 1 for ld in lds)
+        # Loads that do not vary along the outputs (a per-row scale, the softmax sums of
+        # a cross-entropy gradient) are the same for a whole row of outputs: they do not
+        # make the rows contiguous.
+        unit_inner = any(ld.index.coeff(rlast) == 1 and ld.index.has(last) for ld in lds)
         return unit_outer and not unit_inner
 
     @staticmethod

@@ -11,7 +11,7 @@ import collections
 import operator
 import re
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
 import sympy
 import torch
@@ -19,6 +19,7 @@ import torch.fx
 
 from ..errors import TrebuchetWarning
 from ..ir import symbolic
+from ..ir.expr import Expr
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
                         contiguous_strides)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
@@ -34,6 +35,32 @@ EXTERN_BY_DESIGN = {
     "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_attention_math",
     "_scaled_dot_product_efficient_attention", "linear", "_weight_int8pack_mm",
 }
+
+
+# Ops whose lowering only re-indexes their input; some keep the elements in order.
+VIEW_OPS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "squeeze",
+            "unsqueeze", "slice", "select", "alias", "as_strided"}
+SAME_ORDER_VIEW_OPS = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "alias"}
+
+
+def short_name(target: Any) -> str:
+    packet = getattr(target, "overloadpacket", None)
+    return getattr(packet, "__name__", "")
+
+
+def _read_by_library(node: torch.fx.Node, depth: int = 0) -> bool:
+    """Whether an extern (a library call, or an op without a lowering rule) reads the
+    node's value, directly or through views."""
+    for user in node.users:
+        if not isinstance(user.target, torch._ops.OpOverload):
+            continue
+        short = short_name(user.target)
+        if short in VIEW_OPS:
+            if depth < 4 and _read_by_library(user, depth + 1):
+                return True
+        elif short in EXTERN_BY_DESIGN or lookup(user.target) is None:
+            return True
+    return False
 
 
 class OpCounts:
@@ -172,6 +199,12 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
             result = None
         if result is not None and _matches_meta(result, meta):
             counts.lowered[name] += 1
+            if (isinstance(result, TensorValue) and result.ref is None and len(node.users) > 1
+                    and short_name(target) not in VIEW_OPS - SAME_ORDER_VIEW_OPS
+                    and _read_by_library(node)):
+                # A library call will read it from memory anyway: store it once, and let
+                # its other users load it instead of recomputing it.
+                return ctx.realize(result)
             return _finish(ctx, result, len(node.users))
     short = name.split(".")[1] if "." in name else name
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
@@ -218,22 +251,24 @@ def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:
 def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
     """A value as an extern call's argument: a BufferRef where a tensor goes.
 
-    A computed value is stored with the strides eager gave that argument when the graph
-    was traced (`traced`, the FX node's fake tensor), when those are dense: attention
-    then reads a transposed view of the heads' bias-added projections, as in eager,
-    instead of a transposing copy (and the add can run in place of the matmul result).
+    A computed value is stored densely with its dims in the memory order eager gave
+    that argument when the graph was traced (`traced`, the FX node's fake tensor), and
+    passed as a view in its own dim order, as eager passes it: attention reads the
+    heads of a bias-added projection transposed (the add running in place of the matmul
+    result), a weight gradient's matmul reads the output gradient transposed; neither
+    is copied, and the kernel computing the value writes memory in order.
     """
     if isinstance(x, TensorValue):
         if x.ref is not None:
             return x.ref
-        stride = contiguous_strides(tuple(x.shape))
+        order = list(range(x.ndim))
         if isinstance(traced, torch.Tensor):
-            shape, traced_stride = _meta_layout(traced)
-            if len(shape) == len(x.shape) and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
-                stride = traced_stride if _dense(traced) else _dense_in_order(shape, traced_stride)
-        key = (id(x), stride)          # one buffer for a value passed several times
+            shape, stride = _meta_layout(traced)
+            if len(shape) == x.ndim and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
+                order = _memory_order(stride) or order
+        key = (id(x), tuple(order))          # one buffer for a value passed several times
         if key not in ctx.extern_args:
-            ctx.extern_args[key] = (x, ctx.materialize(x, stride))
+            ctx.extern_args[key] = (x, _store_in_order(ctx, x, order))
         return ctx.extern_args[key][1]
     if isinstance(x, (list, tuple)):
         seq = traced if isinstance(traced, (list, tuple)) and len(traced) == len(x) else [None] * len(x)
@@ -241,20 +276,31 @@ def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
     return x
 
 
-def _dense_in_order(shape: tuple, stride: tuple) -> tuple:
-    """Dense strides with the dims in the memory order of `stride` (as empty_like keeps
-    a view's layout): a head split of a fused QKV projection, [B, H, L, D] read with
-    strides of a [B, L, 3*H*D] tensor, is stored [B, L, H, D]-ordered, so attention
-    returns its result in the layout traced for it. Contiguous if a stride is symbolic."""
+def _memory_order(stride: tuple) -> list[int] | None:
+    """Dims from outermost to innermost in memory (largest stride first, ties in dim
+    order); None when a stride is symbolic."""
     if not all(sympy.sympify(s).is_number for s in stride):
-        return contiguous_strides(shape)
-    order = sorted(range(len(shape)), key=lambda d: (-int(stride[d]), d))
-    out: list = [sympy.Integer(1)] * len(shape)
-    running: sympy.Expr = sympy.Integer(1)
-    for d in reversed(order):
-        out[d] = running
-        running = running * shape[d]
-    return tuple(out)
+        return None
+    return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
+
+
+def _store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
+    """x in a new contiguous buffer whose dims are x's dims in `order`, returned as a
+    view with x's dim order (so the kernel filling it iterates the memory in order)."""
+    if order == sorted(order):
+        return ctx.materialize(x)
+    def loader(pidx: Sequence[sympy.Expr]) -> Expr:
+        idx: list[sympy.Expr] = [sympy.Integer(0)] * x.ndim
+        for i, d in enumerate(order):
+            idx[d] = pidx[i]
+        return x.load(idx)
+
+    ref = ctx.materialize(TensorValue(tuple(x.shape[d] for d in order), x.dtype, loader, None,
+                                      x.origins))
+    stride: list[sympy.Expr] = [sympy.Integer(0)] * x.ndim
+    for i, d in enumerate(order):
+        stride[d] = ref.stride[i]
+    return BufferRef(ref.buf, tuple(x.shape), tuple(stride), ref.offset)
 
 
 def _traced(x: Any) -> Any:
@@ -311,8 +357,12 @@ def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
                                   ctx.input_names or _is_extern(ctx, value.ref.buf)):
         return GraphOutput("ref", ref=value.ref)
-    return GraphOutput("ref", ref=ctx.materialize(
-        TensorValue(value.shape, value.dtype, value.loader, None, value.origins), stride))
+    value = TensorValue(value.shape, value.dtype, value.loader, None, value.origins)
+    order = _memory_order(stride)
+    if order is not None and all(s != 1 for s in shape):
+        # eager's layout (a transpose, channels-last), written in memory order
+        return GraphOutput("ref", ref=_store_in_order(ctx, value, order))
+    return GraphOutput("ref", ref=ctx.materialize(value, stride))
 
 
 def _is_extern(ctx: LoweringContext, name: str) -> bool:

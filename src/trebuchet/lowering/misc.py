@@ -1,6 +1,6 @@
 """Lowering rules for creation ops, concatenation, padding and indexed loads:
 full/scalar_tensor/iota/arange/empty, cat, constant_pad_nd, gather, index,
-index_select, embedding.
+index_select, embedding, and scatter with few indices per output row.
 """
 from __future__ import annotations
 
@@ -199,6 +199,50 @@ def gather(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue,
         return load_indirect(x, full)
 
     return TensorValue(index.shape, x.dtype, loader, None, x.origins)
+
+
+# scatter.value writes at most this many positions per output row as a pointwise select
+# (cross-entropy's backward puts one -1 per row of the class dimension).
+SCATTER_MAX_PER_ROW = 4
+
+
+@register_lowering(aten.scatter.value, aten.scatter.src)
+def scatter(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any) -> TensorValue:
+    """out = x with out[..., index[..., k, ...], ...] = src along `dim`, computed per output
+    element: it takes src where one of its row's K indices names it, else x. Indices are
+    range-checked like eager's. Lowered only where the result is deterministic and cheap:
+    index as large as x in every other dim, and K <= SCATTER_MAX_PER_ROW for a scalar
+    value (equal duplicates are harmless) or K == 1 for a src tensor (duplicates with
+    different values leave eager's choice unspecified)."""
+    if x.ndim == 0 or index.ndim != x.ndim:
+        raise LoweringError("scatter of 0-dim or with an index of another rank")
+    dim = dim % x.ndim
+    if any(index.shape[d] != x.shape[d] for d in range(x.ndim) if d != dim):
+        raise LoweringError("scatter index smaller than the input outside dim")
+    per_row = index.shape[dim]
+    if not per_row.is_number or int(per_row) < 1:
+        raise LoweringError("scatter with a symbolic or empty index dim")
+    per_row = int(per_row)
+    tensor_src = isinstance(src, TensorValue)
+    if per_row > (1 if tensor_src else SCATTER_MAX_PER_ROW):
+        raise LoweringError("scatter with too many indices per row")
+    if tensor_src and (src.ndim != x.ndim or any(src.shape[d] < index.shape[d] for d in range(x.ndim))):
+        raise LoweringError("scatter src smaller than its index")
+    if x.shape[dim] == 0:
+        raise LoweringError("scatter into an empty dim")
+
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        out = x.load(idx)
+        for k in range(per_row):
+            at = list(idx)
+            at[dim] = sympy.Integer(k)
+            pos = indirect(index.load(at), x.shape[dim])
+            hit = op("eq", pos, Index(idx[dim]))
+            val = cast(src.load(at), x.dtype) if tensor_src else scalar_expr(src, x.dtype)
+            out = op("where", hit, val, out)
+        return out
+
+    return TensorValue(x.shape, x.dtype, loader, None, x.origins)
 
 
 @register_lowering(aten.index_select.default)

@@ -238,6 +238,12 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
                            lambda e: simplify_index(e, ranges))
     own = index_vars(len(buf.shape))
     store = simplify_index(linear_index([mapping[v] for v in own], buf.stride), ranges)
+    if k.inner and level == "full" and isinstance(buf, Pointwise):
+        step = store.coeff(k.inner_vars[-1])
+        if step != 0 and step != 1:
+            # Its elements would be written across the rows of a strided (column)
+            # reduction, one cache line per element: it gets a kernel of its own.
+            return None
     stage = 0
     for ld in loads(body):
         producer = k.produces(ld.buf)
