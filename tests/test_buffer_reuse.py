@@ -168,3 +168,31 @@ def test_transposed_matmul_operand_is_written_in_order(tmp_path: pathlib.Path) -
     grad = next(index for name, index in stores if name in src.split("as_strided(")[-1])
     assert grad in ("x1 + (48 * x0)", "(x1 + (48 * x0))"), grad   # row by row, not down columns
     assert "(48, 64, ), (1, 48, )" in src                           # the transposed view
+
+
+def test_stored_value_is_not_recomputed_for_the_output(tmp_path: pathlib.Path) -> None:
+    # y is stored for the gather (an indexed load needs memory); the output returns that
+    # buffer instead of a second kernel recomputing the log-softmax.
+    def fn(x, idx):
+        y = torch.log_softmax(x * 2, -1)
+        return y.gather(1, idx), y
+
+    x, idx = torch.randn(16, 100), torch.randint(0, 100, (16, 1))
+    run(fn, x, idx, tmp_path=tmp_path)
+    (kernels,) = tmp_path.glob("*/kernels.c")
+    assert kernels.read_text().count(" = log(") == 1
+
+
+def test_a_clone_never_aliases_the_value_it_copies() -> None:
+    def fn(x):
+        y = torch.exp(x)
+        return y, y.clone(), y.view(-1)
+
+    trebuchet.reset()
+    x = torch.randn(8, 8)
+    a, b, c = trebuchet.compile(fn, target="c", strict=True)(x)
+    torch.testing.assert_close(b, torch.exp(x))
+    assert a.data_ptr() != b.data_ptr()
+    a.add_(1)                                   # eager: c sees it, b does not
+    torch.testing.assert_close(b, torch.exp(x))
+    torch.testing.assert_close(c, a.view(-1))

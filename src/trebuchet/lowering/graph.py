@@ -19,9 +19,10 @@ import torch.fx
 
 from ..errors import TrebuchetWarning
 from ..ir import symbolic
-from ..ir.expr import Expr
+from ..ir.expr import Expr, Load
+from ..ir.simplify import simplify_index
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
-                        contiguous_strides)
+                        contiguous_strides, index_vars, linear_index)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
 from .registry import LoweringContext, LoweringError, TensorValue, lookup, value_from_ref
 
@@ -103,7 +104,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
         elif node.op == "get_attr":
             env[node] = _constant(ctx, _fetch_attr(gm, node.target))
         elif node.op == "output":
-            outputs = [_output(ctx, v, env) for v in _as_list(node.args[0])]
+            outputs = _outputs(ctx, _as_list(node.args[0]), env)
     free = set()
     for b in ctx.buffers:
         for s in list(b.shape) + list(b.stride):
@@ -266,10 +267,9 @@ def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
             shape, stride = _meta_layout(traced)
             if len(shape) == x.ndim and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
                 order = _memory_order(stride) or order
-        key = (id(x), tuple(order))          # one buffer for a value passed several times
-        if key not in ctx.extern_args:
-            ctx.extern_args[key] = (x, _store_in_order(ctx, x, order))
-        return ctx.extern_args[key][1]
+        ref = _store_in_order(ctx, x, order)
+        ctx.remember(x, ref)      # later users (another call, a bias gradient) load it
+        return ref
     if isinstance(x, (list, tuple)):
         seq = traced if isinstance(traced, (list, tuple)) and len(traced) == len(x) else [None] * len(x)
         return type(x)(_to_extern_arg(ctx, v, t) for v, t in zip(x, seq))
@@ -342,6 +342,18 @@ def _meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
     return shape, stride
 
 
+def _outputs(ctx: LoweringContext, nodes: list, env: dict) -> list[GraphOutput]:
+    """The graph's outputs; views after the values they view, so that they are views of
+    the stored values (as in eager) rather than copies."""
+    def is_view(n: Any) -> bool:
+        return isinstance(n, torch.fx.Node) and short_name(n.target) in VIEW_OPS
+
+    done: dict[int, GraphOutput] = {}
+    for k, n in sorted(enumerate(nodes), key=lambda kn: is_view(kn[1])):
+        done[k] = _output(ctx, n, env)
+    return [done[k] for k in range(len(nodes))]
+
+
 def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     if node is None:
         return GraphOutput("none")
@@ -357,12 +369,37 @@ def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
                                   ctx.input_names or _is_extern(ctx, value.ref.buf)):
         return GraphOutput("ref", ref=value.ref)
-    value = TensorValue(value.shape, value.dtype, value.loader, None, value.origins)
+    if value.ref is None and short_name(node.target) in VIEW_OPS:
+        view = _stored_view(value, stride, ctx.input_names)
+        if view is not None:     # a view of a stored value is a view in eager too
+            return GraphOutput("ref", ref=view)
+    fresh = TensorValue(value.shape, value.dtype, value.loader, None, value.origins)
     order = _memory_order(stride)
     if order is not None and all(s != 1 for s in shape):
         # eager's layout (a transpose, channels-last), written in memory order
-        return GraphOutput("ref", ref=_store_in_order(ctx, value, order))
-    return GraphOutput("ref", ref=ctx.materialize(value, stride))
+        ref = _store_in_order(ctx, fresh, order)
+    else:
+        ref = ctx.materialize(fresh, stride)
+    if value.ref is None:
+        ctx.remember(value, ref)     # later outputs viewing it view this buffer
+    return GraphOutput("ref", ref=ref)
+
+
+def _stored_view(value: TensorValue, stride: tuple, inputs: set) -> BufferRef | None:
+    """`value` as a strided view of a buffer computed in this graph, when its elements are
+    exactly that (an alias or reshape of a stored value) with strides `stride`."""
+    idx = index_vars(value.ndim)
+    e = value.load(idx)
+    if not isinstance(e, Load) or e.dynamic is not None or e.dtype != value.dtype or e.buf in inputs:
+        return None
+    index = simplify_index(sympy.expand(e.index), dict(zip(idx, value.shape)))
+    offset = index.subs({v: 0 for v in idx})
+    coeffs = [index.coeff(v) for v in idx]
+    if sympy.expand(linear_index(idx, coeffs, offset) - index) != 0:
+        return None
+    if any(size != 1 and not symbolic.equal(c, s) for size, c, s in zip(value.shape, coeffs, stride)):
+        return None
+    return BufferRef(e.buf, tuple(value.shape), tuple(stride), offset)
 
 
 def _is_extern(ctx: LoweringContext, name: str) -> bool:

@@ -89,9 +89,6 @@ class LoweringContext:
     inline_limit: int = 8
 
     current_meta: Any = None
-    # Values stored for extern calls, by (id of the value, strides): (value, its buffer).
-    # The value is kept so that its id is not reused while lowering runs.
-    extern_args: dict = dataclasses.field(default_factory=dict)
 
     def out_meta(self) -> Any:
         """The fake tensor of the node being lowered (its first, if several)."""
@@ -127,7 +124,14 @@ class LoweringContext:
         """Materialize and return a value that loads from the new buffer."""
         if value.ref is not None:
             return value
-        return value_from_ref(self.materialize(value), value.dtype)
+        return self.remember(value, self.materialize(value))
+
+    def remember(self, value: TensorValue, ref: BufferRef) -> TensorValue:
+        """From now on `value` (the object every later user of it holds, views of it
+        included) loads from `ref`, where it has been stored, instead of recomputing."""
+        stored = value_from_ref(ref, value.dtype, value.origins)
+        value.ref, value.loader = stored.ref, stored.loader
+        return value
 
     def maybe_realize(self, value: TensorValue, num_users: int) -> TensorValue:
         """Store values that many consumers would otherwise recompute at length."""
