@@ -12,6 +12,7 @@ import pathlib
 import re
 from typing import Any, Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -196,3 +197,26 @@ def test_a_clone_never_aliases_the_value_it_copies() -> None:
     a.add_(1)                                   # eager: c sees it, b does not
     torch.testing.assert_close(b, torch.exp(x))
     torch.testing.assert_close(c, a.view(-1))
+
+
+@pytest.mark.parametrize("as_view", [False, True])
+def test_returned_activation_is_stored_by_the_kernel_using_it(as_view: bool) -> None:
+    # A forward graph returns the pre-activation for the backward (directly or as a
+    # view): the GELU kernel stores it as it goes, no second kernel recomputes it at the
+    # end from a matmul result kept alive till then.
+    def fn(x, w, b, w2):
+        h = x @ w + b
+        y = F.gelu(h)
+        for _ in range(5):             # the rest of the network: many steps later ...
+            y = torch.softmax(y @ w2, -1)
+        return y, (h.view(4, 16, 48) if as_view else h)   # ... h is returned
+
+    trebuchet.reset()
+    x, w, b, w2 = torch.randn(64, 32), torch.randn(32, 48), torch.randn(48), torch.randn(48, 48)
+    compiled = trebuchet.compile(fn, target="c", strict=True)
+    for got, want in zip(compiled(x, w, b, w2), fn(x, w, b, w2)):
+        torch.testing.assert_close(got, want)
+    stats = trebuchet.stats()
+    assert stats["kernels"] == 1 + 5
+    assert "aten.gelu.default" in stats["kernel_ops"][0]
+    assert "aten.add.Tensor" not in stats["kernel_ops"][-1]   # h is not recomputed at the end

@@ -94,6 +94,9 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     symbol_sources: dict[sympy.Symbol, tuple[int, str, int]] = {}
     position = 0
     outputs: list[GraphOutput] = []
+    returned = {n for n in gm.graph.nodes if n.op == "output" for n in _as_list(n.args[0])}
+    viewed = _viewed_bases(returned)
+    early: dict[torch.fx.Node, GraphOutput] = {}
     for node in gm.graph.nodes:
         meta = node.meta.get("val")
         if node.op == "placeholder":
@@ -101,10 +104,18 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
             position += 1
         elif node.op == "call_function":
             env[node] = _call(ctx, node, meta, env, counts)
+            if (node in returned and short_name(node.target) not in VIEW_OPS
+                    and isinstance(env[node], TensorValue) and env[node].ref is None):
+                # Stored where it is computed (a saved activation, in the kernel that
+                # uses it), not recomputed at the end from inputs kept alive till then.
+                early[node] = _output(ctx, node, env)
+            elif (node in viewed and isinstance(env[node], TensorValue) and env[node].ref is None
+                    and env[node].ndim):
+                ctx.realize(env[node])     # returned through a view (a saved activation)
         elif node.op == "get_attr":
             env[node] = _constant(ctx, _fetch_attr(gm, node.target))
         elif node.op == "output":
-            outputs = _outputs(ctx, _as_list(node.args[0]), env)
+            outputs = _outputs(ctx, _as_list(node.args[0]), env, early)
     free = set()
     for b in ctx.buffers:
         for s in list(b.shape) + list(b.stride):
@@ -342,15 +353,31 @@ def _meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
     return shape, stride
 
 
-def _outputs(ctx: LoweringContext, nodes: list, env: dict) -> list[GraphOutput]:
-    """The graph's outputs; views after the values they view, so that they are views of
-    the stored values (as in eager) rather than copies."""
+def _viewed_bases(returned: set) -> set:
+    """Nodes whose value a returned node views (through element-order-keeping views)."""
+    bases = set()
+    for n in returned:
+        if not isinstance(n, torch.fx.Node) or short_name(n.target) not in SAME_ORDER_VIEW_OPS:
+            continue
+        while isinstance(n, torch.fx.Node) and short_name(n.target) in SAME_ORDER_VIEW_OPS:
+            n = n.args[0]
+        if isinstance(n, torch.fx.Node) and n.op == "call_function":
+            bases.add(n)
+    return bases
+
+
+def _outputs(ctx: LoweringContext, nodes: list, env: dict,
+             early: dict[torch.fx.Node, GraphOutput]) -> list[GraphOutput]:
+    """The graph's outputs (those stored `early` as they were computed, the others now);
+    views after the values they view, so that they are views of the stored values (as
+    in eager) rather than copies."""
     def is_view(n: Any) -> bool:
         return isinstance(n, torch.fx.Node) and short_name(n.target) in VIEW_OPS
 
     done: dict[int, GraphOutput] = {}
     for k, n in sorted(enumerate(nodes), key=lambda kn: is_view(kn[1])):
-        done[k] = _output(ctx, n, env)
+        found = early.get(n) if isinstance(n, torch.fx.Node) else None
+        done[k] = found if found is not None else _output(ctx, n, env)
     return [done[k] for k in range(len(nodes))]
 
 
