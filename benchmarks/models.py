@@ -370,13 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attn", default="auto", choices=("auto", "sdpa", "eager"),
                         help="transformers attention implementation for every model; "
                         f"auto (default): {DEFAULT_ATTN_NOTE}")
-    parser.add_argument("--repeats", type=int, help="timed repeats per backend (default 11)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per backend (default 31)")
     parser.add_argument("--json", help="write results as JSON here")
     parser.add_argument("--markdown", help="write the tables as Markdown here")
     args = parser.parse_args(argv)
     backends = args.backends.split(",")
     specs = [BY_NAME[name] for name in args.models.split(",")] if args.models else MODELS
-    repeats = args.repeats or (3 if args.quick else 11)
+    repeats = args.repeats or (3 if args.quick else 31)
     warmup = 1 if args.quick else 2
     profile_runs = 3 if args.quick else 5
     meta = machine_info()

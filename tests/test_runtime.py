@@ -71,3 +71,41 @@ def test_output_fed_back_as_input() -> None:
         x = f(x)
         ref = ref * 0.5 + 1
     torch.testing.assert_close(x, ref)
+
+
+def _source(n: int, bad: int | None = None) -> str:
+    """A prelude and n kernels (kernel `bad` does not compile)."""
+    from trebuchet.codegen.c import PRELUDE
+    kernels = [f"// kernel{i}: test\nvoid kernel{i}(float* out) {{ out[0] = t_expf({i}.0f); }}"
+               if i != bad else f"// kernel{i}: test\nvoid kernel{i}(float* out) {{ out[0] = nope; }}"
+               for i in range(n)]
+    return "\n\n".join([PRELUDE, *kernels]) + "\n"
+
+
+def test_large_sources_compile_in_parallel_units(tmp_path, monkeypatch) -> None:
+    import ctypes
+    import math
+
+    from trebuchet.runtime import cbuild
+
+    monkeypatch.setattr(cbuild, "SPLIT_BYTES", 0)
+    source = _source(5)
+    units = cbuild.split_units(source, 2)
+    assert len(units) == 2
+    assert sorted(u.count("void kernel") for u in units) == [2, 3]
+    lib = cbuild.load(cbuild.build(source, "gcc", (), tmp_path))
+    out = (ctypes.c_float * 1)()
+    for i in range(5):
+        getattr(lib, f"kernel{i}")(out)
+        assert math.isclose(out[0], math.exp(i), rel_tol=1e-6)
+
+
+def test_a_failing_unit_raises(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from trebuchet.errors import TrebuchetCompileError
+    from trebuchet.runtime import cbuild
+
+    monkeypatch.setattr(cbuild, "SPLIT_BYTES", 0)
+    with pytest.raises(TrebuchetCompileError, match="nope"):
+        cbuild.build(_source(4, bad=2), "gcc", (), tmp_path)

@@ -7,6 +7,10 @@ to a temporary file and renamed into place (atomic), so processes compiling
 the same graph at once are safe; each entry carries a checksum, and an entry
 that fails it (truncated, corrupted) is rebuilt. A read-only or unusable cache
 folder falls back to a private temporary folder.
+
+A large source (a training step's backward graph) is split into one translation unit
+per core, whole kernels each with the prelude, compiled at once and linked into one
+library: still one build per graph, in about half the time on two cores.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import itertools
 import os
 import pathlib
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -86,11 +91,12 @@ def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathli
         src = pathlib.Path(tmp) / "kernels.c"
         src.write_text(source)
         out = pathlib.Path(tmp) / "kernels.so"
-        cmd = [*cc.split(), *flags, str(src), "-o", str(out), *LIBS]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise TrebuchetCompileError(
-                f"C compiler failed ({' '.join(cmd)}):\n{proc.stderr.strip()[:4000]}")
+        units = split_units(source, _compile_jobs())
+        if len(units) == 1:
+            _run([*cc.split(), *flags, str(src), "-o", str(out), *LIBS])
+        else:
+            objects = _compile_units(units, cc, flags, pathlib.Path(tmp))
+            _run([*cc.split(), *flags, *map(str, objects), "-o", str(out), *LIBS])
         sha = _checksum(out)
         os.replace(out, lib)                     # atomic on one filesystem
         tmp_digest = pathlib.Path(tmp) / "digest"
@@ -98,6 +104,66 @@ def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathli
         os.replace(tmp_digest, digest)
         os.replace(src, entry / "kernels.c")
     return lib
+
+
+# A translation unit this large (bytes) is split to compile on several cores at once.
+SPLIT_BYTES = 48_000
+# Every kernel's C starts with its "// kernelN: ..." comment (codegen/c.py).
+_KERNEL_START = re.compile(r"\n\n(?=// kernel\d+: )")
+
+
+def _compile_jobs() -> int:
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except (AttributeError, OSError):
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+def split_units(source: str, jobs: int) -> list[str]:
+    """The source as up to `jobs` translation units of similar size, each the prelude
+    (everything before the first kernel) plus whole kernels; one unit if it is small.
+    Kernels only call the prelude's static inline helpers, so the units link as one."""
+    pieces = _KERNEL_START.split(source)
+    if jobs < 2 or len(source) < SPLIT_BYTES or len(pieces) < 3:
+        return [source]
+    prelude, kernels = pieces[0], pieces[1:]
+    bins: list[list[str]] = [[] for _ in range(min(jobs, len(kernels)))]
+    sizes = [0] * len(bins)
+    for k in sorted(kernels, key=len, reverse=True):     # largest first, to the lightest unit
+        i = sizes.index(min(sizes))
+        bins[i].append(k)
+        sizes[i] += len(k)
+    return ["\n\n".join([prelude, *b]) + "\n" for b in bins if b]
+
+
+def _compile_units(units: list[str], cc: str, flags: tuple[str, ...], tmp: pathlib.Path
+                   ) -> list[pathlib.Path]:
+    """Compile the units to object files, all at once; raise on the first failure."""
+    procs = []
+    for i, unit in enumerate(units):
+        src, obj = tmp / f"unit{i}.c", tmp / f"unit{i}.o"
+        src.write_text(unit)
+        cmd = [*cc.split(), *flags, "-c", str(src), "-o", str(obj)]
+        procs.append((cmd, obj, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.PIPE, text=True)))
+    failure = None
+    for cmd, _, proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0 and failure is None:
+            failure = (cmd, err)
+    if failure is not None:
+        _raise_compile_error(*failure)
+    return [obj for _, obj, _ in procs]
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        _raise_compile_error(cmd, proc.stderr)
+
+
+def _raise_compile_error(cmd: list[str], stderr: str) -> None:
+    raise TrebuchetCompileError(f"C compiler failed ({' '.join(cmd)}):\n{stderr.strip()[:4000]}")
 
 
 def _checksum(path: pathlib.Path) -> str:
