@@ -127,6 +127,12 @@ class Extern(Buffer):
         return out
 
 
+def op_short_name(target: Any) -> str:
+    """An ATen op's name without namespace and overload ("mm" for aten.mm.default);
+    "" for targets that are not ATen ops."""
+    return getattr(getattr(target, "overloadpacket", None), "__name__", "")
+
+
 @dataclasses.dataclass(eq=False)
 class ExternOutput(Buffer):
     """Output `item` (a path of tuple indices) of a multi-output Extern."""

@@ -22,7 +22,7 @@ from ..ir import symbolic
 from ..ir.expr import Expr, Load
 from ..ir.simplify import simplify_index
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
-                        contiguous_strides, index_vars, linear_index)
+                        contiguous_strides, index_vars, linear_index, op_short_name)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
 from .registry import LoweringContext, LoweringError, TensorValue, lookup, value_from_ref
 
@@ -44,18 +44,13 @@ VIEW_OPS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "exp
 SAME_ORDER_VIEW_OPS = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "alias"}
 
 
-def short_name(target: Any) -> str:
-    packet = getattr(target, "overloadpacket", None)
-    return getattr(packet, "__name__", "")
-
-
 def _read_by_library(node: torch.fx.Node, depth: int = 0) -> bool:
     """Whether an extern (a library call, or an op without a lowering rule) reads the
     node's value, directly or through views."""
     for user in node.users:
         if not isinstance(user.target, torch._ops.OpOverload):
             continue
-        short = short_name(user.target)
+        short = op_short_name(user.target)
         if short in VIEW_OPS:
             if depth < 4 and _read_by_library(user, depth + 1):
                 return True
@@ -104,7 +99,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
             position += 1
         elif node.op == "call_function":
             env[node] = _call(ctx, node, meta, env, counts)
-            if (node in returned and short_name(node.target) not in VIEW_OPS
+            if (node in returned and op_short_name(node.target) not in VIEW_OPS
                     and isinstance(env[node], TensorValue) and env[node].ref is None):
                 # Stored where it is computed (a saved activation, in the kernel that
                 # uses it), not recomputed at the end from inputs kept alive till then.
@@ -212,13 +207,13 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
         if result is not None and _matches_meta(result, meta):
             counts.lowered[name] += 1
             if (isinstance(result, TensorValue) and result.ref is None and len(node.users) > 1
-                    and short_name(target) not in VIEW_OPS - SAME_ORDER_VIEW_OPS
+                    and op_short_name(target) not in VIEW_OPS - SAME_ORDER_VIEW_OPS
                     and _read_by_library(node)):
                 # A library call will read it from memory anyway: store it once, and let
                 # its other users load it instead of recomputing it.
                 return ctx.realize(result)
             return _finish(ctx, result, len(node.users))
-    short = name.split(".")[1] if "." in name else name
+    short = op_short_name(target)
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
     return make_extern(ctx, target, args, kwargs, meta, name, node)
 
@@ -357,9 +352,9 @@ def _viewed_bases(returned: set) -> set:
     """Nodes whose value a returned node views (through element-order-keeping views)."""
     bases = set()
     for n in returned:
-        if not isinstance(n, torch.fx.Node) or short_name(n.target) not in SAME_ORDER_VIEW_OPS:
+        if not isinstance(n, torch.fx.Node) or op_short_name(n.target) not in SAME_ORDER_VIEW_OPS:
             continue
-        while isinstance(n, torch.fx.Node) and short_name(n.target) in SAME_ORDER_VIEW_OPS:
+        while isinstance(n, torch.fx.Node) and op_short_name(n.target) in SAME_ORDER_VIEW_OPS:
             n = n.args[0]
         if isinstance(n, torch.fx.Node) and n.op == "call_function":
             bases.add(n)
@@ -372,7 +367,7 @@ def _outputs(ctx: LoweringContext, nodes: list, env: dict,
     views after the values they view, so that they are views of the stored values (as
     in eager) rather than copies."""
     def is_view(n: Any) -> bool:
-        return isinstance(n, torch.fx.Node) and short_name(n.target) in VIEW_OPS
+        return isinstance(n, torch.fx.Node) and op_short_name(n.target) in VIEW_OPS
 
     done: dict[int, GraphOutput] = {}
     for k, n in sorted(enumerate(nodes), key=lambda kn: is_view(kn[1])):
@@ -396,7 +391,7 @@ def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
                                   ctx.input_names or _is_extern(ctx, value.ref.buf)):
         return GraphOutput("ref", ref=value.ref)
-    if value.ref is None and short_name(node.target) in VIEW_OPS:
+    if value.ref is None and op_short_name(node.target) in VIEW_OPS:
         view = _stored_view(value, stride, ctx.input_names)
         if view is not None:     # a view of a stored value is a view in eager too
             return GraphOutput("ref", ref=view)

@@ -18,7 +18,7 @@ and never handed to a call that might return a view of it.
 from __future__ import annotations
 
 from ..ir.expr import Load, walk
-from ..ir.nodes import Buffer, Extern, ExternOutput, GraphIR
+from ..ir.nodes import Extern, ExternOutput, GraphIR, op_short_name
 from .kernels import Kernel, KernelNode, Schedule
 
 # Library calls whose tensor results are always new memory (never views of an input).
@@ -31,19 +31,17 @@ FRESH_RESULT_OPS = frozenset({
 
 def fresh_result(extern: Extern) -> bool:
     """Whether the call returns new memory (so its inputs cannot alias its results)."""
-    packet = getattr(extern.target, "overloadpacket", None)
-    return getattr(packet, "__name__", None) in FRESH_RESULT_OPS
+    return op_short_name(extern.target) in FRESH_RESULT_OPS
 
 
 def owned_buffers(graph: GraphIR, sched: Schedule, internal: set[str]) -> set[str]:
     """Buffers whose memory this graph alone refers to while they are live."""
-    by_name: dict[str, Buffer] = {b.name: b for b in graph.buffers}
     owned: set[str] = set()
     for step in sched.steps:
         if isinstance(step, Kernel):
             owned |= {n.buf.name for n in step.nodes if n.buf.name not in internal}
         elif isinstance(step, ExternOutput):
-            source = by_name.get(step.source)
+            source = graph.buffer(step.source)
             if isinstance(source, Extern) and fresh_result(source):
                 owned.add(step.name)
         elif isinstance(step, Extern) and not step.multi and fresh_result(step):
