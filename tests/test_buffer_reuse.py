@@ -148,12 +148,12 @@ def test_fused_qkv_heads_keep_the_traced_order(monkeypatch) -> None:
     assert copies == []
 
 
-def test_memory_order() -> None:
-    from trebuchet.lowering.graph import _memory_order
+def testmemory_order() -> None:
+    from trebuchet.lowering.storage import memory_order
 
-    assert _memory_order((1536, 8, 96, 1)) == [0, 2, 1, 3]   # heads of a [B, L, 3*H*D] tensor
-    assert _memory_order((1, 3)) == [1, 0]                   # a transpose
-    assert _memory_order((4, 1)) == [0, 1]
+    assert memory_order((1536, 8, 96, 1)) == [0, 2, 1, 3]   # heads of a [B, L, 3*H*D] tensor
+    assert memory_order((1, 3)) == [1, 0]                   # a transpose
+    assert memory_order((4, 1)) == [0, 1]
 
 
 def test_transposed_matmul_operand_is_written_in_order(tmp_path: pathlib.Path) -> None:

@@ -3,7 +3,8 @@
 Walks the nodes in order; each call goes through its rule from the lowering
 table, or becomes an `Extern` (the eager ATen op) when there is no rule or the
 rule declines. Records which ops were lowered, run as externs by design, or
-fell back.
+fell back. How values that must be in memory are stored (extern arguments,
+outputs) is `storage.py`'s part.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import collections
 import operator
 import re
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import sympy
 import torch
@@ -19,12 +20,12 @@ import torch.fx
 
 from ..errors import TrebuchetWarning
 from ..ir import symbolic
-from ..ir.expr import Expr, Load
-from ..ir.simplify import simplify_index
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
-                        contiguous_strides, index_vars, linear_index, op_short_name)
+                        op_short_name)
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
-from .registry import LoweringContext, LoweringError, TensorValue, lookup, value_from_ref
+from .registry import LoweringContext, LoweringError, TensorValue, lookup, sym_expr, value_from_ref
+from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
+                      viewed_bases)
 
 aten = torch.ops.aten
 
@@ -36,12 +37,6 @@ EXTERN_BY_DESIGN = {
     "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_attention_math",
     "_scaled_dot_product_efficient_attention", "linear", "_weight_int8pack_mm",
 }
-
-
-# Ops whose lowering only re-indexes their input; some keep the elements in order.
-VIEW_OPS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "squeeze",
-            "unsqueeze", "slice", "select", "alias", "as_strided"}
-SAME_ORDER_VIEW_OPS = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "alias"}
 
 
 def _read_by_library(node: torch.fx.Node, depth: int = 0) -> bool:
@@ -74,13 +69,6 @@ def op_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def sym_expr(value: Any) -> Any:
-    """A SymInt/SymFloat/SymBool as a sympy expression; plain values unchanged."""
-    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-        return value.node.expr
-    return value
-
-
 def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8) -> GraphIR:
     """`inline_limit`: ops a value read by several consumers may hold before it is stored."""
     ctx = LoweringContext(inline_limit=inline_limit)
@@ -90,7 +78,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     position = 0
     outputs: list[GraphOutput] = []
     returned = {n for n in gm.graph.nodes if n.op == "output" for n in _as_list(n.args[0])}
-    viewed = _viewed_bases(returned)
+    viewed = viewed_bases(returned)
     early: dict[torch.fx.Node, GraphOutput] = {}
     for node in gm.graph.nodes:
         meta = node.meta.get("val")
@@ -103,14 +91,14 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
                     and isinstance(env[node], TensorValue) and env[node].ref is None):
                 # Stored where it is computed (a saved activation, in the kernel that
                 # uses it), not recomputed at the end from inputs kept alive till then.
-                early[node] = _output(ctx, node, env)
+                early[node] = graph_output(ctx, node, env)
             elif (node in viewed and isinstance(env[node], TensorValue) and env[node].ref is None
                     and env[node].ndim):
                 ctx.realize(env[node])     # returned through a view (a saved activation)
         elif node.op == "get_attr":
             env[node] = _constant(ctx, _fetch_attr(gm, node.target))
         elif node.op == "output":
-            outputs = _outputs(ctx, _as_list(node.args[0]), env, early)
+            outputs = graph_outputs(ctx, _as_list(node.args[0]), env, early)
     free = set()
     for b in ctx.buffers:
         for s in list(b.shape) + list(b.stride):
@@ -255,60 +243,6 @@ def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:
     return tuple(_finish(ctx, r, num_users) for r in result)
 
 
-def _to_extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
-    """A value as an extern call's argument: a BufferRef where a tensor goes.
-
-    A computed value is stored densely with its dims in the memory order eager gave
-    that argument when the graph was traced (`traced`, the FX node's fake tensor), and
-    passed as a view in its own dim order, as eager passes it: attention reads the
-    heads of a bias-added projection transposed (the add running in place of the matmul
-    result), a weight gradient's matmul reads the output gradient transposed; neither
-    is copied, and the kernel computing the value writes memory in order.
-    """
-    if isinstance(x, TensorValue):
-        if x.ref is not None:
-            return x.ref
-        order = list(range(x.ndim))
-        if isinstance(traced, torch.Tensor):
-            shape, stride = _meta_layout(traced)
-            if len(shape) == x.ndim and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
-                order = _memory_order(stride) or order
-        ref = _store_in_order(ctx, x, order)
-        ctx.remember(x, ref)      # later users (another call, a bias gradient) load it
-        return ref
-    if isinstance(x, (list, tuple)):
-        seq = traced if isinstance(traced, (list, tuple)) and len(traced) == len(x) else [None] * len(x)
-        return type(x)(_to_extern_arg(ctx, v, t) for v, t in zip(x, seq))
-    return x
-
-
-def _memory_order(stride: tuple) -> list[int] | None:
-    """Dims from outermost to innermost in memory (largest stride first, ties in dim
-    order); None when a stride is symbolic."""
-    if not all(sympy.sympify(s).is_number for s in stride):
-        return None
-    return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
-
-
-def _store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
-    """x in a new contiguous buffer whose dims are x's dims in `order`, returned as a
-    view with x's dim order (so the kernel filling it iterates the memory in order)."""
-    if order == sorted(order):
-        return ctx.materialize(x)
-    def loader(pidx: Sequence[sympy.Expr]) -> Expr:
-        idx: list[sympy.Expr] = [sympy.Integer(0)] * x.ndim
-        for i, d in enumerate(order):
-            idx[d] = pidx[i]
-        return x.load(idx)
-
-    ref = ctx.materialize(TensorValue(tuple(x.shape[d] for d in order), x.dtype, loader, None,
-                                      x.origins))
-    stride: list[sympy.Expr] = [sympy.Integer(0)] * x.ndim
-    for i, d in enumerate(order):
-        stride[d] = ref.stride[i]
-    return BufferRef(ref.buf, tuple(x.shape), tuple(stride), ref.offset)
-
-
 def _traced(x: Any) -> Any:
     """The fake tensors (node meta "val") standing for FX nodes in an argument structure."""
     return torch.fx.node.map_arg(x, lambda n: n.meta.get("val"))
@@ -318,11 +252,11 @@ def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta:
                 name: str, node: torch.fx.Node | None = None) -> Any:
     traced_args = _traced(node.args) if node is not None else [None] * len(args)
     traced_kwargs = _traced(node.kwargs) if node is not None else {}
-    e_args = tuple(_to_extern_arg(ctx, v, t) for v, t in zip(args, traced_args))
-    e_kwargs = {k: _to_extern_arg(ctx, v, traced_kwargs.get(k)) for k, v in kwargs.items()}
+    e_args = tuple(extern_arg(ctx, v, t) for v, t in zip(args, traced_args))
+    e_kwargs = {k: extern_arg(ctx, v, traced_kwargs.get(k)) for k, v in kwargs.items()}
     buf_name = ctx.new_name()
     if isinstance(meta, torch.Tensor):
-        shape, stride = _meta_layout(meta)
+        shape, stride = meta_layout(meta)
         ctx.add(Extern(buf_name, shape, meta.dtype, stride, target=target, args=e_args,
                        kwargs=e_kwargs))
         return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype)
@@ -335,107 +269,10 @@ def _extern_outputs(ctx: LoweringContext, source: str, meta: Any, path: tuple, n
     if isinstance(meta, (list, tuple)):
         return tuple(_extern_outputs(ctx, source, m, path + (k,), name) for k, m in enumerate(meta))
     if isinstance(meta, torch.Tensor):
-        shape, stride = _meta_layout(meta)
+        shape, stride = meta_layout(meta)
         out_name = ctx.new_name()
         ctx.add(ExternOutput(out_name, shape, meta.dtype, stride, source=source, item=path))
         return value_from_ref(BufferRef(out_name, shape, stride, sympy.Integer(0)), meta.dtype)
     return sym_expr(meta)
 
 
-def _meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
-    shape = tuple(sympy.sympify(sym_expr(s)) for s in meta.shape)
-    stride = tuple(sympy.sympify(sym_expr(s)) for s in meta.stride())
-    return shape, stride
-
-
-def _viewed_bases(returned: set) -> set:
-    """Nodes whose value a returned node views (through element-order-keeping views)."""
-    bases = set()
-    for n in returned:
-        if not isinstance(n, torch.fx.Node) or op_short_name(n.target) not in SAME_ORDER_VIEW_OPS:
-            continue
-        while isinstance(n, torch.fx.Node) and op_short_name(n.target) in SAME_ORDER_VIEW_OPS:
-            n = n.args[0]
-        if isinstance(n, torch.fx.Node) and n.op == "call_function":
-            bases.add(n)
-    return bases
-
-
-def _outputs(ctx: LoweringContext, nodes: list, env: dict,
-             early: dict[torch.fx.Node, GraphOutput]) -> list[GraphOutput]:
-    """The graph's outputs (those stored `early` as they were computed, the others now);
-    views after the values they view, so that they are views of the stored values (as
-    in eager) rather than copies."""
-    def is_view(n: Any) -> bool:
-        return isinstance(n, torch.fx.Node) and op_short_name(n.target) in VIEW_OPS
-
-    done: dict[int, GraphOutput] = {}
-    for k, n in sorted(enumerate(nodes), key=lambda kn: is_view(kn[1])):
-        found = early.get(n) if isinstance(n, torch.fx.Node) else None
-        done[k] = found if found is not None else _output(ctx, n, env)
-    return [done[k] for k in range(len(nodes))]
-
-
-def _output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
-    if node is None:
-        return GraphOutput("none")
-    if not isinstance(node, torch.fx.Node):
-        return GraphOutput("value", value=node)
-    value = env[node]
-    meta = node.meta.get("val")
-    if not isinstance(value, TensorValue):
-        return GraphOutput("value", value=value)
-    shape, stride = _meta_layout(meta)
-    if not _dense(meta):
-        stride = contiguous_strides(shape)
-    if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
-                                  ctx.input_names or _is_extern(ctx, value.ref.buf)):
-        return GraphOutput("ref", ref=value.ref)
-    if value.ref is None and op_short_name(node.target) in VIEW_OPS:
-        view = _stored_view(value, stride, ctx.input_names)
-        if view is not None:     # a view of a stored value is a view in eager too
-            return GraphOutput("ref", ref=view)
-    fresh = TensorValue(value.shape, value.dtype, value.loader, None, value.origins)
-    order = _memory_order(stride)
-    if order is not None and all(s != 1 for s in shape):
-        # eager's layout (a transpose, channels-last), written in memory order
-        ref = _store_in_order(ctx, fresh, order)
-    else:
-        ref = ctx.materialize(fresh, stride)
-    if value.ref is None:
-        ctx.remember(value, ref)     # later outputs viewing it view this buffer
-    return GraphOutput("ref", ref=ref)
-
-
-def _stored_view(value: TensorValue, stride: tuple, inputs: set) -> BufferRef | None:
-    """`value` as a strided view of a buffer computed in this graph, when its elements are
-    exactly that (an alias or reshape of a stored value) with strides `stride`."""
-    idx = index_vars(value.ndim)
-    e = value.load(idx)
-    if not isinstance(e, Load) or e.dynamic is not None or e.dtype != value.dtype or e.buf in inputs:
-        return None
-    index = simplify_index(sympy.expand(e.index), dict(zip(idx, value.shape)))
-    offset = index.subs({v: 0 for v in idx})
-    coeffs = [index.coeff(v) for v in idx]
-    if sympy.expand(linear_index(idx, coeffs, offset) - index) != 0:
-        return None
-    if any(size != 1 and not symbolic.equal(c, s) for size, c, s in zip(value.shape, coeffs, stride)):
-        return None
-    return BufferRef(e.buf, tuple(value.shape), tuple(stride), offset)
-
-
-def _is_extern(ctx: LoweringContext, name: str) -> bool:
-    return any(b.name == name and isinstance(b, (Extern, ExternOutput)) for b in ctx.buffers)
-
-
-# Newer torch names it "..._or_false" (False where symbolic sizes leave it undecided).
-_NON_OVERLAPPING_AND_DENSE = (getattr(torch._prims_common, "is_non_overlapping_and_dense_or_false", None)
-                              or getattr(torch._prims_common, "is_non_overlapping_and_dense", None))
-
-
-def _dense(meta: torch.Tensor) -> bool:
-    """Whether a traced tensor's elements fill its memory exactly (any dim order)."""
-    try:
-        return bool(_NON_OVERLAPPING_AND_DENSE(meta))
-    except Exception:
-        return False

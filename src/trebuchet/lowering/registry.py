@@ -70,6 +70,13 @@ def value_from_ref(ref: BufferRef, dtype: torch.dtype, origins: tuple[str, ...] 
     return TensorValue(tuple(ref.shape), dtype, loader, ref, origins)
 
 
+def sym_expr(value: Any) -> Any:
+    """A SymInt/SymFloat/SymBool as a sympy expression; plain values unchanged."""
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return value.node.expr
+    return value
+
+
 class LoweringError(Exception):
     """A rule cannot handle these arguments; the op becomes an Extern instead."""
 
