@@ -524,11 +524,19 @@ class KernelWriter:
         L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
         ind2 = ind + "    "
         j = f"[{last} - {last}_b]"
-        for n in full:
-            name = n.buf.name
-            L.append(f"{ind2}{self._column_acc_type(n)} a_{name} = acc_{name}{j};")
-            if is_arg[name]:
-                L.append(f"{ind2}int64_t ai_{name} = arg_{name}{j};")
+
+        def accumulators(load: bool) -> None:
+            """Each accumulator (and argmax/argmin position) from its tile array into a
+            local, or back."""
+            for n in full:
+                name = n.buf.name
+                pairs = [(f"a_{name}", f"acc_{name}{j}", self._column_acc_type(n))]
+                if is_arg[name]:
+                    pairs.append((f"ai_{name}", f"arg_{name}{j}", "int64_t"))
+                for local, tile, ctype_ in pairs:
+                    L.append(f"{ind2}{ctype_} {local} = {tile};" if load else f"{ind2}{tile} = {local};")
+
+        accumulators(load=True)
         L.append(f"{ind2}for (int u = 0; u < {group}; ++u) {{")
         if len(rv) == 1:
             L.append(f"{ind2}    const int64_t {rv[0]} = rr + u;")
@@ -543,11 +551,7 @@ class KernelWriter:
         self.scopes.pop()
         L.extend(self.lines)
         L.append(f"{ind2}}}")
-        for n in full:
-            name = n.buf.name
-            L.append(f"{ind2}acc_{name}{j} = a_{name};")
-            if is_arg[name]:
-                L.append(f"{ind2}arg_{name}{j} = ai_{name};")
+        accumulators(load=False)
         L.append(f"{ind}}}")
         return L
 
