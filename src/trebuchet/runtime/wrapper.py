@@ -22,7 +22,7 @@ import torch
 
 from ..codegen.indexing import print_index
 from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
-from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
+from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
@@ -95,10 +95,10 @@ class WrapperWriter:
             L.append(f"    {b.name} = args[{b.position}]")
         for c in g.constants:
             L.append(f"    {c.name} = {self.const(c.value, 'k')}")
-        for sym, (pos, kind, d) in g.symbol_sources.items():
-            src = {"size": f"args[{pos}].size({d})", "stride": f"args[{pos}].stride({d})",
-                   "int": f"args[{pos}]"}[kind]
-            L.append(f"    {sym} = {src}")
+        for sym, source in g.symbol_sources.items():
+            L.append(f"    {sym} = {source.read_code()}")
+            if source.formula != SOURCE_VALUE:
+                L.append(f"    {sym} = {py(source.formula.subs(SOURCE_VALUE, sym))}")
         L.append("    args.clear()")
         last_use = self._last_uses()
         outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
