@@ -59,8 +59,8 @@ def clear_cache(path: pathlib.Path) -> int:
     counts = [f"{report.removed[k]} {label}" for k, label in _KINDS if report.removed.get(k)]
     print(f"removed {', '.join(counts) or 'no entries'} ({_size(report.bytes)}) from {path}")
     if report.kept:
-        shown = ", ".join(str(p.relative_to(path)) for p in report.kept[:5])
-        more = f" and {len(report.kept) - 5} more" if len(report.kept) > 5 else ""
+        shown = ", ".join(str(p.relative_to(path)) for p in report.kept[:10])
+        more = f" and {len(report.kept) - 10} more" if len(report.kept) > 10 else ""
         print(f"left in place (not Trebuchet's): {shown}{more}")
     for failed, why in report.failed:
         print(f"error: could not remove {failed}: {why}", file=sys.stderr)

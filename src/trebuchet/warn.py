@@ -51,5 +51,6 @@ def warn_user(message: str, category: type[Warning] = TrebuchetWarning) -> None:
     globs = frame.f_globals
     warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
                            module=globs.get("__name__"),
-                           registry=globs.setdefault("__warningregistry__", {}),
-                           module_globals=globs)
+                           registry=globs.setdefault("__warningregistry__", {}))
+    # No module_globals: for `python -c` code (<string>, __main__ loaded by the builtin
+    # importer) linecache would ask that loader for the source and raise ImportError.

@@ -41,7 +41,8 @@ def clear(root: pathlib.Path) -> ClearReport:
     for item in items:
         ok = all([_remove_file(f, report) for f in item.files])
         ok = all([_remove_dir(d, report) for d in item.dirs]) and ok
-        if ok:
+        # Counted when all of it is gone; a folder holding only other files is not an entry.
+        if ok and (item.files or not item.dirs[-1].exists()):
             report.removed[item.kind] = report.removed.get(item.kind, 0) + 1
     # The folders grouping entries (<key[:2]>/, graphs/), once they are left empty: only
     # those that held an entry of ours, so an empty folder of the user's named "ab" stays.
@@ -56,6 +57,7 @@ def clear(root: pathlib.Path) -> ClearReport:
     seen = {p for item in items for p in (*item.files, *item.dirs)} | groups
     seen |= {p for p, _ in report.failed}
     report.kept += [c for c in children(root) if c not in seen and c not in report.kept]
+    report.kept.sort()
     return report
 
 
