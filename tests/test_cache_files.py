@@ -148,10 +148,16 @@ def test_failed_c_compile_leaves_no_entry(cache: pathlib.Path, tmp_path: pathlib
 
 def test_failed_graph_write_leaves_no_temporary(cache: pathlib.Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    def full_disk(src: str, dst: str) -> None:
-        raise OSError(28, "No space left on device")
+    class FullDisk:
+        """graph_cache's `os`, whose rename into place fails (the real `os` is untouched)."""
 
-    monkeypatch.setattr(graph_cache.os, "replace", full_disk)
+        def __getattr__(self, name: str) -> object:
+            return getattr(os, name)
+
+        def replace(self, src: str, dst: str) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(graph_cache, "os", FullDisk())
     _compile_once()
     monkeypatch.undo()
     assert list(cache.glob("graphs/*/*")) == []
