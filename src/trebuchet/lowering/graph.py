@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import operator
 import re
-import warnings
 from typing import Any
 
 import sympy
@@ -23,6 +22,7 @@ from ..errors import TrebuchetWarning
 from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
                         InputBuffer, SymbolSource, op_short_name)
+from ..warn import warn_user
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
@@ -215,8 +215,8 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
         except LoweringError:
             result = None     # the rule declined: run the op as an extern
         except Exception as e:  # noqa: BLE001 - a rule bug must not give a wrong answer
-            warnings.warn(f"trebuchet: lowering rule for {name} failed ({type(e).__name__}: "
-                          f"{e}); running the op eagerly", TrebuchetWarning, stacklevel=2)
+            warn_user(f"trebuchet: lowering rule for {name} failed ({type(e).__name__}: "
+                      f"{e}); running the op eagerly", TrebuchetWarning)
             result = None
         if result is not None and _matches_meta(result, meta):
             counts.lowered[name] += 1
