@@ -13,7 +13,7 @@ import torch
 from torch.utils._sympy import functions as F
 
 from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, Op, may_divide_by_zero, walk
-from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, Pointwise, Reduction,
+from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput, Pointwise, Reduction,
                         index_vars)
 
 HALF = (torch.float16, torch.bfloat16)
@@ -137,7 +137,7 @@ class Executor:
         env: dict[sympy.Symbol, Any] = {}
         for sym, source in g.symbol_sources.items():
             env[sym] = source.value(args)
-        bufs: dict[str, torch.Tensor] = {b.name: args[b.position] for b in g.inputs}
+        bufs: dict[str, Any] = {b.name: args[b.position] for b in [*g.inputs, *g.opaque_inputs]}
         bufs.update({c.name: c.value for c in g.constants})
         for b in g.buffers:
             bufs[b.name] = self.compute(b, bufs, env)
@@ -147,7 +147,7 @@ class Executor:
                 out.append(None)
             elif o.kind == "value":
                 v = o.value
-                out.append(eval_index(v, env) if isinstance(v, sympy.Basic) else v)
+                out.append(eval_index(v, env) if isinstance(v, sympy.Basic) else self.arg(v, bufs, env))
             else:
                 out.append(self.view(o.ref, bufs, env))
         return tuple(out)
@@ -163,6 +163,8 @@ class Executor:
     def arg(self, x: Any, bufs: dict, env: dict) -> Any:
         if isinstance(x, BufferRef):
             return self.view(x, bufs, env)
+        if isinstance(x, OpaqueInput):
+            return bufs[x.name]
         if isinstance(x, (list, tuple)):
             return type(x)(self.arg(v, bufs, env) for v in x)
         if isinstance(x, sympy.Basic):

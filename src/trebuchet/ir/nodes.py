@@ -166,6 +166,16 @@ def _collect_refs(obj: Any, out: set[str]) -> None:
             _collect_refs(x, out)
 
 
+@dataclasses.dataclass(frozen=True)
+class OpaqueInput:
+    """A graph input that is neither a tensor nor a size: an object the graph only passes
+    on, to library calls or back out (DTensor's script objects, which AOTAutograd threads
+    from the forward to the backward). It is bound by name, never captured at compile time."""
+
+    name: str
+    position: int
+
+
 @dataclasses.dataclass
 class GraphOutput:
     """What the graph returns at one output position."""
@@ -214,6 +224,7 @@ class GraphIR:
     symbol_sources: dict[sympy.Symbol, "SymbolSource"]
     num_args: int = 0
     constants: list[ConstantBuffer] = dataclasses.field(default_factory=list)
+    opaque_inputs: list[OpaqueInput] = dataclasses.field(default_factory=list)
 
     def buffer(self, name: str) -> Buffer:
         return self._by_name[name]

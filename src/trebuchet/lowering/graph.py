@@ -21,7 +21,7 @@ from torch.utils._sympy.functions import FloorDiv
 from ..errors import TrebuchetWarning
 from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
-                        InputBuffer, SymbolSource, op_short_name)
+                        InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
 from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
@@ -108,7 +108,8 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     missing = {s for s in free if s not in symbol_sources and not str(s).startswith(("i", "r"))}
     if missing:
         raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
-    return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants)
+    opaque = [v for v in env.values() if isinstance(v, OpaqueInput)]
+    return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants, opaque)
 
 
 def _as_list(x: Any) -> list:
@@ -135,7 +136,9 @@ def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[Inp
     if isinstance(expr, sympy.Expr) and isinstance(meta, torch.SymInt):
         _bind(expr, SymbolSource(position, "int"), symbol_sources)
         return expr
-    raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")
+    if isinstance(meta, (torch.SymFloat, torch.SymBool, float, bool)):
+        raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")
+    return OpaqueInput(f"in{position}", position)
 
 
 def _bind(expr: sympy.Expr, source: SymbolSource, symbol_sources: dict) -> None:

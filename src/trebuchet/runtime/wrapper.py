@@ -23,8 +23,8 @@ import torch
 from ..codegen.indexing import print_index
 from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
 from ..ir.expr import INDEX_ERRORS
-from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
-                        product)
+from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput,
+                        contiguous_strides, product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
 from .buffers import BufferSlots, alias
@@ -66,6 +66,8 @@ class WrapperWriter:
     def arg_code(self, x: Any) -> str:
         if isinstance(x, BufferRef):
             return self.ref_code(x)
+        if isinstance(x, OpaqueInput):
+            return x.name
         if isinstance(x, list):
             return "[" + ", ".join(self.arg_code(v) for v in x) + "]"
         if isinstance(x, tuple):
@@ -92,7 +94,7 @@ class WrapperWriter:
         L.append("def call(args):")
         if self.profile:
             L.append("    _prof_call = ns()")
-        for b in g.inputs:
+        for b in [*g.inputs, *g.opaque_inputs]:
             L.append(f"    {b.name} = args[{b.position}]")
         for c in g.constants:
             L.append(f"    {c.name} = {self.const(c.value, 'k')}")
@@ -136,7 +138,7 @@ class WrapperWriter:
             if o.kind == "none":
                 rets.append("None")
             elif o.kind == "value":
-                rets.append(py(o.value))
+                rets.append(self.arg_code(o.value))
             else:
                 rets.append(self.ref_code(o.ref))
         if self.profile:
