@@ -25,7 +25,7 @@ from ..ir.expr import Expr, Load
 from ..ir.nodes import (BufferRef, Extern, ExternOutput, GraphOutput, contiguous_strides, index_vars,
                         linear_index, op_short_name)
 from ..ir.simplify import simplify_index
-from .registry import LoweringContext, TensorValue, sym_expr
+from .registry import LoweringContext, LoweringError, TensorValue, sym_expr
 
 
 # Ops whose lowering only re-indexes their input; some keep the elements in order.
@@ -95,9 +95,36 @@ def meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
     return shape, stride
 
 
+def _is_view(n: Any) -> bool:
+    return isinstance(n, torch.fx.Node) and n.op == "call_function" and op_short_name(n.target) in VIEW_OPS
+
+
+def view_root(n: Any) -> Any:
+    """The node a chain of views starts from (n itself when it is not a view)."""
+    while _is_view(n):
+        n = n.args[0]
+    return n
+
+
+def shared_view_roots(returned: set) -> set:
+    """Values computed in the graph that two or more outputs reach through views (or
+    return and view): in eager those outputs share memory, so they must here too."""
+    reach: dict[torch.fx.Node, int] = {}
+    viewed = set()
+    for n in returned:
+        root = view_root(n)
+        if isinstance(root, torch.fx.Node) and root.op == "call_function":
+            reach[root] = reach.get(root, 0) + 1
+            if root is not n:
+                viewed.add(root)
+    return {r for r in viewed if reach[r] > 1}
+
+
 def viewed_bases(returned: set) -> set:
-    """Nodes whose value a returned node views (through element-order-keeping views)."""
-    bases = set()
+    """Nodes whose value a returned node views through element-order-keeping views, and
+    values several outputs view (`shared_view_roots`): they are stored, and the outputs
+    are views of them."""
+    bases = shared_view_roots(returned)
     for n in returned:
         if not isinstance(n, torch.fx.Node) or op_short_name(n.target) not in SAME_ORDER_VIEW_OPS:
             continue
@@ -113,17 +140,19 @@ def graph_outputs(ctx: LoweringContext, nodes: list, env: dict,
     """The graph's outputs (those stored `early` as they were computed, the others now);
     views after the values they view, so that they are views of the stored values (as
     in eager) rather than copies."""
-    def is_view(n: Any) -> bool:
-        return isinstance(n, torch.fx.Node) and op_short_name(n.target) in VIEW_OPS
-
+    shared = shared_view_roots(set(nodes))
     done: dict[int, GraphOutput] = {}
-    for k, n in sorted(enumerate(nodes), key=lambda kn: is_view(kn[1])):
+    for k, n in sorted(enumerate(nodes), key=lambda kn: _is_view(kn[1])):
         found = early.get(n) if isinstance(n, torch.fx.Node) else None
-        done[k] = found if found is not None else graph_output(ctx, n, env)
+        if found is None:
+            found = graph_output(ctx, n, env, must_view=_is_view(n) and view_root(n) in shared)
+        done[k] = found
     return [done[k] for k in range(len(nodes))]
 
 
-def graph_output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
+def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = False) -> GraphOutput:
+    """How an output is returned. `must_view`: it shares memory with another output in
+    eager, so a copy would silently break that aliasing; the graph is not lowered then."""
     if node is None:
         return GraphOutput("none")
     if not isinstance(node, torch.fx.Node):
@@ -132,16 +161,22 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     meta = node.meta.get("val")
     if not isinstance(value, TensorValue):
         return GraphOutput("value", value=value)
-    shape, stride = meta_layout(meta)
-    if not _dense(meta):
-        stride = contiguous_strides(shape)
-    if value.ref is not None and (tuple(value.ref.stride) == stride or value.ref.buf in
-                                  ctx.input_names or _is_extern(ctx, value.ref.buf)):
-        return GraphOutput("ref", ref=value.ref)
+    shape, traced = meta_layout(meta)
+    stride = traced if _dense(meta) else contiguous_strides(shape)
+    ref = value.ref
+    if ref is not None and _same_layout(shape, ref.stride, traced):
+        # eager's strides (a size-1 dim's stride is free, but observable)
+        return GraphOutput("ref", ref=BufferRef(ref.buf, ref.shape, traced, ref.offset))
+    if ref is not None and (tuple(ref.stride) == stride or ref.buf in ctx.input_names
+                            or _is_extern(ctx, ref.buf)):
+        return GraphOutput("ref", ref=ref)
     if value.ref is None and op_short_name(node.target) in VIEW_OPS:
-        view = _stored_view(value, stride, ctx.input_names)
+        view = _stored_view(value, traced, ctx.input_names)
         if view is not None:     # a view of a stored value is a view in eager too
             return GraphOutput("ref", ref=view)
+    if must_view:
+        raise LoweringError(f"output {node.name} views {view_root(node).name}, as another output "
+                            "does, and cannot be returned as a view of it")
     fresh = TensorValue(value.shape, value.dtype, value.loader, None, value.origins)
     order = memory_order(stride)
     if order is not None and all(s != 1 for s in shape):
@@ -152,6 +187,12 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict) -> GraphOutput:
     if value.ref is None:
         ctx.remember(value, ref)     # later outputs viewing it view this buffer
     return GraphOutput("ref", ref=ref)
+
+
+def _same_layout(shape: tuple, stride: tuple, traced: tuple) -> bool:
+    """Whether strides address the same elements as the traced ones (size-1 dims aside)."""
+    return len(stride) == len(traced) and all(
+        symbolic.equal(size, 1) or symbolic.equal(a, b) for size, a, b in zip(shape, stride, traced))
 
 
 def _stored_view(value: TensorValue, stride: tuple, inputs: set) -> BufferRef | None:
