@@ -117,7 +117,7 @@ def op_code(node: Op, a: list[str]) -> str:
     if name == "atan2":
         return f"atan2({a[0]}, {a[1]})"
     if name in ("fmod", "floordiv", "remainder") and not is_float:
-        code = {"fmod": f"({a[1]} == 0 ? 0 : {a[0]} % {a[1]})", "floordiv": f"T_IFLOORDIV({a[0]}, {a[1]})",
+        code = {"fmod": f"T_IFMOD({a[0]}, {a[1]})", "floordiv": f"T_IFLOORDIV({a[0]}, {a[1]})",
                 "remainder": f"T_IREM({a[0]}, {a[1]})"}[name]
         check = f"TB_CHECK_DIVISOR({a[1]}), " if may_divide_by_zero(node) else ""
         return f"({check}({t}){code})"

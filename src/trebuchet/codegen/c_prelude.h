@@ -286,9 +286,18 @@ static inline uint16_t t_f2b(float f) {
 #define T_MAXC(a, b) (((b) != (b)) ? (b) : (!((a) <= (b)) ? (a) : (b)))
 #define T_MINC(a, b) (((b) != (b)) ? (b) : (!((a) >= (b)) ? (a) : (b)))
 
-/* Python-style integer floor division and remainder; division by zero gives 0. */
-#define T_IFLOORDIV(a, b) ((b) == 0 ? 0 : ((a) / (b) - ((((a) % (b)) != 0) && (((a) < 0) != ((b) < 0)))))
-#define T_IREM(a, b) ((b) == 0 ? 0 : ((((a) % (b)) != 0 && ((((a) % (b)) < 0) != ((b) < 0))) ? ((a) % (b)) + (b) : ((a) % (b))))
+/* Python-style integer floor division and remainder, and C's truncating remainder (fmod);
+   division by zero gives 0 (the kernel flags it, the call raises). A divisor of -1 is
+   taken apart: the smallest integer divided by -1 makes the CPU's divide instruction trap
+   (SIGFPE). Eager wraps: min // -1 == min, min % -1 == fmod(min, -1) == 0. The negation
+   goes through unsigned arithmetic, which wraps without undefined behaviour. A constant
+   divisor folds the tests away; a variable one costs a compare next to a scalar divide. */
+#define T_INEG(a) ((int64_t)(0 - (uint64_t)(a)))
+#define T_IFLOORDIV(a, b) ((b) == 0 ? 0 : (b) == -1 ? T_INEG(a) : \
+                           ((a) / (b) - ((((a) % (b)) != 0) && (((a) < 0) != ((b) < 0)))))
+#define T_IREM(a, b) (((b) == 0 || (b) == -1) ? 0 : \
+                      ((((a) % (b)) != 0 && ((((a) % (b)) < 0) != ((b) < 0))) ? ((a) % (b)) + (b) : ((a) % (b))))
+#define T_IFMOD(a, b) (((b) == 0 || (b) == -1) ? 0 : (a) % (b))
 
 static inline double t_floordiv(double a, double b) {
     if (b == 0) return a / b;

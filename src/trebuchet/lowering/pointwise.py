@@ -188,8 +188,9 @@ def reciprocal(ctx: LoweringContext, x: TensorValue) -> TensorValue:
 
 @register_lowering(aten.exp2.default)
 def exp2(ctx: LoweringContext, x: TensorValue) -> TensorValue:
-    return elementwise(ctx, [x], lambda a: op("exp", op("mul", a, Const(math.log(2.0), a.dtype))),
-                       KIND.INT_TO_FLOAT)
+    # pow(2, x), not exp(x * ln 2): the rounding of x * ln 2 is amplified by |x ln 2|
+    # (60 ulp at x = 89 in float32).
+    return elementwise(ctx, [x], lambda a: op("pow", Const(2.0, a.dtype), a), KIND.INT_TO_FLOAT)
 
 
 @register_lowering(aten.sign.default, aten.sgn.default)
@@ -199,8 +200,8 @@ def sign(ctx: LoweringContext, x: TensorValue) -> TensorValue:
             return a
         zero, one = Const(0, a.dtype), Const(1, a.dtype)
         neg = Const(-1, a.dtype)
-        return op("where", op("gt", a, zero), one, op("where", op("lt", a, zero), neg,
-                                                           op("mul", a, zero)))
+        # as eager: sign(NaN) = 0 and sign(-0.0) = +0.0
+        return op("where", op("gt", a, zero), one, op("where", op("lt", a, zero), neg, zero))
     return elementwise(ctx, [x], fn, KIND.DEFAULT)
 
 
@@ -252,19 +253,28 @@ def add_sub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue
         return pointwise(ctx, [a, b], lambda x, y: op("logical_or", x, y), compute, result)
 
     def fn(x: Expr, y: Expr) -> Expr:
-        if alpha != 1:
-            y = op("mul", y, scalar_expr(alpha, compute))
-        return op(name, x, y)
+        return op(name, x, y) if alpha == 1 else _alpha_times(name, x, y, alpha)
 
     return pointwise(ctx, [a, b], fn, compute, result)
+
+
+def _alpha_times(name: str, x: Expr, y: Expr, alpha: Any) -> Expr:
+    """x + alpha * y (or x - alpha * y) rounded once, as eager's fused multiply-add:
+    add(inf, -FLT_MAX, alpha=2) is inf, not NaN. float32 computes in float64, where the
+    product is exact (the sum is rounded twice: different from a fused multiply-add only
+    when the float64 sum falls on a float32 tie); float64 and integers multiply, then add."""
+    if x.dtype != torch.float32:
+        return op(name, x, op("mul", y, scalar_expr(alpha, x.dtype)))
+    wide = torch.float64
+    scale = cast(scalar_expr(alpha, x.dtype), wide)     # eager rounds alpha to float first
+    return cast(op(name, cast(x, wide), op("mul", cast(y, wide), scale)), x.dtype)
 
 
 @register_lowering(aten.rsub.Tensor, aten.rsub.Scalar)
 def rsub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
     compute, result = promote([a, b], KIND.DEFAULT)
-    return pointwise(ctx, [a, b], lambda x, y: op(
-        "sub", y, op("mul", x, scalar_expr(alpha, compute)) if alpha != 1 else x),
-        compute, result)
+    return pointwise(ctx, [a, b], lambda x, y: op("sub", y, x) if alpha == 1 else
+                     _alpha_times("sub", y, x, alpha), compute, result)
 
 
 @register_lowering(aten.mul.Tensor, aten.mul.Scalar)
@@ -354,7 +364,9 @@ def max_min(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
         def fn(x: Expr, y: Expr) -> Expr:   # NaN only when both are NaN
             if not x.dtype.is_floating_point:
                 return op(name, x, y)
-            return op("where", op("isnan", x), y, op("where", op("isnan", y), x, op(name, x, y)))
+            # x where they are equal (fmax(0.0, -0.0) is 0.0, as in eager) or y is NaN
+            better = op("gt" if name == "maximum" else "lt", y, x)
+            return op("where", op("isnan", x), y, op("where", better, y, x))
         return elementwise(ctx, [a, b], fn, KIND.DEFAULT)
     compute, result = promote([a, b], KIND.DEFAULT)
     if compute == torch.bool:
@@ -376,12 +388,21 @@ def clamp(ctx: LoweringContext, x: TensorValue, lo: Any = None, hi: Any = None) 
     def fn(v: Expr, *bounds: Expr) -> Expr:
         b = list(bounds)
         if has_lo:
-            v = op("maximum", v, b.pop(0))
+            v = _clamp_side("maximum", "lt", v, b.pop(0))
         if has_hi:
-            v = op("minimum", v, b.pop(0))
+            v = _clamp_side("minimum", "gt", v, b.pop(0))
         return v
 
     return pointwise(ctx, args, fn, compute, result)
+
+
+def _clamp_side(name: str, beyond: str, v: Expr, bound: Expr) -> Expr:
+    """One side of clamp. Eager keeps v where it equals a scalar bound (clamp(-0.0, 0.0)
+    is -0.0) and gives the bound where it equals a tensor bound, as maximum/minimum do
+    (docs/numerics.md). A NaN scalar bound propagates: maximum/minimum do that."""
+    if isinstance(bound, Const) and not (isinstance(bound.value, float) and math.isnan(bound.value)):
+        return op("where", op(beyond, v, bound), bound, v)
+    return op(name, v, bound)
 
 
 @register_lowering(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther,
@@ -395,8 +416,9 @@ def where(ctx: LoweringContext, cond: TensorValue, a: Any, b: Any) -> TensorValu
 
 @register_lowering(aten.relu.default)
 def relu(ctx: LoweringContext, x: TensorValue) -> TensorValue:
-    # relu(NaN) is NaN in eager; maximum propagates it.
-    return elementwise(ctx, [x], lambda a: op("maximum", a, Const(0, a.dtype)), KIND.DEFAULT)
+    # relu(NaN) is NaN and relu(-0.0) is -0.0 in eager: only values below zero change.
+    return elementwise(ctx, [x], lambda a: op("where", op("lt", a, Const(0, a.dtype)),
+                                              Const(0, a.dtype), a), KIND.DEFAULT)
 
 
 @register_lowering(aten.gelu.default)
@@ -409,7 +431,7 @@ def gelu(ctx: LoweringContext, x: TensorValue, approximate: str = "none") -> Ten
                        op("add", a, op("mul", c(0.044715), op("mul", a, op("mul", a, a)))))
             return op("mul", op("mul", c(0.5), a), op("add", c(1.0), op("tanh", inner)))
         return op("mul", op("mul", c(0.5), a),
-                  op("add", c(1.0), op("erf", op("mul", a, c(1 / math.sqrt(2))))))
+                  op("add", c(1.0), op("erf", op("mul", a, c(math.sqrt(0.5))))))
 
     return elementwise(ctx, [x], fn, KIND.DEFAULT)
 
