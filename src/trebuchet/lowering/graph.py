@@ -22,7 +22,7 @@ from ..errors import TrebuchetWarning
 from ..ir import symbolic
 from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
                         op_short_name)
-from . import misc, pointwise, reductions, views  # noqa: F401  (fill the table)
+from . import misc, pointwise, reductions, scatter, views  # noqa: F401  (fill the table)
 from .registry import LoweringContext, LoweringError, TensorValue, lookup, sym_expr, value_from_ref
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
                       viewed_bases)
