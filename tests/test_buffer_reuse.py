@@ -4,7 +4,7 @@ runtime/wrapper.py, lowering/graph.py).
 
 Each case checks the result against eager and, from the wrapper written with
 debug=True, whether an output took over an input's memory (the wrapper line
-`bufN = as_strided(bufM, ..., bufM.storage_offset())`).
+`bufN = alias(bufM, ..., bufM.storage_offset())`).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import trebuchet
 from trebuchet.scheduler.reuse import FRESH_RESULT_OPS, fresh_result
 from trebuchet.ir.nodes import Extern
 
-IN_PLACE = re.compile(r"(buf\d+) = as_strided\((buf\d+), .*\2\.storage_offset\(\)\)$", re.M)
+IN_PLACE = re.compile(r"(buf\d+) = alias\((buf\d+), .*\2\.storage_offset\(\)\)$", re.M)
 
 
 def run(fn: Callable, *args: Any, tmp_path: pathlib.Path) -> str:

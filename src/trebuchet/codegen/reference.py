@@ -135,9 +135,8 @@ class Executor:
     def __call__(self, args: list[Any]) -> tuple:
         g = self.g
         env: dict[sympy.Symbol, Any] = {}
-        for sym, (pos, kind, d) in g.symbol_sources.items():
-            a = args[pos]
-            env[sym] = a.size(d) if kind == "size" else a.stride(d) if kind == "stride" else int(a)
+        for sym, source in g.symbol_sources.items():
+            env[sym] = source.value(args)
         bufs: dict[str, torch.Tensor] = {b.name: args[b.position] for b in g.inputs}
         bufs.update({c.name: c.value for c in g.constants})
         for b in g.buffers:

@@ -9,6 +9,7 @@ dimensions and `r0, r1, ...` for reduced dimensions.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Sequence
 
 import sympy
@@ -174,6 +175,34 @@ class GraphOutput:
     value: Any = None             # python scalar/SymInt expression for kind == "value"
 
 
+SOURCE_VALUE = sympy.Symbol("_v", integer=True)
+
+
+class SymbolSource(typing.NamedTuple):
+    """Where a size symbol's value comes from at run time: a graph input's size, stride or
+    int value, and `formula`, the symbol as an expression of that value (`SOURCE_VALUE`)
+    when the input holds an expression of it (an input `2*s27` gives s27 = _v // 2)."""
+
+    position: int
+    kind: str                     # "size" | "stride" | "int"
+    dim: int = 0
+    formula: sympy.Expr = SOURCE_VALUE
+
+    def read_code(self) -> str:
+        """Python source reading the input's value from `args`."""
+        return {"size": f"args[{self.position}].size({self.dim})",
+                "stride": f"args[{self.position}].stride({self.dim})",
+                "int": f"args[{self.position}]"}[self.kind]
+
+    def value(self, args: list) -> int:
+        a = args[self.position]
+        v = a.size(self.dim) if self.kind == "size" else a.stride(self.dim) if self.kind == "stride" \
+            else int(a)
+        if self.formula == SOURCE_VALUE:
+            return v
+        return int(self.formula.subs(SOURCE_VALUE, v))
+
+
 @dataclasses.dataclass
 class GraphIR:
     """The lowered graph: buffers in execution order, and what to return."""
@@ -181,8 +210,8 @@ class GraphIR:
     inputs: list[InputBuffer]
     buffers: list[Buffer]
     outputs: list[GraphOutput]
-    # symbol -> (input position, "size"/"stride"/"int", dim) to recover its value at run time
-    symbol_sources: dict[sympy.Symbol, tuple[int, str, int]]
+    # size symbol -> where its value is read at run time (see SymbolSource)
+    symbol_sources: dict[sympy.Symbol, "SymbolSource"]
     num_args: int = 0
     constants: list[ConstantBuffer] = dataclasses.field(default_factory=list)
 

@@ -17,11 +17,12 @@ from typing import Any
 import sympy
 import torch
 import torch.fx
+from torch.utils._sympy.functions import FloorDiv
 
 from ..errors import TrebuchetWarning
 from ..ir import symbolic
-from ..ir.nodes import (BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput, InputBuffer,
-                        op_short_name)
+from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
+                        InputBuffer, SymbolSource, op_short_name)
 from . import misc, pointwise, reductions, scatter, views  # noqa: F401  (fill the table)
 from .registry import LoweringContext, LoweringError, TensorValue, lookup, sym_expr, value_from_ref
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
@@ -74,7 +75,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     ctx = LoweringContext(inline_limit=inline_limit)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
-    symbol_sources: dict[sympy.Symbol, tuple[int, str, int]] = {}
+    symbol_sources: dict[sympy.Symbol, SymbolSource] = {}
     position = 0
     outputs: list[GraphOutput] = []
     returned = {n for n in gm.graph.nodes if n.op == "output" for n in _as_list(n.args[0])}
@@ -115,27 +116,50 @@ def _as_list(x: Any) -> list:
 
 def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[InputBuffer],
                  symbol_sources: dict, ctx: LoweringContext) -> Any:
+    """An input's value; the size symbols it carries get a source (see `_bind`)."""
     if isinstance(meta, torch.Tensor):
         shape = tuple(sympy.sympify(sym_expr(s)) for s in meta.shape)
         stride = tuple(sympy.sympify(sym_expr(s)) for s in meta.stride())
         for kind, values in (("size", shape), ("stride", stride)):
             for d, v in enumerate(values):
-                if isinstance(v, sympy.Symbol) and v not in symbol_sources:
-                    symbol_sources[v] = (position, kind, d)
+                _bind(v, SymbolSource(position, kind, d), symbol_sources)
         name = f"in{position}"
         buf = InputBuffer(name, shape, meta.dtype, stride, position=position)
         inputs.append(buf)
         ctx.input_names.add(name)
         return value_from_ref(BufferRef(name, shape, stride, sympy.Integer(0)), meta.dtype)
     expr = sym_expr(meta)
-    if isinstance(expr, sympy.Symbol) and expr not in symbol_sources:
-        symbol_sources[expr] = (position, "int", 0)
-        return expr
     if isinstance(expr, (int, float, bool)) or (isinstance(expr, sympy.Expr) and expr.is_number):
         return expr      # a size input that was specialized to a constant
-    if isinstance(expr, sympy.Expr):
-        raise LoweringError(f"symbolic input {expr} is not a plain symbol")
+    if isinstance(expr, sympy.Expr) and isinstance(meta, torch.SymInt):
+        _bind(expr, SymbolSource(position, "int"), symbol_sources)
+        return expr
     raise LoweringError(f"graph input of type {type(meta).__name__} is not supported")
+
+
+def _bind(expr: sympy.Expr, source: SymbolSource, symbol_sources: dict) -> None:
+    """Record where the value of a size symbol in `expr` can be read at run time.
+
+    AOTAutograd passes a size as a plain symbol (`s27`), again as a symbol already
+    seen (two inputs of one length), or as an expression (`2*s27`, a saved size in a
+    backward graph). An expression `a*s + b` whose only unbound symbol is `s` binds
+    s = (value - b) // a; other expressions bind nothing (their symbols must come from
+    elsewhere, which `lower_graph` checks)."""
+    if not isinstance(expr, sympy.Expr) or expr.is_number:
+        return
+    if isinstance(expr, sympy.Symbol):
+        symbol_sources.setdefault(expr, source)
+        return
+    unbound = [s for s in expr.free_symbols if s not in symbol_sources]
+    if len(unbound) != 1:
+        return
+    sym = unbound[0]
+    poly = sympy.Poly(expr, sym)
+    if poly.degree() != 1:
+        return
+    a, b = poly.all_coeffs()
+    if a.is_Integer and b.is_Integer:    # the formula reads the one input value only
+        symbol_sources[sym] = source._replace(formula=FloorDiv(SOURCE_VALUE - b, a))
 
 
 def _fetch_attr(gm: torch.fx.GraphModule, target: str) -> Any:

@@ -22,11 +22,11 @@ import torch
 
 from ..codegen.indexing import print_index
 from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
-from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
+from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
-from .buffers import BufferSlots
+from .buffers import BufferSlots, alias
 from .profiler import ProfilePlan
 
 
@@ -95,10 +95,10 @@ class WrapperWriter:
             L.append(f"    {b.name} = args[{b.position}]")
         for c in g.constants:
             L.append(f"    {c.name} = {self.const(c.value, 'k')}")
-        for sym, (pos, kind, d) in g.symbol_sources.items():
-            src = {"size": f"args[{pos}].size({d})", "stride": f"args[{pos}].stride({d})",
-                   "int": f"args[{pos}]"}[kind]
-            L.append(f"    {sym} = {src}")
+        for sym, source in g.symbol_sources.items():
+            L.append(f"    {sym} = {source.read_code()}")
+            if source.formula != SOURCE_VALUE:
+                L.append(f"    {sym} = {py(source.formula.subs(SOURCE_VALUE, sym))}")
         L.append("    args.clear()")
         last_use = self._last_uses()
         outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
@@ -176,7 +176,7 @@ class WrapperWriter:
             if host is not None:
                 taken.add(host)
                 hosts.append(host)
-                L.append(f"    {b.name} = as_strided({host}, {shape_code(b.shape)}, "
+                L.append(f"    {b.name} = alias({host}, {shape_code(b.shape)}, "
                          f"{shape_code(b.stride)}, {host}.storage_offset())")
             else:
                 self._allocate(b, pool)
@@ -196,7 +196,8 @@ class WrapperWriter:
         free = pool.get(self._pool_key(b))
         if free and tuple(b.stride) == tuple(contiguous_strides(b.shape)):
             old = free.pop()
-            self.lines.append(f"    {b.name} = {old}.view({shape_code(b.shape)}); del {old}")
+            self.lines.append(f"    {b.name} = alias({old}, {shape_code(b.shape)}, "
+                              f"{shape_code(b.stride)}, {old}.storage_offset()); del {old}")
         else:
             self.lines.append(f"    {b.name} = alloc({self.slots}, {shape_code(b.shape)}, "
                               f"{shape_code(b.stride)}, {self.const(b.dtype, 'dt')})")
@@ -296,7 +297,8 @@ def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
     slots = BufferSlots(code.slots)
     namespace: dict[str, Any] = {"alloc": slots.alloc, "kernel_error": KernelError(),
-                                 "as_strided": torch.as_strided, "fix_layout": fix_layout,
+                                 "as_strided": torch.as_strided, "alias": alias,
+                                 "fix_layout": fix_layout,
                                  "ns": time.perf_counter_ns, **code.consts, **kernels}
     exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
     return namespace["call"]
