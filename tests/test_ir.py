@@ -134,7 +134,8 @@ def _cases() -> dict[str, list[Case]]:
         cases[name] = [Case((special(), special()), B), Case((ints(-3, 3),) * 2, B)]
     for name in ("logical_and", "logical_or"):
         cases[name] = [Case((bools, bools), B)]
-    cases["check_index"] = [Case((ints(0, 7), ints(7, 8)), I64)]   # in range: out of range raises
+    cases["check_index"] = [Case((ints(0, 7), ints(7, 8), ints(1, 2)), I64),  # in range:
+                            Case((ints(0, 7), ints(7, 8), ints(4, 5)), I64)]  # out of range raises
     for name in ("bitwise_and", "bitwise_or", "bitwise_xor"):
         cases[name] = [Case((ints(-1000, 1000),) * 2, I64), Case((ints(-99, 99, I32),) * 2, I32),
                        Case((bools, bools), B)]

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shutil
 import sys
 
 from .config import Options
+from .runtime import cache_files
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--profile", action="store_true",
                              help="print the time of every kernel and extern afterwards")
     sub.add_parser("info", help="show the settings in effect (cache folder, compiler, target)")
-    sub.add_parser("clear-cache", help="delete the cache folder (compiled kernels and graphs)")
+    sub.add_parser("clear-cache", help="delete Trebuchet's entries (compiled kernels and graphs) "
+                                      "from the cache folder; other files stay")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command in (None, "demo"):
         from .demo import main as demo
@@ -31,10 +34,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile:      {opts.profile}")
         print(f"debug folder: {opts.debug_path() if opts.debug else '(off; TREBUCHET_DEBUG=1)'}")
         return 0
-    path = opts.cache_path()
-    shutil.rmtree(path, ignore_errors=True)
-    print(f"removed {path}")
-    return 0
+    return clear_cache(opts.cache_path())
+
+
+_KINDS = (("kernels", "compiled kernel libraries"), ("graph", "compiled graphs"),
+          ("temp", "unfinished or stale temporaries"))
+
+
+def clear_cache(path: pathlib.Path) -> int:
+    """Remove Trebuchet's entries from the cache folder (and nothing else), say what was
+    done; 1 when something of ours could not be removed."""
+    if not path.exists():
+        print(f"no cache folder at {path}: nothing to remove")
+        return 0
+    if not path.is_dir():
+        print(f"error: the cache folder {path} is not a folder; left it alone", file=sys.stderr)
+        return 1
+    try:
+        next(path.iterdir(), None)
+    except OSError as e:
+        print(f"error: cannot read the cache folder {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    report = cache_files.clear(path)
+    counts = [f"{report.removed[k]} {label}" for k, label in _KINDS if report.removed.get(k)]
+    print(f"removed {', '.join(counts) or 'no entries'} ({_size(report.bytes)}) from {path}")
+    if report.kept:
+        shown = ", ".join(str(p.relative_to(path)) for p in report.kept[:10])
+        more = f" and {len(report.kept) - 10} more" if len(report.kept) > 10 else ""
+        print(f"left in place (not Trebuchet's): {shown}{more}")
+    for failed, why in report.failed:
+        print(f"error: could not remove {failed}: {why}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KiB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MiB"
 
 
 if __name__ == "__main__":

@@ -11,12 +11,25 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   CC                       the C compiler (default: cc)
   TREBUCHET_CFLAGS         extra C compiler flags
+
+Options given in code (`trebuchet.compile(m, strict=True)`, or PyTorch's way,
+`torch.compile(m, backend="trebuchet", options={"strict": True})`) are type-checked
+by `check_option`; environment variables keep their string parsing ("1", "yes", ...).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
+import shlex
+from typing import Any
+
+
+TARGETS = ("auto", "c", "reference")
+# torch.compile's modes. Trebuchet has one way to compile: "default" is it, and the
+# others are accepted (code written for the default backend keeps working) with a
+# warning that they change nothing.
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "lite")
 
 
 def _env_flag(name: str) -> bool:
@@ -40,6 +53,10 @@ class Options:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
+        """The environment's settings, then `overrides` (checked: `check_option`).
+        `options={...}` (PyTorch's convention for backend options) is the same as passing
+        its items as keywords; `mode=` is checked by `check_mode` and changes nothing."""
+        overrides = _flatten(overrides)
         opts = cls(
             target=os.environ.get("TREBUCHET_TARGET", "auto"),
             strict=_env_flag("TREBUCHET_STRICT"),
@@ -53,13 +70,10 @@ class Options:
             not in ("0", "false", "no", "off"),
         )
         for key, value in overrides.items():
-            if not hasattr(opts, key):
-                raise TypeError(f"unknown trebuchet option {key!r}; known: "
-                                f"{', '.join(f.name for f in dataclasses.fields(cls))}")
-            setattr(opts, key, value)
+            setattr(opts, key, check_option(key, value))
         if opts.debug_dir and overrides.get("debug", True) is not False:
             opts.debug = True
-        if opts.target not in ("auto", "c", "reference"):
+        if opts.target not in TARGETS:
             raise ValueError(f"unknown target {opts.target!r}: expected 'auto', 'c' or 'reference'")
         return opts
 
@@ -77,3 +91,90 @@ class Options:
 
     def compiler(self) -> str:
         return self.cc or "cc"
+
+
+_BOOLS = ("strict", "debug", "graph_cache", "profile")
+_PATHS = ("debug_dir", "cache_dir", "cc")
+
+
+def check_option(name: str, value: Any) -> Any:
+    """`value` for option `name`, normalized (paths to str, a cflags string split as a
+    shell would); TypeError for an unknown option or a wrong type, ValueError for a
+    wrong value."""
+    known = [f.name for f in dataclasses.fields(Options)]
+    if name not in known:
+        raise TypeError(f"unknown trebuchet option {name!r}; known: {', '.join(known)}, "
+                        "and options= (a dict of these) and mode=")
+    if name in _BOOLS:
+        if not isinstance(value, bool):
+            raise TypeError(f"trebuchet option {name} must be True or False, "
+                            f"not {type(value).__name__} {value!r}")
+        return value
+    if name in _PATHS:
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"trebuchet option {name} must be a str or os.PathLike, "
+                            f"not {type(value).__name__} {value!r}")
+        path = os.fspath(value)
+        if not isinstance(path, str):
+            raise TypeError(f"trebuchet option {name} must be a text path, not {path!r}")
+        if not path.strip():
+            raise ValueError(f"trebuchet option {name} is empty")
+        return path
+    if name == "target":
+        if not isinstance(value, str):
+            raise TypeError(f"trebuchet option target must be a str, not {type(value).__name__}")
+        if value not in TARGETS:
+            raise ValueError(f"unknown target {value!r}: expected 'auto', 'c' or 'reference'")
+        return value
+    if name == "cflags":
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))        # "-O1 -g" is two flags, not 7 characters
+            except ValueError as e:
+                raise ValueError(f"trebuchet option cflags {value!r}: {e}") from None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(f, str) for f in value):
+            raise TypeError(f"trebuchet option cflags must be a str or a list/tuple of str, "
+                            f"not {value!r}")
+        return tuple(value)
+    if name == "inline_limit":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"trebuchet option inline_limit must be an int, "
+                            f"not {type(value).__name__} {value!r}")
+        if value < 0:
+            raise ValueError(f"trebuchet option inline_limit must be >= 0, not {value}")
+        return value
+    raise AssertionError(f"option {name} has no check")  # every field is handled above
+
+
+def check_mode(mode: Any) -> str:
+    """torch.compile's `mode`, checked: one of MODES (None is "default")."""
+    if mode is None:
+        return "default"
+    if not isinstance(mode, str):
+        raise TypeError(f"torch.compile mode must be a str, not {type(mode).__name__} {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} for trebuchet: expected one of "
+                         f"{', '.join(MODES)}")
+    return mode
+
+
+def _flatten(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword options with `options={...}` merged in and `mode` taken out (checked)."""
+    overrides = dict(overrides)
+    nested = overrides.pop("options", None)
+    mode = check_mode(overrides.pop("mode", None))
+    if mode != "default":
+        from .warn import warn_user
+        warn_user(f"trebuchet: mode={mode!r} changes nothing; Trebuchet compiles every mode "
+                  "the same way")
+    if nested is None:
+        return overrides
+    if not isinstance(nested, dict) or not all(isinstance(k, str) for k in nested):
+        raise TypeError(f"trebuchet options= must be a dict of option names to values, "
+                        f"not {nested!r}")
+    both = sorted(set(nested) & set(overrides))
+    if both:
+        raise TypeError(f"trebuchet option(s) {', '.join(both)} given both as keywords and in options=")
+    return {**overrides, **nested}

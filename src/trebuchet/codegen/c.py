@@ -128,7 +128,7 @@ def op_code(node: Op, a: list[str]) -> str:
     if name == "remainder":
         return f"t_rem{f}({a[0]}, {a[1]})"
     if name == "check_index":
-        return f"TB_CHECK_INDEX({a[0]}, {a[1]})"
+        return f"TB_CHECK_INDEX({a[0]}, {a[1]}, {a[2]})"
     if name in ("maximum", "minimum"):
         # Against a constant that is not NaN one comparison suffices (relu, clamp):
         # NaN compares false and is returned, and the choice between -0.0 and +0.0

@@ -321,10 +321,12 @@ static inline float t_remf(float a, float b) {
 
 /* Errors eager raises on set bits of the kernel's tb_bad, OR-reduced over threads and
  * lanes like any reduction; the caller raises after the kernel returns.
- * A data-dependent index (gather, index, embedding) outside [0, n): bit 1 (IndexError);
+ * A data-dependent index outside [0, n): bit 1 where eager raises IndexError (index,
+ * index_select, embedding), bit 4 where it raises RuntimeError (gather, scatter);
+ * ir/expr.py INDEX_ERRORS maps the bits;
  * element 0 is read instead. An integer divisor of zero: bit 2 (ZeroDivisionError). */
 #define TB_INDEX_ERROR 1
 #define TB_ZERO_DIVISION 2
-#define TB_CHECK_INDEX(i, n) ((tb_bad |= ((uint64_t)(i) >= (uint64_t)(n)) * TB_INDEX_ERROR), \
+#define TB_CHECK_INDEX(i, n, bit) ((tb_bad |= ((uint64_t)(i) >= (uint64_t)(n)) * (bit)), \
                               ((uint64_t)(i) < (uint64_t)(n) ? (i) : (int64_t)0))
 #define TB_CHECK_DIVISOR(b) (tb_bad |= ((b) == 0) * TB_ZERO_DIVISION)

@@ -12,7 +12,7 @@ import sympy
 import torch
 from torch.utils._sympy import functions as F
 
-from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
+from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, Op, may_divide_by_zero, walk
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, Pointwise, Reduction,
                         index_vars)
 
@@ -89,8 +89,8 @@ _BINARY: dict[str, Callable] = {
 }
 
 
-INDEX_ERROR = ("index out of range: an index tensor of gather, index, index_select or embedding "
-               "holds a value outside [-size, size) of the dimension it indexes")
+INDEX_ERROR = ("index out of range: an index tensor of gather, scatter, index, index_select or "
+               "embedding holds a value outside [-size, size) of the dimension it indexes")
 ZERO_DIVISION_ERROR = "ZeroDivisionError: integer division or remainder by zero"  # eager's words
 
 
@@ -103,7 +103,7 @@ def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
     if name == "check_index":
         bad = (args[0] < 0) | (args[0] >= args[1])
         if bool(bad.any()):
-            raise IndexError(INDEX_ERROR)
+            raise INDEX_ERRORS[int(args[2].reshape(-1)[0])](INDEX_ERROR)
         return args[0]
     if may_divide_by_zero(node) and bool((args[1] == 0).any()):
         raise RuntimeError(ZERO_DIVISION_ERROR)

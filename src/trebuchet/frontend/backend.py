@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import traceback
-import warnings
 from typing import Any, Callable
 
 import torch
@@ -18,6 +17,7 @@ from .. import stats
 from ..config import Options
 from ..errors import TrebuchetCompileError, TrebuchetWarning
 from ..runtime.pipeline import compile_graph
+from ..warn import warn_user
 from .decompositions import decomposition_table
 
 
@@ -34,8 +34,8 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
             stats.record(graph_fallbacks=1)
             where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
             at = f" (at {where.filename.split('/')[-1]}:{where.lineno})" if where else ""
-            warnings.warn(f"trebuchet: compiling the {kind} graph failed, running it eagerly: "
-                          f"{type(e).__name__}: {e}{at}", TrebuchetWarning, stacklevel=2)
+            warn_user(f"trebuchet: compiling the {kind} graph failed, running it eagerly: "
+                      f"{type(e).__name__}: {e}{at}", TrebuchetWarning)
             return make_boxed_func(gm)
         fn._boxed_call = True  # type: ignore[attr-defined]
         return fn
@@ -44,7 +44,8 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
 
 
 def trebuchet_backend(gm: torch.fx.GraphModule, example_inputs: list, **options: Any) -> Callable:
-    """The backend registered as "trebuchet" (options as in `trebuchet.compile`)."""
+    """The backend registered as "trebuchet" (options as in `trebuchet.compile`;
+    `torch.compile(..., options={...}, mode=...)` passes them as `options=` and `mode=`)."""
     opts = Options.from_env(**options)
     backend = aot_autograd(
         fw_compiler=_safe_compiler(opts, "forward"),
@@ -56,8 +57,10 @@ def trebuchet_backend(gm: torch.fx.GraphModule, example_inputs: list, **options:
 
 
 def make_backend(**options: Any) -> Callable:
-    Options.from_env(**options)   # validate now, not at the first call
-    return functools.partial(trebuchet_backend, **options)
+    """The backend with `options` bound; they are checked now, not at the first call
+    (`mode` is checked, warned about here and then dropped: it changes nothing)."""
+    Options.from_env(**options)
+    return functools.partial(trebuchet_backend, **{k: v for k, v in options.items() if k != "mode"})
 
 
 def register() -> None:

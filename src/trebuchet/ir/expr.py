@@ -46,11 +46,15 @@ OPS: dict[str, tuple[int, str]] = {
     "bitwise_not": (1, ""), "lshift": (2, ""), "rshift": (2, ""),
     # selection and conversion
     "where": (3, "c ? a : b"),
-    "check_index": (2, "a data-dependent index a in [0, b); outside it the kernel reports an "
-                       "error (the call raises IndexError) and reads element 0"),
+    "check_index": (3, "a data-dependent index a in [0, b); outside it the kernel sets error bit "
+                       "c (the call raises INDEX_ERRORS[c]) and reads element 0"),
     "cast": (1, "convert to the node's dtype (float->int truncates toward zero)"),
 }
 assert len(OPS) <= 60, len(OPS)
+
+# check_index's error bit -> the exception eager raises for an index out of range:
+# IndexError for index, index_select, embedding; RuntimeError for gather and scatter.
+INDEX_ERRORS: dict[int, type[Exception]] = {1: IndexError, 4: RuntimeError}
 
 FLOAT_ONLY = {
     "truediv", "exp", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",

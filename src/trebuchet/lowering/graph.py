@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import operator
 import re
-import warnings
 from typing import Any
 
 import sympy
@@ -23,8 +22,10 @@ from ..errors import TrebuchetWarning
 from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
                         InputBuffer, SymbolSource, op_short_name)
+from ..warn import warn_user
 from . import misc, pointwise, reductions, scatter, views  # noqa: F401  (fill the table)
-from .registry import LoweringContext, LoweringError, TensorValue, lookup, sym_expr, value_from_ref
+from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
+                       value_from_ref)
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
                       viewed_bases)
 
@@ -206,18 +207,21 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
     name = op_name(target)
     rule = lookup(target)
     if rule is not None and _fake_ok(meta):
-        ctx.current_origin, ctx.current_target, ctx.current_meta = name, target, meta
         ctx.current_source = source_line(node)
+        ctx.current_origin = Origin(name, ctx.current_source)
+        ctx.current_target, ctx.current_meta = target, meta
         try:
             result = rule(ctx, *args, **kwargs)
         except LoweringError:
             result = None     # the rule declined: run the op as an extern
         except Exception as e:  # noqa: BLE001 - a rule bug must not give a wrong answer
-            warnings.warn(f"trebuchet: lowering rule for {name} failed ({type(e).__name__}: "
-                          f"{e}); running the op eagerly", TrebuchetWarning, stacklevel=2)
+            warn_user(f"trebuchet: lowering rule for {name} failed ({type(e).__name__}: "
+                      f"{e}); running the op eagerly", TrebuchetWarning)
             result = None
         if result is not None and _matches_meta(result, meta):
             counts.lowered[name] += 1
+            if op_short_name(target) not in VIEW_OPS:
+                _add_origin(result, ctx.current_origin, args)
             if (isinstance(result, TensorValue) and result.ref is None and len(node.users) > 1
                     and op_short_name(target) not in VIEW_OPS - SAME_ORDER_VIEW_OPS
                     and _read_by_library(node)):
@@ -259,6 +263,19 @@ def _matches_meta(result: Any, meta: Any) -> bool:
     shape = [sympy.sympify(sym_expr(s)) for s in meta.shape]
     return len(shape) == result.ndim and all(
         symbolic.equal(a, b) for a, b in zip(shape, result.shape))
+
+
+def _add_origin(result: Any, origin: str, args: Any) -> None:
+    """Name the op in the origins of the value it computed, when its rule did not (data
+    movement rules pass their input's origins on): the kernel that fuses an embedding
+    says so in its comment, its error messages and trebuchet.stats()["kernel_ops"]."""
+    if isinstance(result, (list, tuple)):
+        for r in result:
+            _add_origin(r, origin, args)
+        return
+    if isinstance(result, TensorValue) and result.ref is None and origin not in result.origins \
+            and not any(result is a for a in args):
+        result.origins = merge_origins(result.origins, (origin,))
 
 
 def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import sympy
 import torch
 
-from ..ir.expr import Const, Expr, Index, Load, cast, op
+from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, cast, op
 from .pointwise import broadcast_shapes, broadcast_to, const_value, scalar_expr
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
 
@@ -157,16 +157,19 @@ def constant_pad_nd(ctx: LoweringContext, x: TensorValue, pad: Sequence[Any],
     return TensorValue(tuple(shape), x.dtype, loader, None, x.origins)
 
 
-def indirect(idx_expr: Expr, size: sympy.Expr, wrap_negative: bool = False) -> Expr:
-    """A data-dependent index. Values out of range make the call raise IndexError, as
-    eager does (and are never read); negative values count from the end only where
-    eager allows that (advanced indexing, not gather/index_select/embedding)."""
+def indirect(idx_expr: Expr, size: sympy.Expr, wrap_negative: bool = False,
+             error: type[Exception] = IndexError) -> Expr:
+    """A data-dependent index. Values out of range make the call raise `error`, eager's
+    type for the op (IndexError, or RuntimeError for gather and scatter), and are never
+    read; negative values count from the end only where eager allows that (advanced
+    indexing, not gather/index_select/embedding)."""
     if size == 0:
         raise LoweringError("indexing into a zero-size dimension")   # eager raises
     i = cast(idx_expr, torch.int64)
     if wrap_negative:
         i = op("where", op("lt", i, Const(0, torch.int64)), op("add", i, Index(size)), i)
-    return op("check_index", i, Index(size))
+    bit = next(b for b, e in INDEX_ERRORS.items() if e is error)
+    return op("check_index", i, Index(size), Const(bit, torch.int64))
 
 
 def load_indirect(x: TensorValue, idx: list[Any]) -> Expr:
@@ -193,7 +196,7 @@ def gather(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue,
         raise LoweringError("gather of 0-dim")
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
-        pos = indirect(index.load(idx), x.shape[dim])
+        pos = indirect(index.load(idx), x.shape[dim], error=RuntimeError)
         full: list[Any] = list(idx)
         full[dim] = pos
         return load_indirect(x, full)
@@ -236,7 +239,7 @@ def scatter(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, 
         for k in range(per_row):
             at = list(idx)
             at[dim] = sympy.Integer(k)
-            pos = indirect(index.load(at), x.shape[dim])
+            pos = indirect(index.load(at), x.shape[dim], error=RuntimeError)
             hit = op("eq", pos, Index(idx[dim]))
             val = cast(src.load(at), x.dtype) if tensor_src else scalar_expr(src, x.dtype)
             out = op("where", hit, val, out)

@@ -16,7 +16,7 @@ from torch._prims_common import elementwise_dtypes
 
 from ..ir import symbolic
 from ..ir.expr import Const, Expr, cast, op
-from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
+from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
 aten = torch.ops.aten
 
@@ -77,7 +77,7 @@ def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr]
         if isinstance(a, TensorValue):
             b = broadcast_to(a, shape)
             loaders.append(lambda idx, b=b: cast(b.load(idx), compute_dtype))
-            origins += tuple(o for o in a.origins if o not in origins)
+            origins = merge_origins(origins, a.origins)
         else:
             c = scalar_expr(a, compute_dtype)
             loaders.append(lambda idx, c=c: c)
@@ -85,9 +85,7 @@ def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr]
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
         return cast(fn(*(ld(idx) for ld in loaders)), out_dtype)
 
-    if ctx.current_origin and ctx.current_origin not in origins:
-        origins += (ctx.current_origin,)
-    return TensorValue(shape, out_dtype, loader, None, origins)
+    return TensorValue(shape, out_dtype, loader, None, merge_origins(origins, (ctx.current_origin,)))
 
 
 def scalar_expr(value: Any, dtype: torch.dtype) -> Expr:

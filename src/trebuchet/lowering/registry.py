@@ -45,6 +45,35 @@ def lookup(target: Any) -> Callable | None:
     return LOWERINGS.get(target)
 
 
+class Origin(str):
+    """An ATen op name in a value's `origins`, with the user's source line that called it
+    (where TorchDynamo recorded one): a kernel's comment and error messages name the
+    ops it fused, and its `from:` line their source lines."""
+
+    source: str
+
+    def __new__(cls, op: str, source: str = "") -> "Origin":
+        self = super().__new__(cls, op)
+        self.source = source
+        return self
+
+    def __reduce__(self) -> tuple:
+        return Origin, (str(self), self.source)
+
+
+def merge_origins(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The origins of several values, in order, each op and source line once."""
+    out: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for group in groups:
+        for o in group:
+            key = (str(o), getattr(o, "source", ""))
+            if o and key not in seen:
+                seen.add(key)
+                out.append(o)
+    return tuple(out)
+
+
 @dataclasses.dataclass
 class TensorValue:
     """A tensor as lowering sees it: shape, dtype and how to load any element."""

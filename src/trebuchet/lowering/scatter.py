@@ -25,7 +25,7 @@ from ..ir.nodes import product
 from .misc import indirect, load_indirect
 from .pointwise import broadcast_shapes, broadcast_to
 from .reductions import reduce
-from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
+from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
 aten = torch.ops.aten
 
@@ -84,7 +84,8 @@ def _mask_put(ctx: LoweringContext, x: TensorValue, start: int, mask: TensorValu
         new = _add(old, v, x.dtype) if accumulate else v
         return op("where", mask.load(list(idx[start:start + m])), new, old)
 
-    return TensorValue(x.shape, x.dtype, loader, None, x.origins + values.origins)
+    return TensorValue(x.shape, x.dtype, loader, None,
+                       merge_origins(x.origins, values.origins, (ctx.current_origin,)))
 
 
 def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[TensorValue | None],
@@ -129,7 +130,7 @@ def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[Tens
             out = eq if out is None else op("logical_and", out, eq)
         return out
 
-    origins = x.origins + values.origins
+    origins = merge_origins(x.origins, values.origins, (ctx.current_origin,))
     if _is_static(entries) and int(entries) <= SELECT_MAX:
         if int(entries) == 0:
             raise LoweringError("index_put with no entries")

@@ -2,11 +2,13 @@
 
 The cache key is a hash of the source, compiler, flags and the CPU (libraries are
 built with -march=native, so a cache folder shared between machines must not hand
-one CPU's library to another). Entries are written
-to a temporary file and renamed into place (atomic), so processes compiling
-the same graph at once are safe; each entry carries a checksum, and an entry
-that fails it (truncated, corrupted) is rebuilt. A read-only or unusable cache
-folder falls back to a private temporary folder.
+one CPU's library to another). An entry is the folder `<root>/<key[:2]>/<key>/`
+holding kernels.so, kernels.sha256 and kernels.c. It is built in a temporary folder
+`<root>/.<key>.<random>.tmp` that is renamed into place (atomic), so processes compiling
+the same graph at once are safe and a failed build leaves no entry; each entry carries
+a checksum, and an entry that fails it (truncated, corrupted) is rebuilt. A read-only
+or unusable cache folder falls back to a private temporary folder, removed at exit.
+`cache_items` lists these files for `trebuchet clear-cache`.
 
 A large source (a training step's backward graph) is split into one translation unit
 per core, whole kernels each with the prelude, compiled at once and linked into one
@@ -26,9 +28,10 @@ import re
 import shutil
 import subprocess
 import tempfile
-import warnings
 
 from ..errors import TrebuchetCompileError, TrebuchetWarning
+from ..warn import warn_user
+from .cache_files import CacheItem, children, is_dir, is_file, matching
 
 BASE_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno",
               "-fno-trapping-math", "-std=gnu11", "-w")
@@ -49,9 +52,9 @@ def _usable_dir(path: pathlib.Path) -> pathlib.Path:
     except OSError as e:
         if _fallback_dir is None:
             _fallback_dir = pathlib.Path(tempfile.mkdtemp(prefix="trebuchet-cache-"))
-            warnings.warn(f"trebuchet: cache folder {path} is not writable ({e.strerror}); "
-                          f"using {_fallback_dir} for this process", TrebuchetWarning,
-                          stacklevel=2)
+            atexit.register(shutil.rmtree, _fallback_dir, True)   # this folder only
+            warn_user(f"trebuchet: cache folder {path} is not writable ({e.strerror}); "
+                      f"using {_fallback_dir} for this process", TrebuchetWarning)
         return _fallback_dir
 
 
@@ -86,24 +89,77 @@ def build(source: str, cc: str, extra_flags: tuple[str, ...], cache_root: pathli
     digest = entry / "kernels.sha256"
     if lib.exists() and digest.exists() and _checksum(lib) == digest.read_text().strip():
         return lib
-    entry.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=entry) as tmp:
-        src = pathlib.Path(tmp) / "kernels.c"
+    # Build in a temporary folder next to the entries and rename it into place, so a
+    # failed or interrupted build leaves no entry behind (clear-cache removes the temp).
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=root))
+    try:
+        src = tmp / "kernels.c"
         src.write_text(source)
-        out = pathlib.Path(tmp) / "kernels.so"
+        out = tmp / "kernels.so"
         units = split_units(source, _compile_jobs())
         if len(units) == 1:
             _run([*cc.split(), *flags, str(src), "-o", str(out), *LIBS])
         else:
-            objects = _compile_units(units, cc, flags, pathlib.Path(tmp))
+            objects = _compile_units(units, cc, flags, tmp)
             _run([*cc.split(), *flags, *map(str, objects), "-o", str(out), *LIBS])
-        sha = _checksum(out)
-        os.replace(out, lib)                     # atomic on one filesystem
-        tmp_digest = pathlib.Path(tmp) / "digest"
-        tmp_digest.write_text(sha)
-        os.replace(tmp_digest, digest)
-        os.replace(src, entry / "kernels.c")
+            for obj in objects:
+                obj.unlink()
+        (tmp / "kernels.sha256").write_text(_checksum(out))
+        for unit in tmp.glob("unit*.c"):
+            unit.unlink()
+        _install(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return lib
+
+
+def _install(tmp: pathlib.Path, entry: pathlib.Path) -> None:
+    """Move the built files in `tmp` to `entry`: the whole folder at once when there is
+    no entry (or an empty one), else file by file over a damaged entry (each atomic;
+    the library before its checksum, so a reader never pairs an old checksum with it
+    and accepts a wrong library)."""
+    entry.parent.mkdir(exist_ok=True)
+    try:
+        os.rename(tmp, entry)
+        return
+    except OSError:
+        if not entry.is_dir():
+            raise
+    for name in ENTRY_FILES:
+        os.replace(tmp / name, entry / name)
+
+
+# The files of one entry `<root>/<key[:2]>/<key>/`, in the order they are installed.
+ENTRY_FILES = ("kernels.so", "kernels.sha256", "kernels.c")
+_KEY = re.compile(r"[0-9a-f]{64}")
+_TEMP = re.compile(r"\.([0-9a-f]{64})\.[a-z0-9_]{8}\.tmp")     # mkdtemp in build()
+_TEMP_FILES = re.compile(r"kernels\.(c|so|sha256)|digest|unit\d+\.[co]")
+_OLD_TEMP = re.compile(r"tmp[a-z0-9_]{8}")     # a build folder inside the entry (earlier layout)
+_PROBE = re.compile(r"\.probe\d+")
+
+
+def cache_items(root: pathlib.Path) -> list[CacheItem]:
+    """This module's files in the cache folder `root`, recognised by their exact names:
+    entries, unfinished builds (temps) and write probes. Nothing else is listed."""
+    items: list[CacheItem] = []
+    for child in children(root):
+        name = child.name
+        if _PROBE.fullmatch(name) and is_file(child):
+            items.append(CacheItem("temp", [child], []))
+        elif _TEMP.fullmatch(name) and is_dir(child):
+            items.append(CacheItem("temp", matching(child, _TEMP_FILES), [child]))
+        elif re.fullmatch(r"[0-9a-f]{2}", name) and is_dir(child):
+            for entry in children(child):
+                if not (_KEY.fullmatch(entry.name) and entry.name[:2] == name and is_dir(entry)):
+                    continue
+                files, dirs = matching(entry, re.compile("|".join(map(re.escape, ENTRY_FILES)))), []
+                for old in children(entry):
+                    if _OLD_TEMP.fullmatch(old.name) and is_dir(old):
+                        files += matching(old, _TEMP_FILES)
+                        dirs.append(old)
+                kind = "kernels" if any(f.name == "kernels.so" for f in files) else "temp"
+                items.append(CacheItem(kind, files, [*dirs, entry]))
+    return items
 
 
 # A translation unit this large (bytes) is split to compile on several cores at once.

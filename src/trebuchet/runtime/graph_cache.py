@@ -13,13 +13,17 @@ and the objects it names) under a key made of everything the pipeline reads:
   - the options that change the output (inline_limit, C compiler, flags), the torch
     version and a hash of Trebuchet's own source files.
 
-Entries are written atomically and carry a checksum; an entry that fails it, or that
+An entry is the file `<root>/graphs/<key[:2]>/<key>.pkl`, written to a temporary
+`.<key>.<random>.tmp` next to it and renamed into place (atomic; the temporary is
+removed when the write fails); `cache_items` lists these files for `trebuchet
+clear-cache`. Entries carry a checksum; an entry that fails it, or that
 cannot be read back (an op of an extension library not loaded in this process), is
 a miss. Graphs holding objects that cannot be stored (subgraphs of higher-order
 operators) are not cached.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -27,6 +31,7 @@ import io
 import os
 import pathlib
 import pickle
+import re
 import tempfile
 from typing import Any
 
@@ -34,6 +39,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
 from ..config import Options
+from .cache_files import CacheItem, children, is_dir, is_file
 from .wrapper import WrapperCode
 
 FORMAT = 1  # bump when Artifact changes shape
@@ -162,12 +168,40 @@ def store(root: pathlib.Path, key: str, artifact: Artifact) -> bool:
         return False
     payload = buf.getvalue()
     path = _entry_path(root, key)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
         os.replace(tmp, path)                         # atomic on one filesystem
     except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)                        # e.g. the disk filled up while writing
         return False
     return True
+
+
+_ENTRY = re.compile(r"([0-9a-f]{64})\.pkl")
+_TEMPS = re.compile(r"\.([0-9a-f]{64})\.[a-z0-9_]{8}\.tmp"    # store()
+                    r"|tmp[a-z0-9_]{8}\.tmp")                  # store() of the earlier layout
+
+
+def cache_items(root: pathlib.Path) -> list[CacheItem]:
+    """This module's files in the cache folder `root` (`<root>/graphs/<key[:2]>/<key>.pkl`
+    and unfinished writes next to them), recognised by their exact names."""
+    items = []
+    graphs = root / "graphs"
+    if not is_dir(graphs):
+        return items
+    for group in children(graphs):
+        if not (re.fullmatch(r"[0-9a-f]{2}", group.name) and is_dir(group)):
+            continue
+        for f in children(group):
+            entry, temp = _ENTRY.fullmatch(f.name), _TEMPS.fullmatch(f.name)
+            if entry and entry[1][:2] == group.name and is_file(f):
+                items.append(CacheItem("graph", [f], []))
+            elif temp and is_file(f):
+                items.append(CacheItem("temp", [f], []))
+    return items

@@ -22,6 +22,7 @@ import torch
 
 from ..codegen.indexing import print_index
 from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
+from ..ir.expr import INDEX_ERRORS
 from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, contiguous_strides,
                         product)
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
@@ -260,8 +261,9 @@ class KernelError:
 
     def raise_(self, ops: str) -> None:
         bits, self.bits.value = self.bits.value, 0
-        if bits & 1:
-            raise IndexError(f"{INDEX_ERROR}; in the kernel fusing {ops}")
+        for bit, error in INDEX_ERRORS.items():
+            if bits & bit:
+                raise error(f"{INDEX_ERROR}; in the kernel fusing {ops}")
         raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
 
 

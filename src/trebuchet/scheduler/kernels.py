@@ -75,19 +75,22 @@ class Kernel:
         return "reduction"
 
     def sources(self) -> list[str]:
-        """The user's source lines behind the kernel's buffers (where recorded)."""
+        """The user's source lines behind the kernel's buffers and the ops fused into
+        them (where recorded)."""
         out: list[str] = []
         for n in self.nodes:
-            if n.buf.source and n.buf.source not in out:
-                out.append(n.buf.source)
+            for src in (*(getattr(o, "source", "") for o in n.buf.origins), n.buf.source):
+                if src and src not in out:
+                    out.append(src)
         return out
 
     def origins(self) -> list[str]:
+        """The ATen ops the kernel fuses, each once, as plain names."""
         out: list[str] = []
         for n in self.nodes:
             for o in n.buf.origins:
-                if o and o not in out:
-                    out.append(o)
+                if o and str(o) not in out:
+                    out.append(str(o))
         return out
 
 
