@@ -169,3 +169,20 @@ def test_index_copy_rule(target: str, index: list[int]) -> None:
     out = pipeline.compile_graph(gm, options, "inference")([x, i, s])
     torch.testing.assert_close(out[0], fn(x, i, s), rtol=0, atol=0)
     assert trebuchet.stats()["lowered_ops"].get("aten.index_copy.default") == 1
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_index_copy_rule_out_of_range_raises(bad: int) -> None:
+    """Eager's index_copy takes no negative index: -1 raises IndexError, as 10 does."""
+    def fn(x, i, s):
+        return aten.index_copy(x, 1, i, s)
+
+    x, i, s = torch.randn(3, 10, 4), torch.tensor([2, bad]), torch.randn(3, 2, 4)
+    with pytest.raises(IndexError):
+        fn(x, i, s)
+    gm = make_fx(fn, tracing_mode="fake")(x, i, s)
+    trebuchet.reset()
+    compiled_fn = pipeline.compile_graph(gm, Options.from_env(target="c", graph_cache=False), "inference")
+    with pytest.raises(IndexError):
+        compiled_fn([x, i, s])
+    assert trebuchet.stats()["lowered_ops"].get("aten.index_copy.default") == 1
