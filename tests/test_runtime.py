@@ -109,3 +109,30 @@ def test_a_failing_unit_raises(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(cbuild, "SPLIT_BYTES", 0)
     with pytest.raises(TrebuchetCompileError, match="nope"):
         cbuild.build(_source(4, bad=2), "gcc", (), tmp_path)
+
+
+def test_split_units_with_sin_and_cos_link(tmp_path, monkeypatch) -> None:
+    """Every unit of a split build includes the prelude; its out-of-line sin/cos helpers
+    (defined under their vector-ABI names) must not clash at link time."""
+    import torch
+
+    import trebuchet
+    from trebuchet.runtime import cbuild
+
+    monkeypatch.setattr(cbuild, "SPLIT_BYTES", 0)
+    monkeypatch.setattr(cbuild, "_compile_jobs", lambda: 2)
+    split = cbuild.split_units
+    units: list[int] = []
+    monkeypatch.setattr(cbuild, "split_units", lambda *a: units.append(len(split(*a))) or split(*a))
+
+    def f(x, y):
+        a = torch.sin(x) + 1
+        b = torch.cos(y).sum(0)
+        c = torch.sin(y * 3) * torch.cos(x)
+        return a, b, c.amax(1)
+
+    compiled = trebuchet.compile(f, strict=True, graph_cache=False, cache_dir=str(tmp_path))
+    x, y = torch.randn(64, 33), torch.randn(64, 33)
+    for got, want in zip(compiled(x, y), f(x, y)):
+        torch.testing.assert_close(got, want)
+    assert units and units[0] >= 2, units

@@ -174,7 +174,8 @@ static inline int32_t t_sincos_key(float x) { return (int32_t)t_f2u(fabsf(x)); }
    defined below under their x86-64 vector function ABI names: they test all lanes at
    once and leave the lane-by-lane loop to a cold path, so the common case is a
    compare and a return. Compiled only into translation units that call t_sinf or
-   t_cosf (the code generator defines T_SINCOS): they cost compile time. */
+   t_cosf (the code generator defines T_SINCOS): they cost compile time. The symbols
+   are weak: a large source built as several units defines them in each. */
 #ifdef T_SINCOS
 #define T_SINCOS_BIG_DECL(F)                                                                \
     float t_##F##f_big(float x, float fast)                                                 \
@@ -183,7 +184,7 @@ static inline int32_t t_sincos_key(float x) { return (int32_t)t_f2u(fabsf(x)); }
         if (fabsf(x) < T_SINCOS_BIG) return fast;                                           \
         return (float)F((double)x);                                                         \
     }                                                                                       \
-    __asm__(".globl t_" #F "f_big\n\t.hidden t_" #F "f_big\n\t"                             \
+    __asm__(".weak t_" #F "f_big\n\t.hidden t_" #F "f_big\n\t"                              \
             ".set t_" #F "f_big, t_" #F "f_big_scalar");
 T_SINCOS_BIG_DECL(sin)
 T_SINCOS_BIG_DECL(cos)
@@ -201,7 +202,7 @@ typedef int32_t t_v16i __attribute__((vector_size(64)));
         for (int i = 0; i < N; i++) fast[i] = SCALAR(x[i], fast[i]);                         \
         return fast;                                                                         \
     }                                                                                        \
-    __attribute__((visibility("hidden"))) t_v##N##f NAME(t_v##N##f x, t_v##N##f fast) {      \
+    __attribute__((visibility("hidden"), weak)) t_v##N##f NAME(t_v##N##f x, t_v##N##f fast) {\
         t_v##N##i big = ((t_v##N##i)x & 0x7fffffff) >= 0x48000000; /* |x| >= 2^17, NaN */    \
         return __builtin_expect(ANY, 0) ? NAME##_slow(x, fast) : fast;                       \
     }
