@@ -8,6 +8,9 @@ Runs, one after another, each in its own process:
 
   benchmarks/bench.py         memory-bound kernels (effective bandwidth vs copy bandwidth)
   benchmarks/models.py        whole transformers models: inference and a training step
+  benchmarks/seq_lengths.py   one compiled BERT and Llama at sequence lengths 16..512
+                              (inference, then a training step)
+  benchmarks/generation.py    Hugging Face generate: decode time per token
   benchmarks/compile_time.py  cold and warm compile time against TorchDynamo + AOTAutograd alone
 
 and writes one Markdown file with the machine (CPU model, cores, torch version, load
@@ -30,11 +33,14 @@ from common import machine_info, machine_line
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# (name, script, section title)
+# (name, script, section title, the script's own flags)
 SCRIPTS = [
-    ("bench", "bench.py", "Memory-bound kernels"),
-    ("models", "models.py", "Whole models"),
-    ("compile_time", "compile_time.py", "Compile time"),
+    ("bench", "bench.py", "Memory-bound kernels", []),
+    ("models", "models.py", "Whole models", []),
+    ("seq_lengths", "seq_lengths.py", "Varying sequence lengths: inference", []),
+    ("seq_lengths_train", "seq_lengths.py", "Varying sequence lengths: training step", ["--train"]),
+    ("generation", "generation.py", "Text generation (decode time per token)", []),
+    ("compile_time", "compile_time.py", "Compile time", []),
 ]
 
 
@@ -85,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=os.path.join(ROOT, "docs", "benchmarks.md"),
                         help="the Markdown file to write (default docs/benchmarks.md)")
     parser.add_argument("--results-dir", help="keep each script's JSON and Markdown here")
-    parser.add_argument("--scripts", default=",".join(name for name, _, _ in SCRIPTS),
-                        help="comma-separated subset of: " + ",".join(name for name, _, _ in SCRIPTS))
+    names = [name for name, _, _, _ in SCRIPTS]
+    parser.add_argument("--scripts", default=",".join(names),
+                        help="comma-separated subset of: " + ",".join(names))
     args = parser.parse_args(argv)
     chosen = args.scripts.split(",")
-    unknown = set(chosen) - {name for name, _, _ in SCRIPTS}
+    unknown = set(chosen) - set(names)
     if unknown:
         parser.error(f"unknown script(s): {','.join(sorted(unknown))}")
     flags = ["--quick"] if args.quick else []
@@ -101,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trebuchet-bench-") as tmp:
         results = args.results_dir or tmp
         os.makedirs(results, exist_ok=True)
-        ran = [(title, *run_script(script, flags, results, name))
-               for name, script, title in SCRIPTS if name in chosen]
+        ran = [(title, *run_script(script, flags + own, results, name))
+               for name, script, title, own in SCRIPTS if name in chosen]
     total = time.perf_counter() - start
 
     out = ["# Benchmarks", "",

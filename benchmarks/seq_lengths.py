@@ -131,18 +131,21 @@ def main() -> int:
     parser.add_argument("--lengths", nargs="+", type=int, default=list(LENGTHS))
     parser.add_argument("--train", action="store_true", help="forward + backward instead of inference")
     parser.add_argument("--dynamic", action="store_true", help="torch.compile(dynamic=True)")
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, help="timed repeats per length (default 9, --quick 3)")
+    parser.add_argument("--warmup", type=int, help="untimed rounds per length (default 2, --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--markdown", help="write the tables here")
     args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 9)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     torch._dynamo.config.recompile_limit = 64
     info = machine_info()
     print(machine_line(info))
-    results, md = [], [f"Machine: {machine_line(info)}", ""]
+    command = " ".join(["python", "benchmarks/seq_lengths.py", *sys.argv[1:]])
+    results, md = [], [f"Command: `{command}`", "", f"Machine: {machine_line(info)}", ""]
     for name in args.models:
-        result = run(name, args.lengths, args.train, True if args.dynamic else None, args.repeats,
-                     args.warmup)
+        result = run(name, args.lengths, args.train, True if args.dynamic else None, repeats, warmup)
         results.append(result)
         mode = "training step" if args.train else "inference"
         title = f"{name}, {mode}, batch {BATCH}, {'dynamic=True' if args.dynamic else 'default settings'}"
