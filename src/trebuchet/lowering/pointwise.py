@@ -402,12 +402,14 @@ def pow_(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
 
 def _pow_scalar(ctx: LoweringContext, a: TensorValue, b: int | float, compute: torch.dtype,
                 result: torch.dtype, common: torch.dtype) -> TensorValue:
-    """x ** b for a Python number b, as eager's pow_tensor_scalar: sqrt and reciprocal for
-    0.5 and -1; otherwise b converted (checked) to the tensor's dtype, so bfloat16 x ** 1.1
-    is x ** bfloat16(1.1). bfloat16 x ** 3 and x ** -2 round x * x to bfloat16 first (eager
-    computes them in bfloat16 arithmetic); bfloat16 x ** -3 and x ** -4 use pow."""
-    if b == 0.5:
-        return pointwise(ctx, [a], lambda x: op("sqrt", x), compute, result, common)
+    """x ** b for a Python number b, as eager's pow_tensor_scalar: sqrt, rsqrt and
+    reciprocal for 0.5, -0.5 and -1 (not float16: pow(-inf, 0.5) is inf there); otherwise
+    b converted (checked) to the tensor's dtype, so bfloat16 x ** 1.1 is x ** bfloat16(1.1).
+    bfloat16 x ** 3 and x ** -2 round x * x to bfloat16 first (eager computes them in
+    bfloat16 arithmetic); bfloat16 x ** -3 and x ** -4 use pow."""
+    if b in (0.5, -0.5) and common != torch.float16:
+        name = "sqrt" if b == 0.5 else "rsqrt"
+        return pointwise(ctx, [a], lambda x: op(name, x), compute, result, common)
     if b == -1:
         return pointwise(ctx, [a], lambda x: op("truediv", Const(1.0, x.dtype), x),
                          compute, result, common)
