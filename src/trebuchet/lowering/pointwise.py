@@ -288,11 +288,11 @@ for _t, _n in LOGICAL.items():
 @register_lowering(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar)
 def add_sub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
     name = "add" if _packet(ctx.current_target) == aten.add else "sub"
+    if name == "sub":
+        _no_bool_subtraction(a, b)
     compute, result = promote([a, b], KIND.DEFAULT)
     common = common_dtype([a, b], KIND.DEFAULT)
     if compute == torch.bool:
-        if name == "sub":
-            raise LoweringError("bool subtraction")
         return pointwise(ctx, [a, b], lambda x, y: op("logical_or", x, y), compute, result,
                          common)
     scale = _alpha(alpha, common)
@@ -321,8 +321,17 @@ def _alpha_times(name: str, x: Expr, y: Expr, alpha: Any) -> Expr:
     return cast(op(name, cast(x, wide), op("mul", cast(y, wide), scale)), x.dtype)
 
 
+def _no_bool_subtraction(a: Any, b: Any) -> None:
+    """Eager raises for a subtraction with a bool operand (`x - True` too); the fake
+    tensors that traced the graph do not, so decline and let the eager op raise."""
+    if any(isinstance(v, bool) or (isinstance(v, TensorValue) and v.dtype == torch.bool)
+           for v in (a, b)):
+        raise LoweringError("subtraction with a bool operand")
+
+
 @register_lowering(aten.rsub.Tensor, aten.rsub.Scalar)
 def rsub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
+    _no_bool_subtraction(a, b)
     compute, result = promote([a, b], KIND.DEFAULT)
     common = common_dtype([a, b], KIND.DEFAULT)
     scale = _alpha(alpha, common)
@@ -345,7 +354,7 @@ def div(ctx: LoweringContext, a: Any, b: Any, rounding_mode: str | None = None) 
         return elementwise(ctx, [a, b], lambda x, y: op("truediv", x, y), KIND.INT_TO_FLOAT,
                            exact=_opmath_second([a, b], KIND.INT_TO_FLOAT))
     compute, result = promote([a, b], KIND.DEFAULT)
-    common, exact = common_dtype([a, b], KIND.DEFAULT), _opmath_second([a, b], KIND.DEFAULT)
+    common, exact = _no_bool_division([a, b]), _opmath_second([a, b], KIND.DEFAULT)
     if rounding_mode == "floor":
         return pointwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), compute, result,
                          common, exact)
@@ -366,19 +375,31 @@ def _int_trunc_div(x: Expr, y: Expr) -> Expr:
     return op("where", adjust, op("add", q, Const(1, x.dtype)), q)
 
 
+def _no_bool_division(args: Sequence[Any]) -> torch.dtype:
+    """The common dtype of an integer-style division; eager has no bool kernel for these
+    (it raises), so a bool one is declined."""
+    common = common_dtype(args, KIND.DEFAULT)
+    if common == torch.bool:
+        raise LoweringError("bool division")
+    return common
+
+
 @register_lowering(aten.floor_divide.default, aten.floor_divide.Scalar)
 def floor_divide(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    _no_bool_division([a, b])
     return elementwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), KIND.DEFAULT,
                        exact=_opmath_second([a, b], KIND.DEFAULT))
 
 
 @register_lowering(aten.remainder.Tensor, aten.remainder.Scalar)
 def remainder(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    _no_bool_division([a, b])
     return elementwise(ctx, [a, b], lambda x, y: op("remainder", x, y), KIND.DEFAULT)
 
 
 @register_lowering(aten.fmod.Tensor, aten.fmod.Scalar)
 def fmod(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    _no_bool_division([a, b])
     return elementwise(ctx, [a, b], lambda x, y: op("fmod", x, y), KIND.DEFAULT)
 
 

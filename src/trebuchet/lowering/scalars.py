@@ -26,9 +26,10 @@ def scalar_value(value: Number, dtype: torch.dtype, *, wrap: bool) -> Number:
 
     wrap=True: TensorIterator's unchecked conversion of a wrapped number (comparisons and
     arithmetic): integers wrap, floats round to nearest (to inf past the largest finite).
-    wrap=False: `Scalar::to<T>()`, checked (fill, clamp bounds, where, pow's exponent,
-    alpha): eager raises for a value that does not fit, so we raise LoweringError and the
-    op runs eagerly (and raises there).
+    wrap=False: `Scalar::to<T>()`, checked by `c10::overflows` (fill, clamp bounds, where,
+    pow's exponent, alpha): eager raises for a value outside the type's range (an unsigned
+    type also takes -max..-1, wrapped), so we raise LoweringError and the op runs eagerly
+    (and raises there).
     A float into an integer type truncates toward zero; NaN, inf or out of range declines.
     """
     if isinstance(value, bool):
@@ -40,21 +41,20 @@ def scalar_value(value: Number, dtype: torch.dtype, *, wrap: bool) -> Number:
     if dtype == torch.bool:
         return bool(value)
     if dtype.is_floating_point:
+        if not wrap and math.isfinite(value) and abs(value) > torch.finfo(dtype).max:
+            raise LoweringError(f"{value} overflows {dtype}")
         # torch's own conversion (float64/int64 -> dtype) is the one TensorIterator runs,
         # double rounding through float32 included.
         source = torch.float64 if isinstance(value, float) else torch.int64
-        out = float(torch.tensor(value, dtype=source).to(dtype).item())
-        if not wrap and math.isinf(out) and not math.isinf(value):
-            raise LoweringError(f"{value} overflows {dtype}")
-        return out
+        return float(torch.tensor(value, dtype=source).to(dtype).item())
     info = torch.iinfo(dtype)
     if isinstance(value, float):
-        if not math.isfinite(value) or not info.min <= int(value) <= info.max:
+        if not math.isfinite(value) or not info.min <= value <= info.max:
             raise LoweringError(f"{value} does not convert to {dtype}")
         return int(value)
     if info.min <= value <= info.max:
         return value
-    if not wrap:
+    if not wrap and not (not dtype.is_signed and -info.max <= value < 0):
         raise LoweringError(f"{value} overflows {dtype}")
     span = info.max - info.min + 1
     return (value - info.min) % span + info.min
