@@ -38,7 +38,11 @@ def full(ctx: LoweringContext, sizes: Sequence[Any], value: Any, *, dtype: Any =
 @register_lowering(aten.scalar_tensor.default)
 def scalar_tensor(ctx: LoweringContext, value: Any, *, dtype: Any = None, layout: Any = None,
                   device: Any = None, pin_memory: Any = None) -> TensorValue:
-    return full(ctx, (), value, dtype=dtype or ctx.out_dtype(), device=device)
+    _check_device(device)
+    dtype = dtype or ctx.out_dtype()
+    # Unlike full, eager's scalar_tensor converts a float unchecked: 70000.0 in float16 is inf.
+    c = scalar_expr(value, dtype, wrap=dtype.is_floating_point)
+    return TensorValue((), dtype, lambda idx: c, None, (ctx.current_origin,))
 
 
 @register_lowering(aten.empty.memory_format, aten.empty_strided.default,

@@ -2,7 +2,9 @@
 
 Type promotion follows PyTorch: `torch._prims_common.elementwise_dtypes` gives
 the computation dtype (float32 for float16/bfloat16) and the node's fake
-tensor gives the result dtype; inputs are cast in, the result cast out.
+tensor gives the result dtype. As in eager, every operand (Python scalars and
+0-dim tensors included) is first converted to the promoted common dtype, then
+to the computation dtype; the result is cast out (`scalars.py`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch._prims_common import elementwise_dtypes
 from ..ir import symbolic
 from ..ir.expr import Const, Expr, cast, op
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
+from .scalars import scalar_value
 
 aten = torch.ops.aten
 
@@ -67,19 +70,32 @@ def fake(x: Any) -> Any:
 
 
 def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr],
-              compute_dtype: torch.dtype, out_dtype: torch.dtype) -> TensorValue:
-    """Apply `fn` (Exprs in compute_dtype -> Expr) elementwise over broadcast args."""
+              compute_dtype: torch.dtype, out_dtype: torch.dtype,
+              common_dtype: torch.dtype | None = None,
+              exact: Sequence[int] = ()) -> TensorValue:
+    """Apply `fn` (Exprs in compute_dtype -> Expr) elementwise over broadcast args.
+
+    common_dtype: the promoted dtype eager converts every operand to before computing
+    (a bfloat16 tensor compared with 3.14 compares with bfloat16(3.14)); each argument is
+    converted to it, then to compute_dtype. Arguments at the positions in `exact` skip
+    that conversion (eager's float16/bfloat16 mul and div read a scalar second operand in
+    float32)."""
     tensors = [a for a in args if isinstance(a, TensorValue)]
     shape = broadcast_shapes(*(t.shape for t in tensors))
     loaders: list[Callable[[Sequence[sympy.Expr]], Expr]] = []
     origins: tuple[str, ...] = ()
-    for a in args:
+    for i, a in enumerate(args):
+        via = None if i in exact else common_dtype
         if isinstance(a, TensorValue):
             b = broadcast_to(a, shape)
-            loaders.append(lambda idx, b=b: cast(b.load(idx), compute_dtype))
+            if via is None:
+                loaders.append(lambda idx, b=b: cast(b.load(idx), compute_dtype))
+            else:
+                loaders.append(lambda idx, b=b, via=via: cast(cast(b.load(idx), via),
+                                                              compute_dtype))
             origins = merge_origins(origins, a.origins)
         else:
-            c = scalar_expr(a, compute_dtype)
+            c = _operand_scalar(a, via, compute_dtype)
             loaders.append(lambda idx, c=c: c)
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
@@ -88,31 +104,57 @@ def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr]
     return TensorValue(shape, out_dtype, loader, None, merge_origins(origins, (ctx.current_origin,)))
 
 
-def scalar_expr(value: Any, dtype: torch.dtype) -> Expr:
+def _operand_scalar(value: Any, via: torch.dtype | None, dtype: torch.dtype) -> Expr:
+    """A scalar operand of an element-wise op: converted as TensorIterator converts a
+    wrapped number (unchecked: integers wrap), to `via` first when given."""
+    from ..ir.expr import Index
+    if isinstance(value, sympy.Expr) and not value.is_number:
+        index = Index(value)
+        return cast(index if via is None else cast(index, via), dtype)
+    if via is not None:
+        return scalar_expr(scalar_value(_number(value), via, wrap=True), dtype, wrap=True)
+    return scalar_expr(value, dtype, wrap=True)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, sympy.Expr):
+        return int(value) if value.is_integer else float(value)
+    return value
+
+
+def scalar_expr(value: Any, dtype: torch.dtype, wrap: bool = False) -> Expr:
+    """A Python scalar (or sympy size expression) as a `dtype` Const holding the value eager
+    converts it to (`scalars.scalar_value`; wrap=False declines values that do not fit)."""
     from ..ir.expr import Index
     if isinstance(value, sympy.Expr) and not value.is_number:
         return cast(Index(value), dtype)
-    if isinstance(value, sympy.Expr):
-        value = int(value) if value.is_integer else float(value)
-    if isinstance(value, (bool, int, float)):
-        if not dtype.is_floating_point and isinstance(value, float) and not value.is_integer():
-            return cast(Const(value, torch.float64), dtype)
-        if dtype.is_floating_point and isinstance(value, float) and not math.isfinite(value):
-            return Const(value, dtype)
-        return Const(value, dtype)
-    raise LoweringError(f"unsupported scalar {value!r}")
+    return Const(scalar_value(_number(value), dtype, wrap=wrap), dtype)
 
 
 def promote(args: Sequence[Any], kind: KIND) -> tuple[torch.dtype, torch.dtype]:
     return elementwise_dtypes(*(fake(a) for a in args), type_promotion_kind=kind)
 
 
+def common_dtype(args: Sequence[Any], kind: KIND) -> torch.dtype:
+    """The dtype eager converts the operands to (a comparison's, before its bool result)."""
+    return promote(args, KIND.DEFAULT if kind == KIND.ALWAYS_BOOL else kind)[1]
+
+
 def elementwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr],
-                kind: KIND, out_dtype: torch.dtype | None = None) -> TensorValue:
+                kind: KIND, out_dtype: torch.dtype | None = None,
+                exact: Sequence[int] = ()) -> TensorValue:
     compute, result = promote(args, kind)
     if not any(isinstance(a, TensorValue) for a in args):
         raise LoweringError("no tensor argument")
-    return pointwise(ctx, args, fn, compute, out_dtype or result)
+    return pointwise(ctx, args, fn, compute, out_dtype or result, common_dtype(args, kind),
+                     exact)
+
+
+def _opmath_second(args: Sequence[Any], kind: KIND) -> tuple[int, ...]:
+    """Eager's float16/bfloat16 mul and div (true, floor, trunc) read a scalar second
+    operand (a Python number or 0-dim tensor) in float32, unconverted
+    (`original_scalar_value<opmath_t>`): position 1 skips the common dtype then."""
+    return (1,) if common_dtype(args, kind) in (torch.float16, torch.bfloat16) else ()
 
 
 # ---- table-driven simple ops -----------------------------------------------------
@@ -246,16 +288,25 @@ for _t, _n in LOGICAL.items():
 @register_lowering(aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar)
 def add_sub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
     name = "add" if _packet(ctx.current_target) == aten.add else "sub"
+    if name == "sub":
+        _no_bool_subtraction(a, b)
     compute, result = promote([a, b], KIND.DEFAULT)
+    common = common_dtype([a, b], KIND.DEFAULT)
     if compute == torch.bool:
-        if name == "sub":
-            raise LoweringError("bool subtraction")
-        return pointwise(ctx, [a, b], lambda x, y: op("logical_or", x, y), compute, result)
+        return pointwise(ctx, [a, b], lambda x, y: op("logical_or", x, y), compute, result,
+                         common)
+    scale = _alpha(alpha, common)
 
     def fn(x: Expr, y: Expr) -> Expr:
-        return op(name, x, y) if alpha == 1 else _alpha_times(name, x, y, alpha)
+        return op(name, x, y) if scale == 1 else _alpha_times(name, x, y, scale)
 
-    return pointwise(ctx, [a, b], fn, compute, result)
+    return pointwise(ctx, [a, b], fn, compute, result, common)
+
+
+def _alpha(alpha: Any, common: torch.dtype) -> Any:
+    """alpha as eager's kernels read it: converted (checked) to the common dtype, so a
+    bfloat16 add scales by bfloat16(alpha)."""
+    return alpha if alpha == 1 else scalar_value(_number(alpha), common, wrap=False)
 
 
 def _alpha_times(name: str, x: Expr, y: Expr, alpha: Any) -> Expr:
@@ -266,37 +317,52 @@ def _alpha_times(name: str, x: Expr, y: Expr, alpha: Any) -> Expr:
     if x.dtype != torch.float32:
         return op(name, x, op("mul", y, scalar_expr(alpha, x.dtype)))
     wide = torch.float64
-    scale = cast(scalar_expr(alpha, x.dtype), wide)     # eager rounds alpha to float first
+    scale = cast(scalar_expr(alpha, x.dtype), wide)     # alpha: already in the common dtype
     return cast(op(name, cast(x, wide), op("mul", cast(y, wide), scale)), x.dtype)
+
+
+def _no_bool_subtraction(a: Any, b: Any) -> None:
+    """Eager raises for a subtraction with a bool operand (`x - True` too); the fake
+    tensors that traced the graph do not, so decline and let the eager op raise."""
+    if any(isinstance(v, bool) or (isinstance(v, TensorValue) and v.dtype == torch.bool)
+           for v in (a, b)):
+        raise LoweringError("subtraction with a bool operand")
 
 
 @register_lowering(aten.rsub.Tensor, aten.rsub.Scalar)
 def rsub(ctx: LoweringContext, a: Any, b: Any, alpha: Any = 1) -> TensorValue:
+    _no_bool_subtraction(a, b)
     compute, result = promote([a, b], KIND.DEFAULT)
-    return pointwise(ctx, [a, b], lambda x, y: op("sub", y, x) if alpha == 1 else
-                     _alpha_times("sub", y, x, alpha), compute, result)
+    common = common_dtype([a, b], KIND.DEFAULT)
+    scale = _alpha(alpha, common)
+    return pointwise(ctx, [a, b], lambda x, y: op("sub", y, x) if scale == 1 else
+                     _alpha_times("sub", y, x, scale), compute, result, common)
 
 
 @register_lowering(aten.mul.Tensor, aten.mul.Scalar)
 def mul(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
     compute, result = promote([a, b], KIND.DEFAULT)
     name = "logical_and" if compute == torch.bool else "mul"
-    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result)
+    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result,
+                     common_dtype([a, b], KIND.DEFAULT), _opmath_second([a, b], KIND.DEFAULT))
 
 
 @register_lowering(aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode, aten.div.Scalar_mode,
                    aten.true_divide.Tensor)
 def div(ctx: LoweringContext, a: Any, b: Any, rounding_mode: str | None = None) -> TensorValue:
     if rounding_mode is None:
-        return elementwise(ctx, [a, b], lambda x, y: op("truediv", x, y), KIND.INT_TO_FLOAT)
+        return elementwise(ctx, [a, b], lambda x, y: op("truediv", x, y), KIND.INT_TO_FLOAT,
+                           exact=_opmath_second([a, b], KIND.INT_TO_FLOAT))
     compute, result = promote([a, b], KIND.DEFAULT)
+    common, exact = _no_bool_division([a, b]), _opmath_second([a, b], KIND.DEFAULT)
     if rounding_mode == "floor":
-        return pointwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), compute, result)
+        return pointwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), compute, result,
+                         common, exact)
     if compute.is_floating_point:
         return pointwise(ctx, [a, b], lambda x, y: op("trunc", op("truediv", x, y)),
-                         compute, result)
+                         compute, result, common, exact)
     # Integer division truncating toward zero: C's own `/` (the C target) is exact.
-    return pointwise(ctx, [a, b], lambda x, y: _int_trunc_div(x, y), compute, result)
+    return pointwise(ctx, [a, b], lambda x, y: _int_trunc_div(x, y), compute, result, common)
 
 
 def _int_trunc_div(x: Expr, y: Expr) -> Expr:
@@ -309,18 +375,31 @@ def _int_trunc_div(x: Expr, y: Expr) -> Expr:
     return op("where", adjust, op("add", q, Const(1, x.dtype)), q)
 
 
+def _no_bool_division(args: Sequence[Any]) -> torch.dtype:
+    """The common dtype of an integer-style division; eager has no bool kernel for these
+    (it raises), so a bool one is declined."""
+    common = common_dtype(args, KIND.DEFAULT)
+    if common == torch.bool:
+        raise LoweringError("bool division")
+    return common
+
+
 @register_lowering(aten.floor_divide.default, aten.floor_divide.Scalar)
 def floor_divide(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
-    return elementwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), KIND.DEFAULT)
+    _no_bool_division([a, b])
+    return elementwise(ctx, [a, b], lambda x, y: op("floordiv", x, y), KIND.DEFAULT,
+                       exact=_opmath_second([a, b], KIND.DEFAULT))
 
 
 @register_lowering(aten.remainder.Tensor, aten.remainder.Scalar)
 def remainder(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    _no_bool_division([a, b])
     return elementwise(ctx, [a, b], lambda x, y: op("remainder", x, y), KIND.DEFAULT)
 
 
 @register_lowering(aten.fmod.Tensor, aten.fmod.Scalar)
 def fmod(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
+    _no_bool_division([a, b])
     return elementwise(ctx, [a, b], lambda x, y: op("fmod", x, y), KIND.DEFAULT)
 
 
@@ -332,27 +411,46 @@ def atan2(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
 @register_lowering(aten.pow.Tensor_Tensor, aten.pow.Tensor_Scalar, aten.pow.Scalar)
 def pow_(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
     compute, result = promote([a, b], KIND.BOOL_TO_LONG)
+    common = common_dtype([a, b], KIND.BOOL_TO_LONG)
     if not compute.is_floating_point:
         if isinstance(b, (int, float)) and b == 2:
-            return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result)
+            return pointwise(ctx, [a], lambda x: op("mul", x, x), compute, result, common)
         raise LoweringError("integer pow")
     if isinstance(b, (int, float)) and not isinstance(b, bool):
-        if float(b).is_integer() and 2 <= abs(b) <= 4:
-            # small integer powers as products: exact enough and they vectorize
-            def power(x: Expr, n: int = int(abs(b))) -> Expr:
-                out = x
-                for _ in range(n - 1):
-                    out = op("mul", out, x)
-                return out if b > 0 else op("truediv", Const(1.0, x.dtype), out)
-            return pointwise(ctx, [a], power, compute, result)
-        if b == 0.5:
-            return pointwise(ctx, [a], lambda x: op("sqrt", x), compute, result)
-        if b == 1:
-            return pointwise(ctx, [a], lambda x: x, compute, result)
-        if b == -1:
-            return pointwise(ctx, [a], lambda x: op("truediv", Const(1.0, x.dtype), x),
-                             compute, result)
-    return pointwise(ctx, [a, b], lambda x, y: op("pow", x, y), compute, result)
+        return _pow_scalar(ctx, a, b, compute, result, common)
+    return pointwise(ctx, [a, b], lambda x, y: op("pow", x, y), compute, result, common)
+
+
+def _pow_scalar(ctx: LoweringContext, a: TensorValue, b: int | float, compute: torch.dtype,
+                result: torch.dtype, common: torch.dtype) -> TensorValue:
+    """x ** b for a Python number b, as eager's pow_tensor_scalar: sqrt, rsqrt and
+    reciprocal for 0.5, -0.5 and -1 (not float16: pow(-inf, 0.5) is inf there); otherwise
+    b converted (checked) to the tensor's dtype, so bfloat16 x ** 1.1 is x ** bfloat16(1.1).
+    bfloat16 x ** 3 and x ** -2 round x * x to bfloat16 first (eager computes them in
+    bfloat16 arithmetic); bfloat16 x ** -3 and x ** -4 use pow."""
+    if b in (0.5, -0.5) and common != torch.float16:
+        name = "sqrt" if b == 0.5 else "rsqrt"
+        return pointwise(ctx, [a], lambda x: op(name, x), compute, result, common)
+    if b == -1:
+        return pointwise(ctx, [a], lambda x: op("truediv", Const(1.0, x.dtype), x),
+                         compute, result, common)
+    e = scalar_value(b, common, wrap=False)
+    if e == 1:
+        return pointwise(ctx, [a], lambda x: x, compute, result, common)
+    if common == torch.bfloat16 and e in (3, -2):
+        def stepwise(x: Expr) -> Expr:
+            sq = cast(cast(op("mul", x, x), common), x.dtype)
+            return op("mul", sq, x) if e == 3 else op("truediv", Const(1.0, x.dtype), sq)
+        return pointwise(ctx, [a], stepwise, compute, result, common)
+    if float(e).is_integer() and 2 <= abs(e) <= 4 and not (common == torch.bfloat16 and e < 0):
+        # small integer powers as products: exact enough and they vectorize
+        def power(x: Expr, n: int = int(abs(e))) -> Expr:
+            out = x
+            for _ in range(n - 1):
+                out = op("mul", out, x)
+            return out if e > 0 else op("truediv", Const(1.0, x.dtype), out)
+        return pointwise(ctx, [a], power, compute, result, common)
+    return pointwise(ctx, [a, e], lambda x, y: op("pow", x, y), compute, result, common)
 
 
 @register_lowering(aten.maximum.default, aten.minimum.default, aten.fmax.default,
@@ -371,7 +469,8 @@ def max_min(ctx: LoweringContext, a: Any, b: Any) -> TensorValue:
     compute, result = promote([a, b], KIND.DEFAULT)
     if compute == torch.bool:
         name = "logical_or" if name == "maximum" else "logical_and"
-    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result)
+    return pointwise(ctx, [a, b], lambda x, y: op(name, x, y), compute, result,
+                     common_dtype([a, b], KIND.DEFAULT))
 
 
 @register_lowering(aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default,
@@ -383,6 +482,8 @@ def clamp(ctx: LoweringContext, x: TensorValue, lo: Any = None, hi: Any = None) 
     compute, result = promote(args, KIND.DEFAULT)
     if compute == torch.bool:
         raise LoweringError("bool clamp")
+    common = common_dtype(args, KIND.DEFAULT)
+    _check_fits(args, common)
     has_lo, has_hi = lo is not None, hi is not None
 
     def fn(v: Expr, *bounds: Expr) -> Expr:
@@ -393,7 +494,15 @@ def clamp(ctx: LoweringContext, x: TensorValue, lo: Any = None, hi: Any = None) 
             v = _clamp_side("minimum", "gt", v, b.pop(0))
         return v
 
-    return pointwise(ctx, args, fn, compute, result)
+    return pointwise(ctx, args, fn, compute, result, common)
+
+
+def _check_fits(args: Sequence[Any], dtype: torch.dtype) -> None:
+    """Eager converts clamp's and where's scalars with a check (`Scalar::to<T>()`) and
+    raises for one that does not fit: decline those, so the eager op raises."""
+    for a in args:
+        if isinstance(a, (bool, int, float)):
+            scalar_value(a, dtype, wrap=False)
 
 
 def _clamp_side(name: str, beyond: str, v: Expr, bound: Expr) -> Expr:
@@ -409,9 +518,11 @@ def _clamp_side(name: str, beyond: str, v: Expr, bound: Expr) -> Expr:
                    aten.where.Scalar)
 def where(ctx: LoweringContext, cond: TensorValue, a: Any, b: Any) -> TensorValue:
     compute, result = promote([a, b], KIND.DEFAULT)
+    common = common_dtype([a, b], KIND.DEFAULT)
+    _check_fits([a, b], common)
     cond_b = pointwise(ctx, [cond], lambda c: c, torch.bool, torch.bool)
     return pointwise(ctx, [cond_b, a, b], lambda c, x, y: op("where", cast(c, torch.bool), x, y),
-                     compute, result)
+                     compute, result, common, exact=(0,))
 
 
 @register_lowering(aten.relu.default)
