@@ -24,8 +24,10 @@ import pathlib
 import shlex
 from typing import Any
 
+from .codegen.target import DEFAULT as DEFAULT_TARGET
+from .codegen.target import NAMES as TARGET_NAMES
 
-TARGETS = ("auto", "c", "reference")
+TARGETS = ("auto", *TARGET_NAMES)
 # torch.compile's modes. Trebuchet has one way to compile: "default" is it, and the
 # others are accepted (code written for the default backend keeps working) with a
 # warning that they change nothing.
@@ -78,7 +80,7 @@ class Options:
         return opts
 
     def resolved_target(self) -> str:
-        return "c" if self.target == "auto" else self.target
+        return DEFAULT_TARGET if self.target == "auto" else self.target
 
     def cache_path(self) -> pathlib.Path:
         if self.cache_dir:

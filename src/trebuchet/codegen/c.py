@@ -8,18 +8,25 @@ stored as 16-bit words and computed in float.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import pathlib
 import re
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import sympy
 import torch
 
 from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
 from ..ir.nodes import Reduction
+from ..runtime import cbuild
+from ..scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, is_column
 from ..scheduler.kernels import Kernel, KernelNode
 from .indexing import print_index
+from .target import GeneratedCode, Target
+
+if TYPE_CHECKING:
+    from ..config import Options
 
 PRELUDE = (pathlib.Path(__file__).parent / "c_prelude.h").read_text()
 
@@ -198,10 +205,11 @@ REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 class KernelWriter:
     """Writes the C function for one scheduled kernel."""
 
-    def __init__(self, kernel: Kernel, internal: set[str], note: str = ""):
+    def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
         self.note = note
         self.k = kernel
         self.internal = internal
+        self.param_list = params
 
         self.lines: list[str] = []
         self.scopes: list[dict[Expr, str]] = [{}]
@@ -265,7 +273,7 @@ class KernelWriter:
         body_indent = "    " * (len(outer_vars) + 1)
         self.lines = []
         n_loops = k.num_loops
-        if self._is_column():
+        if is_column(self.k):   # the shape the scheduler describes
             return self._column_kernel()
         if not k.inner:
             staged = self._plan_stages()
@@ -294,31 +302,6 @@ class KernelWriter:
     COLUMN_CHUNK_ROWS = 128
     # Rows folded per pass over a tile (each accumulator loaded and stored once per pass).
     COLUMN_UNROLL = 8
-    COLUMN_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
-
-    def _is_column(self) -> bool:
-        """A reduction whose reduced axis is strided and whose outputs are contiguous
-        (sum over the batch, bias gradients): better read row by row."""
-        k = self.k
-        if not k.inner or not k.outer or k.num_loops != 1:
-            return False
-        full = [n for n in k.nodes if n.level == "full"]
-        if any(not isinstance(n.buf, Reduction) or n.buf.reduce_type not in self.COLUMN_TYPES
-               for n in full):
-            return False
-        if any(n.level == "row" and n.stage == 0 for n in k.nodes):
-            return False
-        last, rlast = k.outer_vars[-1], k.inner_vars[-1]
-        lds = [ld for n in full for ld in walk(n.body) if isinstance(ld, Load)]
-        if not lds or any(ld.dynamic is not None for ld in lds):
-            return False
-        unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
-        # Loads that do not vary along the outputs (a per-row scale, the softmax sums of
-        # a cross-entropy gradient) are the same for a whole row of outputs: they do not
-        # make the rows contiguous.
-        unit_inner = any(ld.index.coeff(rlast) == 1 and ld.index.has(last) for ld in lds)
-        return unit_outer and not unit_inner
-
     @staticmethod
     def _column_acc_type(n: KernelNode) -> str:
         return "int" if n.buf.reduce_type in ("any", "all") else ctype(n.body.dtype)
@@ -913,37 +896,20 @@ class KernelWriter:
         return "\n".join(lines)
 
     def params(self) -> list[str]:
-        return [p for p, _ in self.param_list()]
-
-    def param_list(self) -> list[tuple[str, str]]:
-        """(C declaration, kind) with kind "ptr:<name>" or "sym:<name>", in call order."""
-        produced = {n.buf.name: n.buf for n in self.k.nodes}
-        reads: dict[str, torch.dtype] = {}
-        syms: set[sympy.Symbol] = set()
-        for n in self.k.nodes:
-            for e in walk(n.body):
-                if isinstance(e, Load):
-                    if e.buf not in produced:
-                        reads[e.buf] = e.dtype
-                    syms |= e.index.free_symbols
-                elif isinstance(e, Index):
-                    syms |= e.expr.free_symbols
-            syms |= n.store_index.free_symbols
-        for s in list(self.k.outer) + list(self.k.inner):
-            syms |= sympy.sympify(s).free_symbols
-        out = [(f"const {STORAGE[dt]}* {name}", f"ptr:{name}") for name, dt in sorted(reads.items())]
-        out += [(f"{STORAGE[b.dtype]}* {name}", f"ptr:{name}") for name, b in produced.items()
-                if name not in self.internal]
-        loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
-        out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
-        if self.reports_errors():
-            out.append(("int* tb_error", "err:tb_error"))
-        return out
+        """The C declarations of the kernel's parameters, in call order."""
+        return [_declaration(p) for p in self.param_list]
 
     def reports_errors(self) -> bool:
         """Whether the kernel checks for errors eager raises on (see with_error_flag)."""
-        return any(isinstance(e, Op) and (e.op == "check_index" or may_divide_by_zero(e))
-                   for n in self.k.nodes for e in walk(n.body))
+        return any(isinstance(p, ErrorFlag) for p in self.param_list)
+
+
+def _declaration(p: Param) -> str:
+    if isinstance(p, Pointer):
+        return f"{'const ' if p.role == 'in' else ''}{STORAGE[p.dtype]}* {p.name}"
+    if isinstance(p, SizeSymbol):
+        return f"int64_t {p.name}"
+    return f"int* {p.name}"
 
 
 # Calls worth a loop of their own when a pointwise kernel makes several.
@@ -1018,9 +984,9 @@ def with_error_flag(code: str) -> str:
                                            "    if (tb_bad) *tb_error |= tb_bad;", "}"])
 
 
-def canonical(code: str, params: list[str], name: str) -> str:
+def canonical(code: str, params: list[Param], name: str) -> str:
     """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
-    alias = {p.split(":", 1)[1]: f"p{i}" for i, p in enumerate(params) if p.startswith("ptr:")}
+    alias = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
     body = "\n".join(line for line in code.splitlines() if not line.startswith("//"))
     body = body.replace(f"void {name}(", "void KERNEL(")
 
@@ -1030,31 +996,19 @@ def canonical(code: str, params: list[str], name: str) -> str:
     return _BUF_NAME.sub(sub, body)
 
 
-def kernel_shape(kernel: Kernel, internal: set[str]) -> str:
-    """The loop shape this generator emits: pointwise, row, column or scalar (reduction)."""
-    if not kernel.inner:
-        return "pointwise"
-    if KernelWriter(kernel, internal)._is_column():
-        return "column"
-    return "row" if kernel.outer else "scalar"
-
-
-def generate(kernels: Iterable[Kernel], internal: set[str],
-             notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]], dict[str, str]]:
-    """The translation unit, each kernel's parameter kinds in call order, and the C
-    function each kernel calls (kernels with identical code share one function:
-    repeated layers compile once)."""
+def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, list[Param]],
+             notes: dict[str, str] | None = None) -> GeneratedCode:
+    """The translation unit, and the C function each kernel calls (kernels with identical
+    code share one function: repeated layers compile once)."""
     parts = [PRELUDE]
-    signatures: dict[str, list[str]] = {}
     functions: dict[str, str] = {}
     seen: dict[str, str] = {}
     for k in kernels:
-        w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
+        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
         code = w.write()
         if w.reports_errors():
             code = with_error_flag(code)
-        signatures[k.name] = [kind for _, kind in w.param_list()]
-        key = canonical(code, signatures[k.name], k.name)
+        key = canonical(code, params[k.name], k.name)
         if key in seen:
             functions[k.name] = seen[key]
             parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
@@ -1063,4 +1017,45 @@ def generate(kernels: Iterable[Kernel], internal: set[str],
         parts.append(code)
     if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
         parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
-    return "\n\n".join(parts) + "\n", signatures, functions
+    return GeneratedCode("\n\n".join(parts) + "\n", functions,
+                         {k: params[k] for k in functions})
+
+
+class CTarget(Target):
+    """C with OpenMP, built by the system C compiler (runtime/cbuild.py), called via ctypes."""
+
+    name = "c"
+    device = "cpu"
+    float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float
+    limits = {"column_width": KernelWriter.COLUMN_WIDTH, "column_items": KernelWriter.COLUMN_ITEMS,
+              "column_chunk_rows": KernelWriter.COLUMN_CHUNK_ROWS,
+              "row_cache_elements": KernelWriter.ROW_CACHE_LIMIT,
+              "stage_block": KernelWriter.STAGE_BLOCK}
+    source_file = "kernels.c"
+
+    def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
+                 notes: dict[str, str]) -> GeneratedCode:
+        return generate(kernels, internal, params, notes)
+
+    def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
+        lib = cbuild.load(cbuild.build(code.source, options.compiler(), options.cflags,
+                                       options.cache_path()))
+        callables: dict[str, Callable] = {}
+        for name, params in code.params.items():
+            f = getattr(lib, code.functions[name])
+            f.argtypes = [ctypes.c_int64 if isinstance(p, SizeSymbol) else ctypes.c_void_p
+                          for p in params]
+            f.restype = None
+            callables[name] = f
+        callables["_lib"] = lib
+        return callables
+
+    def launch_arg(self, param: Param) -> str:
+        if isinstance(param, Pointer):
+            return f"{param.name}.data_ptr()"
+        if isinstance(param, ErrorFlag):
+            return "kernel_error.address"
+        return param.name
+
+
+TARGET = CTarget()

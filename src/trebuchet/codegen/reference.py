@@ -15,6 +15,7 @@ from torch.utils._sympy import functions as F
 from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, Op, may_divide_by_zero, walk
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput, Pointwise, Reduction,
                         index_vars)
+from .target import Target
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -245,3 +246,18 @@ class Executor:
             else:
                 memo[node] = eval_op(node, [memo[a] for a in node.args])
         return memo[root]
+
+
+class ReferenceTarget(Target):
+    """Executes the IR with torch ops (no generated code): the oracle."""
+
+    name = "reference"
+    device = "cpu"
+    float_sum_dtype = torch.float32       # torch's sum of the float32-computed values
+    executes_ir = True
+
+    def run_ir(self, graph: GraphIR) -> Callable:
+        return Executor(graph)
+
+
+TARGET = ReferenceTarget()

@@ -1,9 +1,10 @@
 """Generate the Python function that runs one compiled graph.
 
 The wrapper is straight-line Python source: bind size symbols from the
-inputs, allocate buffers, call kernels through ctypes and externs as ATen
-calls, drop buffers after their last use (reusing same-sized kernel buffers),
-and return the outputs. No per-op interpretation happens at run time.
+inputs, allocate buffers, call kernels (their arguments written by the target's
+`launch_arg`: for C, ctypes pointers and sizes) and externs as ATen calls, drop
+buffers after their last use (reusing same-sized kernel buffers), and return the
+outputs. No per-op interpretation happens at run time.
 
 With a `ProfilePlan` (the `profile` option) each kernel call and each extern
 call is bracketed by clock reads that add its time and bytes to the profiler,
@@ -25,6 +26,7 @@ from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
 from ..ir.expr import INDEX_ERRORS
 from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput,
                         contiguous_strides, product)
+from ..scheduler.describe import ErrorFlag, Param
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
 from .buffers import BufferSlots, alias
@@ -51,8 +53,10 @@ def shape_code(shape: Any) -> str:
 
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
-                 signatures: dict[str, list[str]], profile: ProfilePlan | None = None):
-        self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
+                 params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
+                 profile: ProfilePlan | None = None):
+        self.g, self.sched, self.internal, self.params = graph, sched, internal, params
+        self.launch_arg = launch_arg
         self.profile = profile
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
@@ -183,13 +187,9 @@ class WrapperWriter:
                          f"{shape_code(b.stride)}, {host}.storage_offset())")
             else:
                 self._allocate(b, pool)
-        args = []
-        for kind in self.sigs[k.name]:
-            what, name = kind.split(":", 1)
-            args.append(f"{name}.data_ptr()" if what == "ptr" else
-                        "kernel_error.address" if what == "err" else name)
+        args = [self.launch_arg(p) for p in self.params[k.name]]
         self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
-        if any(kind.startswith("err:") for kind in self.sigs[k.name]):
+        if any(isinstance(p, ErrorFlag) for p in self.params[k.name]):
             L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
         for host in hosts:
             L.append(f"    del {host}")
@@ -291,8 +291,11 @@ class WrapperCode:
 
 
 def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
-                  signatures: dict[str, list[str]], profile: ProfilePlan | None = None) -> WrapperCode:
-    w = WrapperWriter(graph, sched, internal, signatures, profile)
+                  params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
+                  profile: ProfilePlan | None = None) -> WrapperCode:
+    """The wrapper of a scheduled graph; `params` and `launch_arg` say how each kernel is
+    called."""
+    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile)
     source = w.write()
     return WrapperCode(source, w.consts, w.slots)
 
