@@ -1,6 +1,7 @@
 """Every IR primitive in `trebuchet.ir.expr.OPS` is implemented by both code generators.
 
-Three levels:
+Four levels:
+  * every target's op table (`Target.ops`) has a rule for exactly the names of OPS;
   * `op_code` (C) and `eval_op` (reference) accept an `Op` of each name;
   * a graph of one `Pointwise` buffer per (primitive, dtype) case is built directly on
     the IR and run through the real pipeline on both targets (the C one compiled into
@@ -22,6 +23,8 @@ import trebuchet
 import trebuchet.runtime.pipeline as pipeline
 from trebuchet.codegen import c as c_codegen
 from trebuchet.codegen import reference
+from trebuchet.codegen.target import NAMES as TARGET_NAMES
+from trebuchet.codegen.target import get_target
 from trebuchet.config import Options
 from trebuchet.ir.expr import BOOL_RESULT, FLOAT_ONLY, OPS, Load, Op
 from trebuchet.ir.nodes import (BufferRef, GraphIR, GraphOutput, InputBuffer, Pointwise,
@@ -172,6 +175,13 @@ def _op_node(name: str, case: Case, bufs: list[str] | None = None) -> Op:
     bufs = bufs or [f"a{k}" for k in range(len(case.samplers))]
     args = [Load(b, i0, _sample_dtype(s)) for b, s in zip(bufs, case.samplers)]
     return Op(name, args, case.dtype)
+
+
+@pytest.mark.parametrize("target", TARGET_NAMES)
+def test_every_target_implements_every_primitive(target: str) -> None:
+    """Each target's op table has a rule for exactly the primitives of OPS."""
+    table = get_target(target).ops
+    assert set(table) == set(OPS), (sorted(set(OPS) - set(table)), sorted(set(table) - set(OPS)))
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import sympy
 import torch
 
-from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
+from ..ir.expr import Const, Expr, Index, Load, Op, walk
 from ..ir.nodes import Reduction
 from ..runtime import cbuild
 from ..scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, is_column
 from ..scheduler.kernels import Kernel, KernelNode
+from .c_ops import C_OPS, STORAGE, c_const, cast_code, ctype, op_code, store_value
+from .c_ops import load_code as c_load
+from .emitter import Emitter
 from .indexing import print_index
 from .target import GeneratedCode, Target
 
@@ -30,241 +33,35 @@ if TYPE_CHECKING:
 
 PRELUDE = (pathlib.Path(__file__).parent / "c_prelude.h").read_text()
 
-# storage type of each dtype; float16/bfloat16 values live in float registers
-STORAGE = {
-    torch.float32: "float", torch.float64: "double", torch.float16: "uint16_t",
-    torch.bfloat16: "uint16_t", torch.int8: "int8_t", torch.uint8: "uint8_t",
-    torch.int16: "int16_t", torch.int32: "int32_t", torch.int64: "int64_t",
-    torch.bool: "bool", torch.uint16: "uint16_t", torch.uint32: "uint32_t",
-    torch.uint64: "uint64_t",
-}
-HALF = (torch.float16, torch.bfloat16)
-
-
-def ctype(dtype: torch.dtype) -> str:
-    """The C type a value of `dtype` has while it is computed."""
-    if dtype in HALF:
-        return "float"
-    if dtype not in STORAGE:
-        raise NotImplementedError(f"dtype {dtype} in C")
-    return STORAGE[dtype]
-
-
-def supported(dtype: torch.dtype) -> bool:
-    return dtype in STORAGE
-
-
-def c_const(value: float | int | bool, dtype: torch.dtype) -> str:
-    if dtype == torch.bool:
-        return "true" if value else "false"
-    if dtype.is_floating_point:
-        suffix = "f" if ctype(dtype) == "float" else ""
-        if math.isnan(value):
-            return "NAN" if suffix else "(double)NAN"
-        if math.isinf(value):
-            s = "INFINITY" if suffix else "(double)INFINITY"
-            return s if value > 0 else f"(-{s})"
-        if dtype in HALF:
-            value = float(torch.tensor(value, dtype=dtype).float())
-        return f"{float(value).hex()}{suffix}" if value != int(value) or abs(value) > 1e15 \
-            else f"{float(value)!r}{suffix}"
-    v = int(value)
-    if dtype == torch.int64 and v == -(2 ** 63):
-        return "INT64_MIN"
-    if abs(v) > 2 ** 31 - 1:
-        return f"(({ctype(dtype)}){v}LL)" if v < 0 else f"(({ctype(dtype)}){v}ULL)"
-    return f"(({ctype(dtype)}){v})" if dtype != torch.int32 else str(v)
-
-
-_FLOAT_CALLS = {
-    "exp": "exp", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10",
-    "log1p": "log1p", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin",
-    "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
-    "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf", "erfc": "erfc",
-    "lgamma": "lgamma", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
-    "round": "nearbyint", "fabs": "fabs",
-}
-# float32 (and float16/bfloat16, computed in float) use the prelude's inline SIMD routines.
-_FAST_FLOAT = {"exp": "t_expf", "tanh": "t_tanhf", "sin": "t_sinf", "cos": "t_cosf",
-               "sigmoid": "t_sigmoidf", "erf": "t_erff"}
-_INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "eq": "==", "ne": "!=",
-          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "logical_and": "&&", "logical_or": "||",
-          "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
-
-
-def op_code(node: Op, a: list[str]) -> str:
-    """C for one primitive, given its argument variable names."""
-    name, dt = node.op, node.dtype
-    t = ctype(dt)
-    arg_dt = node.args[0].dtype if node.args else dt
-    is_float = ctype(arg_dt) in ("float", "double")
-    f = "f" if ctype(arg_dt) == "float" else ""
-    if name in _INFIX:
-        if dt == torch.bool and name in ("add", "mul"):
-            return f"({a[0]} {'||' if name == 'add' else '&&'} {a[1]})"
-        expr = f"({a[0]} {_INFIX[name]} {a[1]})"
-        return expr if name in ("eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-                                "logical_or") or t in ("float", "double") else f"(({t}){expr})"
-    if name in _FAST_FLOAT and f:
-        return f"{_FAST_FLOAT[name]}({a[0]})"
-    if name in _FLOAT_CALLS:
-        if not is_float:
-            return a[0]   # rounding an integer is the identity
-        return f"{_FLOAT_CALLS[name]}({a[0]})"
-    if name == "neg":
-        return f"(({t})(-{a[0]}))"
-    if name == "abs":
-        return f"fabs({a[0]})" if is_float else f"(({t})({a[0]} < 0 ? -{a[0]} : {a[0]}))"
-    if name == "rsqrt":
-        return f"(1.0{f} / sqrt{f}({a[0]}))"
-    if name == "sigmoid":
-        return f"(1.0{f} / (1.0{f} + exp(-{a[0]})))"
-    if name == "pow":
-        return f"pow({a[0]}, {a[1]})"
-    if name == "atan2":
-        return f"atan2({a[0]}, {a[1]})"
-    if name in ("fmod", "floordiv", "remainder") and not is_float:
-        code = {"fmod": f"T_IFMOD({a[0]}, {a[1]})", "floordiv": f"T_IFLOORDIV({a[0]}, {a[1]})",
-                "remainder": f"T_IREM({a[0]}, {a[1]})"}[name]
-        check = f"TB_CHECK_DIVISOR({a[1]}), " if may_divide_by_zero(node) else ""
-        return f"({check}({t}){code})"
-    if name == "fmod":
-        return f"fmod({a[0]}, {a[1]})"
-    if name == "floordiv":
-        return f"t_floordiv{f}({a[0]}, {a[1]})"
-    if name == "remainder":
-        return f"t_rem{f}({a[0]}, {a[1]})"
-    if name == "check_index":
-        return f"TB_CHECK_INDEX({a[0]}, {a[1]}, {a[2]})"
-    if name in ("maximum", "minimum"):
-        # Against a constant that is not NaN one comparison suffices (relu, clamp):
-        # NaN compares false and is returned, and the choice between -0.0 and +0.0
-        # matches T_MAX/T_MIN.
-        cmp = "<=" if name == "maximum" else ">="
-        if _not_nan_const(node.args[1]):
-            return f"({a[0]} {cmp} {a[1]} ? {a[1]} : {a[0]})"
-        if _not_nan_const(node.args[0]):
-            return f"({a[0]} {'>' if name == 'maximum' else '<'} {a[1]} ? {a[0]} : {a[1]})"
-        return f"{'T_MAX' if name == 'maximum' else 'T_MIN'}({a[0]}, {a[1]})"
-    if name == "isnan":
-        return f"({a[0]} != {a[0]})" if is_float else "false"
-    if name == "isinf":
-        return f"(isinf({a[0]}) != 0)" if is_float else "false"
-    if name == "bitwise_not":
-        return f"(({t})(~{a[0]}))"
-    if name in ("lshift", "rshift"):
-        bits = torch.iinfo(dt).bits if dt != torch.bool else 8
-        sym = "<<" if name == "lshift" else ">>"
-        if name == "lshift":
-            return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? 0 : ({t})((uint64_t){a[0]} << {a[1]})))"
-        fill = f"({a[0]} < 0 ? -1 : 0)"
-        return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? {fill} : ({a[0]} {sym} {a[1]})))"
-    if name == "where":
-        return f"({a[0]} ? {a[1]} : {a[2]})"
-    if name == "cast":
-        return cast_code(a[0], node.args[0].dtype, dt)
-    raise NotImplementedError(f"C codegen for op {name}")
-
-
-def _not_nan_const(e: Expr) -> bool:
-    return isinstance(e, Const) and not (isinstance(e.value, float) and math.isnan(e.value))
-
-
-def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
-    if dst == torch.bool:
-        return f"({x} != 0)"
-    if dst == torch.float16:
-        return f"t_h2f(t_f2h((float)({x})))"
-    if dst == torch.bfloat16:
-        return f"t_b2f(t_f2b((float)({x})))"
-    if src.is_floating_point and not dst.is_floating_point:
-        # Out-of-range float->int is undefined in C; eager's result is unspecified too.
-        return f"(({ctype(dst)})({x}))"
-    return f"(({ctype(dst)})({x}))"
-
-
-def load_code(buf: str, index: str, dtype: torch.dtype) -> str:
-    if dtype == torch.float16:
-        return f"t_h2f({buf}[{index}])"
-    if dtype == torch.bfloat16:
-        return f"t_b2f({buf}[{index}])"
-    return f"{buf}[{index}]"
-
-
-def store_value(value: str, dtype: torch.dtype) -> str:
-    if dtype == torch.float16:
-        return f"t_f2h({value})"
-    if dtype == torch.bfloat16:
-        return f"t_f2b({value})"
-    return value
-
-
 REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 
 
-class KernelWriter:
+class KernelWriter(Emitter):
     """Writes the C function for one scheduled kernel."""
 
     def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
+        super().__init__(C_OPS)
         self.note = note
         self.k = kernel
         self.internal = internal
         self.param_list = params
 
-        self.lines: list[str] = []
-        self.scopes: list[dict[Expr, str]] = [{}]
-        self.tmp = 0
-        self.local: dict[str, str] = {}    # buffer name -> local variable holding its value
+    # ---- the leaves of expressions, in C ----
+    def const_code(self, node: Const) -> str:
+        return c_const(node.value, node.dtype)
 
-    # ---- expression emission ----
-    def var(self, e: Expr, indent: str) -> str:
-        """Emit the statements computing e (reusing values in scope); return its name."""
-        stack: list[tuple[Expr, bool]] = [(e, False)]
-        while stack:
-            node, ready = stack.pop()
-            if self._find(node) is not None:
-                continue
-            if not ready:
-                stack.append((node, True))
-                stack.extend((c, False) for c in node.children() if self._find(c) is None)
-                continue
-            code = self._code(node)
-            if isinstance(node, Const):
-                self.scopes[-1][node] = code
-                continue
-            name = f"t{self.tmp}"
-            self.tmp += 1
-            self.lines.append(f"{indent}const {ctype(node.dtype)} {name} = {code};")
-            self.scopes[-1][node] = name
-        return self._lookup(e)
+    def index_code(self, node: Index) -> str:
+        return cast_code(print_index(node.expr), torch.int64, node.dtype) \
+            if node.dtype != torch.int64 else print_index(node.expr)
 
-    def _find(self, e: Expr) -> str | None:
-        for scope in reversed(self.scopes):
-            if e in scope:
-                return scope[e]
-        return None
+    def load_code(self, node: Load) -> str:
+        index = print_index(node.index)
+        if node.dynamic is not None:
+            index = f"{index} + {self._lookup(node.dynamic)}"
+        return c_load(node.buf, index, node.dtype)
 
-    def _lookup(self, e: Expr) -> str:
-        for scope in reversed(self.scopes):
-            if e in scope:
-                return scope[e]
-        raise KeyError(e)
-
-    def _code(self, node: Expr) -> str:
-        if isinstance(node, Const):
-            return c_const(node.value, node.dtype)
-        if isinstance(node, Index):
-            return cast_code(print_index(node.expr), torch.int64, node.dtype) \
-                if node.dtype != torch.int64 else print_index(node.expr)
-        if isinstance(node, Load):
-            if node.buf in self.local and node.dynamic is None:
-                return self.local[node.buf]
-            index = print_index(node.index)
-            if node.dynamic is not None:
-                index = f"{index} + {self._lookup(node.dynamic)}"
-            return load_code(node.buf, index, node.dtype)
-        assert isinstance(node, Op)
-        return op_code(node, [self._lookup(a) for a in node.args])
+    def declare(self, name: str, node: Expr, code: str) -> str:
+        return f"const {ctype(node.dtype)} {name} = {code};"
 
     # ---- structure ----
     def write(self) -> str:
@@ -1027,6 +824,7 @@ class CTarget(Target):
     name = "c"
     device = "cpu"
     float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float
+    ops = C_OPS
     limits = {"column_width": KernelWriter.COLUMN_WIDTH, "column_items": KernelWriter.COLUMN_ITEMS,
               "column_chunk_rows": KernelWriter.COLUMN_CHUNK_ROWS,
               "row_cache_elements": KernelWriter.ROW_CACHE_LIMIT,
@@ -1059,3 +857,5 @@ class CTarget(Target):
 
 
 TARGET = CTarget()
+
+__all__ = ["TARGET", "PRELUDE", "generate", "op_code", "KernelWriter"]

@@ -3,9 +3,11 @@
 The pipeline (runtime/pipeline.py), the wrapper, the profiler and the graph cache
 talk to a target only through this interface; each target is a module of
 `codegen/` (or a package, `codegen/<name>/`) with a module attribute `TARGET`.
-Its capabilities are class attributes (data); its work is three methods: generate
-the kernels' source, load that source as callables (build and bind: the launcher),
-and, for targets without generated code, run the IR directly.
+Its capabilities are class attributes (data), its op table among them (generating
+targets write expressions with codegen/emitter.py over it); its work is a few
+methods: generate the kernels' source, load that source as callables (build and
+bind: the launcher), write a kernel argument for the wrapper, and, for targets
+without generated code, run the IR directly.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ class Target:
     name: ClassVar[str]
     device: ClassVar[str]                       # torch device its kernels run on
     float_sum_dtype: ClassVar[torch.dtype]      # float16/bfloat16/float32 sums accumulate in it
+    ops: ClassVar[Mapping[str, Callable]]       # its op table: every primitive of ir/expr.py OPS
     limits: ClassVar[Mapping[str, int]] = {}    # tiling limits of its kernel shapes
     source_file: ClassVar[str] = ""             # the debug folder's file for the source
     executes_ir: ClassVar[bool] = False         # runs the IR itself (no kernels, no wrapper)
