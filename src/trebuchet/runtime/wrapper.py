@@ -255,7 +255,7 @@ OUT_VARIANTS = {
 
 
 class KernelError:
-    """Error bits kernels set for what eager raises on (codegen/c_prelude.h: TB_*)."""
+    """Error bits kernels set for what eager raises on (codegen/c/prelude.h: TB_*)."""
 
     def __init__(self) -> None:
         self.bits = ctypes.c_int(0)

@@ -1,37 +1,28 @@
-"""C code generator: one translation unit with a function per kernel.
+"""The C target's kernel shapes: the C function of one scheduled kernel.
 
 Kernels are written as nested loops: the outer loops parallel (OpenMP), the
 innermost loop marked `omp simd` so the C compiler vectorizes it (reductions
-use OpenMP reduction clauses, so no -ffast-math is needed). Values of each
-expression are emitted once per scope (structural CSE). float16/bfloat16 are
-stored as 16-bit words and computed in float.
+use OpenMP reduction clauses, so no -ffast-math is needed). Expressions are
+written by the shared emitter (codegen/emitter.py) over the C op table (ops.py):
+each value once per scope. float16/bfloat16 are stored as 16-bit words and
+computed in float.
 """
 from __future__ import annotations
 
-import ctypes
 import math
-import pathlib
-import re
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable
 
 import sympy
 import torch
 
-from ..ir.expr import Const, Expr, Index, Load, Op, walk
-from ..ir.nodes import Reduction
-from ..runtime import cbuild
-from ..scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, is_column
-from ..scheduler.kernels import Kernel, KernelNode
-from .c_ops import C_OPS, STORAGE, c_const, cast_code, ctype, op_code, store_value
-from .c_ops import load_code as c_load
-from .emitter import Emitter
-from .indexing import print_index
-from .target import GeneratedCode, Target
-
-if TYPE_CHECKING:
-    from ..config import Options
-
-PRELUDE = (pathlib.Path(__file__).parent / "c_prelude.h").read_text()
+from ...ir.expr import Const, Expr, Index, Load, Op, walk
+from ...ir.nodes import Reduction
+from ...scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, is_column
+from ...scheduler.kernels import Kernel, KernelNode
+from ..emitter import Emitter
+from ..indexing import print_index
+from .ops import C_OPS, STORAGE, c_const, cast_code, ctype, store_value
+from .ops import load_code as c_load
 
 REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 
@@ -749,7 +740,7 @@ def _depends_on(e: Expr, rvars: set) -> bool:
 
 
 def _flat_r(k: Kernel) -> sympy.Expr:
-    from ..ir.nodes import contiguous_strides, linear_index
+    from ...ir.nodes import contiguous_strides, linear_index
     return linear_index(k.inner_vars, contiguous_strides(k.inner))
 
 
@@ -761,101 +752,3 @@ def _extreme(dtype: torch.dtype, is_max: bool) -> str:
     info = torch.iinfo(dtype)
     v = info.min if is_max else info.max
     return c_const(v, dtype)
-
-
-_BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
-
-
-_OMP_LOOP = re.compile(r"^(\s*#pragma omp (?:parallel for simd|parallel for|for|simd)\b.*)$", re.M)
-
-
-def with_error_flag(code: str) -> str:
-    """Give a kernel that checks for errors (out-of-range data-dependent indices, integer
-    division by zero) its error bits: a local `tb_bad` OR-reduced by every OpenMP loop
-    (TB_CHECK_INDEX and TB_CHECK_DIVISOR set it), ORed into `*tb_error` at the end."""
-    lines = code.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("void ") and ln.endswith("{"))
-    assert lines[-1] == "}", lines[-1]
-    body = _OMP_LOOP.sub(r"\1 reduction(|:tb_bad)", "\n".join(lines[start + 1:-1]))
-    return "\n".join(lines[:start + 1] + ["    int tb_bad = 0;", body,
-                                           "    if (tb_bad) *tb_error |= tb_bad;", "}"])
-
-
-def canonical(code: str, params: list[Param], name: str) -> str:
-    """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
-    alias = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
-    body = "\n".join(line for line in code.splitlines() if not line.startswith("//"))
-    body = body.replace(f"void {name}(", "void KERNEL(")
-
-    def sub(m: re.Match) -> str:
-        return alias.setdefault(m.group(1), f"q{len(alias)}")
-
-    return _BUF_NAME.sub(sub, body)
-
-
-def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, list[Param]],
-             notes: dict[str, str] | None = None) -> GeneratedCode:
-    """The translation unit, and the C function each kernel calls (kernels with identical
-    code share one function: repeated layers compile once)."""
-    parts = [PRELUDE]
-    functions: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    for k in kernels:
-        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
-        code = w.write()
-        if w.reports_errors():
-            code = with_error_flag(code)
-        key = canonical(code, params[k.name], k.name)
-        if key in seen:
-            functions[k.name] = seen[key]
-            parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
-            continue
-        seen[key] = functions[k.name] = k.name
-        parts.append(code)
-    if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
-        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
-    return GeneratedCode("\n\n".join(parts) + "\n", functions,
-                         {k: params[k] for k in functions})
-
-
-class CTarget(Target):
-    """C with OpenMP, built by the system C compiler (runtime/cbuild.py), called via ctypes."""
-
-    name = "c"
-    device = "cpu"
-    float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float
-    ops = C_OPS
-    limits = {"column_width": KernelWriter.COLUMN_WIDTH, "column_items": KernelWriter.COLUMN_ITEMS,
-              "column_chunk_rows": KernelWriter.COLUMN_CHUNK_ROWS,
-              "row_cache_elements": KernelWriter.ROW_CACHE_LIMIT,
-              "stage_block": KernelWriter.STAGE_BLOCK}
-    source_file = "kernels.c"
-
-    def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
-                 notes: dict[str, str]) -> GeneratedCode:
-        return generate(kernels, internal, params, notes)
-
-    def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
-        lib = cbuild.load(cbuild.build(code.source, options.compiler(), options.cflags,
-                                       options.cache_path()))
-        callables: dict[str, Callable] = {}
-        for name, params in code.params.items():
-            f = getattr(lib, code.functions[name])
-            f.argtypes = [ctypes.c_int64 if isinstance(p, SizeSymbol) else ctypes.c_void_p
-                          for p in params]
-            f.restype = None
-            callables[name] = f
-        callables["_lib"] = lib
-        return callables
-
-    def launch_arg(self, param: Param) -> str:
-        if isinstance(param, Pointer):
-            return f"{param.name}.data_ptr()"
-        if isinstance(param, ErrorFlag):
-            return "kernel_error.address"
-        return param.name
-
-
-TARGET = CTarget()
-
-__all__ = ["TARGET", "PRELUDE", "generate", "op_code", "KernelWriter"]

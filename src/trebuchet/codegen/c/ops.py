@@ -2,7 +2,7 @@
 store is written in C (the shared expression emitter, codegen/emitter.py, calls it).
 
 float16/bfloat16 are stored as 16-bit words and computed in float; float32 transcendental
-calls use the prelude's inline SIMD routines (c_prelude.h).
+calls use the prelude's inline SIMD routines (prelude.h).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..ir.expr import Const, Expr, Op, may_divide_by_zero
+from ...ir.expr import Const, Expr, Op, may_divide_by_zero
 
 # storage type of each dtype; float16/bfloat16 values live in float registers
 STORAGE = {
