@@ -36,6 +36,9 @@ class KernelWriter(Emitter):
         self.k = kernel
         self.internal = internal
         self.param_list = params
+        # A kernel that checks data (TB_CHECK_INDEX, TB_CHECK_DIVISOR set the local
+        # `tb_bad`) ORs it over every worksharing or simd loop, then into *tb_error.
+        self.err = " reduction(|:tb_bad)" if self.reports_errors() else ""
 
     # ---- the leaves of expressions, in C ----
     def const_code(self, node: Const) -> str:
@@ -170,6 +173,7 @@ class KernelWriter(Emitter):
              *([f"// {self.note}"] if self.note else []),
              *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
              f"void {k.name}({', '.join(self.params()) or 'void'}) {{",
+             *self._error_start(),
              f"    const int64_t n_outer = {prod(osizes[:-1])};",
              f"    const int64_t n_col = {osizes[-1]};",
              f"    const int64_t n_row = {prod(rsizes)};",
@@ -202,7 +206,7 @@ class KernelWriter(Emitter):
         L.append("    }")
         L.append("    #pragma omp parallel if((n_outer * n_col * n_row) > 32768)")
         L.append("    {")
-        L.append("        #pragma omp for schedule(static)")
+        L.append(f"        #pragma omp for schedule(static){self.err}")
         L.append("        for (int64_t item = 0; item < n_outer * n_tile * n_chunk; ++item) {")
         ind = " " * 12
         L.append(f"{ind}const int64_t chunk = item % n_chunk, tile = item / n_chunk % n_tile;")
@@ -251,7 +255,7 @@ class KernelWriter(Emitter):
         L.append("        }")
         L.append("        if (n_chunk > 1) {")
         L.append("            // combine the chunks' partial results, in chunk order")
-        L.append("            #pragma omp for schedule(static)")
+        L.append(f"            #pragma omp for schedule(static){self.err}")
         L.append("            for (int64_t oc = 0; oc < n_outer * n_col; ++oc) {")
         ind = " " * 16
         L.append(f"{ind}const int64_t o = oc / n_col, {last} = oc % n_col;")
@@ -272,7 +276,7 @@ class KernelWriter(Emitter):
         L.append("    }")
         for p, _ in parts:
             L.append(f"    free({p});")
-        L.append("}")
+        L.extend(self._function_end())
         return "\n".join(L)
 
     def _column_rows(self, full: list[KernelNode], is_arg: dict[str, bool], group: int,
@@ -291,7 +295,7 @@ class KernelWriter(Emitter):
             for d in range(len(rv) - 1, 0, -1):
                 carry += f"if (++{rv[d]}_n == {rsizes[d]}) {{ {rv[d]}_n = 0; "
             L.append(carry + f"++{rv[0]}_n;" + " }" * (len(rv) - 1) + " }")
-        L.append(f"{ind}#pragma omp simd")
+        L.append(f"{ind}#pragma omp simd{self.err}")
         L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
         ind2 = ind + "    "
         j = f"[{last} - {last}_b]"
@@ -426,13 +430,13 @@ class KernelWriter(Emitter):
         indent = "    "
         if len(vars_) > 1:
             lines.append(f"{indent}#pragma omp parallel for collapse({len(vars_) - 1}) "
-                         f"if(({work}) > 32768)")
+                         f"if(({work}) > 32768){self.err}")
             for i in self._loop_order()[:-1]:
                 var, size = vars_[i], sizes[i]
                 lines.append(f"{indent}for (int64_t {var} = 0; {var} < {size}; ++{var}) {{")
                 indent += "    "
         else:
-            lines.append(f"{indent}#pragma omp parallel for if(({work}) > 32768)")
+            lines.append(f"{indent}#pragma omp parallel for if(({work}) > 32768){self.err}")
         lines.append(f"{indent}for (int64_t {v}_b = 0; {v}_b < {n}; {v}_b += {B}) {{")
         indent += "    "
         lines.append(f"{indent}const int64_t {v}_e = {v}_b + {B} < {n} ? {v}_b + {B} : {n};")
@@ -448,7 +452,7 @@ class KernelWriter(Emitter):
             fn()
             self.scopes.pop()
             if pragma:
-                lines.append(f"{indent}{pragma}")
+                lines.append(f"{indent}{pragma}{self.err}")
             lines.extend([f"{indent}{loop}", *self.lines, f"{indent}}}"])
 
         def store(i: int, call: str | None = None) -> Callable[[], None]:
@@ -480,9 +484,10 @@ class KernelWriter(Emitter):
             else:
                 stage_loop(i, store(i), "#pragma omp simd")
         stage_loop(len(staged), lambda: self._pointwise_body(body), "#pragma omp simd")
-        while indent:
+        while len(indent) > 4:
             indent = indent[:-4]
             lines.append(f"{indent}}}")
+        lines.extend(self._function_end())
         return "\n".join(lines)
 
     def _pointwise_body(self, indent: str | None = None) -> None:
@@ -540,9 +545,9 @@ class KernelWriter(Emitter):
             if not k.outer and len(rvars) == 1 and vectorize:
                 # A reduction to a scalar: split the reduced axis over the threads.
                 self.lines.append(f"{loop_indent}#pragma omp parallel for simd{extra} "
-                                  f"if(({print_index(size)}) > 32768)")
+                                  f"if(({print_index(size)}) > 32768){self.err}")
             elif d == len(rvars) - 1 and vectorize:
-                self.lines.append(f"{loop_indent}#pragma omp simd{extra}")
+                self.lines.append(f"{loop_indent}#pragma omp simd{extra}{self.err}")
             self.lines.append(f"{loop_indent}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
             loop_indent += "    "
         flat = print_index(_flat_r(k))
@@ -637,7 +642,14 @@ class KernelWriter(Emitter):
         return [f"// {k.name}: " + ", ".join(k.origins()),
                 *([f"// {self.note}"] if self.note else []),
                 *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
-                f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
+                f"void {k.name}({', '.join(params) if params else 'void'}) {{",
+                *self._error_start()]
+
+    def _error_start(self) -> list[str]:
+        return ["    int tb_bad = 0;"] if self.err else []
+
+    def _function_end(self) -> list[str]:
+        return ["    if (tb_bad) *tb_error |= tb_bad;", "}"] if self.err else ["}"]
 
     def _loop_order(self) -> list[int]:
         """A pointwise kernel's outer loops in its first output's memory order (largest
@@ -664,14 +676,14 @@ class KernelWriter(Emitter):
             n_par = len(vars_) if k.inner else max(len(vars_) - 1, 0)
             if k.inner or len(vars_) > 1:
                 lines.append(f"    #pragma omp parallel for collapse({max(n_par, 1)}) "
-                             f"if(({work}) > 32768)")
+                             f"if(({work}) > 32768){self.err}")
             else:
-                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768)")
+                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768){self.err}")
             indent = "    "
             order = self._loop_order()
             for d, (v, s) in enumerate((vars_[i], sizes[i]) for i in order):
                 if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
-                    lines.append(f"{indent}#pragma omp simd")
+                    lines.append(f"{indent}#pragma omp simd{self.err}")
                 lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")
                 indent += "    "
             lines.extend(body)
@@ -680,7 +692,7 @@ class KernelWriter(Emitter):
                 lines.append(f"{indent}}}")
         else:
             lines.extend(body)
-        lines.append("}")
+        lines.extend(self._function_end())
         return "\n".join(lines)
 
     def params(self) -> list[str]:
@@ -688,7 +700,7 @@ class KernelWriter(Emitter):
         return [_declaration(p) for p in self.param_list]
 
     def reports_errors(self) -> bool:
-        """Whether the kernel checks for errors eager raises on (see with_error_flag)."""
+        """Whether the kernel checks data eager raises on: it takes the error flag."""
         return any(isinstance(p, ErrorFlag) for p in self.param_list)
 
 

@@ -18,21 +18,6 @@ PRELUDE = (pathlib.Path(__file__).parent / "prelude.h").read_text()
 _BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
 
 
-_OMP_LOOP = re.compile(r"^(\s*#pragma omp (?:parallel for simd|parallel for|for|simd)\b.*)$", re.M)
-
-
-def with_error_flag(code: str) -> str:
-    """Give a kernel that checks for errors (out-of-range data-dependent indices, integer
-    division by zero) its error bits: a local `tb_bad` OR-reduced by every OpenMP loop
-    (TB_CHECK_INDEX and TB_CHECK_DIVISOR set it), ORed into `*tb_error` at the end."""
-    lines = code.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("void ") and ln.endswith("{"))
-    assert lines[-1] == "}", lines[-1]
-    body = _OMP_LOOP.sub(r"\1 reduction(|:tb_bad)", "\n".join(lines[start + 1:-1]))
-    return "\n".join(lines[:start + 1] + ["    int tb_bad = 0;", body,
-                                           "    if (tb_bad) *tb_error |= tb_bad;", "}"])
-
-
 def canonical(code: str, params: list[Param], name: str) -> str:
     """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
     alias = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
@@ -55,8 +40,6 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     for k in kernels:
         w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
         code = w.write()
-        if w.reports_errors():
-            code = with_error_flag(code)
         key = canonical(code, params[k.name], k.name)
         if key in seen:
             functions[k.name] = seen[key]
