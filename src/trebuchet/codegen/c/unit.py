@@ -1,6 +1,6 @@
 """The C translation unit of a graph: the prelude, then each kernel's function
-(kernels.py); kernels with identical code share one function (repeated layers
-compile once), and kernels that check data get their error flag.
+(kernels.py); kernels of identical structure share one function (repeated layers
+compile once).
 """
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pathlib
 import re
 from typing import Iterable
 
+from ...ir.expr import Expr, Load, rewrite
 from ...scheduler.describe import Param, Pointer
 from ...scheduler.kernels import Kernel
 from ..target import GeneratedCode
@@ -15,19 +16,26 @@ from .kernels import KernelWriter
 
 PRELUDE = (pathlib.Path(__file__).parent / "prelude.h").read_text()
 
-_BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
+def structure(k: Kernel, params: list[Param], internal: set[str]) -> tuple:
+    """Everything a kernel's C function depends on, with buffer names replaced by their
+    roles (pointer parameters by position, the kernel's own buffers by node order):
+    kernels of equal structure have the same code up to those names, so they can share
+    one function (called with their own arguments)."""
+    names = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
+    for n in k.nodes:
+        names.setdefault(n.buf.name, f"q{len(names)}")
 
+    def role(e: Expr) -> Expr | None:
+        if isinstance(e, Load):
+            return Load(names.get(e.buf, e.buf), e.index, e.dtype, e.dynamic)
+        return None
 
-def canonical(code: str, params: list[Param], name: str) -> str:
-    """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
-    alias = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
-    body = "\n".join(line for line in code.splitlines() if not line.startswith("//"))
-    body = body.replace(f"void {name}(", "void KERNEL(")
-
-    def sub(m: re.Match) -> str:
-        return alias.setdefault(m.group(1), f"q{len(alias)}")
-
-    return _BUF_NAME.sub(sub, body)
+    nodes = tuple((names[n.buf.name], type(n.buf).__name__, n.buf.dtype,
+                   getattr(n.buf, "reduce_type", None), rewrite(n.body, role), n.store_index,
+                   n.stage, n.level, n.buf.name in internal) for n in k.nodes)
+    args = tuple((type(p).__name__, names[p.name], p.dtype, p.role) if isinstance(p, Pointer)
+                 else (type(p).__name__, p.name) for p in params)
+    return (tuple(k.outer), tuple(k.inner), args, nodes)
 
 
 def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, list[Param]],
@@ -36,17 +44,15 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     code share one function: repeated layers compile once)."""
     parts = [PRELUDE]
     functions: dict[str, str] = {}
-    seen: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
     for k in kernels:
-        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
-        code = w.write()
-        key = canonical(code, params[k.name], k.name)
+        key = structure(k, params[k.name], internal)
         if key in seen:
             functions[k.name] = seen[key]
             parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
             continue
         seen[key] = functions[k.name] = k.name
-        parts.append(code)
+        parts.append(KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, "")).write())
     if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
         parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
     return GeneratedCode("\n\n".join(parts) + "\n", functions,
