@@ -56,7 +56,9 @@ class Target:
 
     def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
         """Build `code` (cached) and return kernel name -> callable taking the arguments
-        `launch_arg` writes, plus any objects that must stay alive with them."""
+        `launch_arg` writes, plus any objects that must stay alive with them and, when a
+        kernel takes an `ErrorFlag`, "kernel_error" (true when set; `take()` returns and
+        clears its bits), which the wrapper checks after such a kernel."""
         raise NotImplementedError(self.name)
 
     def launch_arg(self, param: Param) -> str:

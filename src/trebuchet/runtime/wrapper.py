@@ -2,7 +2,7 @@
 
 The wrapper is straight-line Python source: bind size symbols from the
 inputs, allocate buffers, call kernels (their arguments written by the target's
-`launch_arg`: for C, ctypes pointers and sizes) and externs as ATen calls, drop
+`launch_arg`) and externs as ATen calls, drop
 buffers after their last use (reusing same-sized kernel buffers), and return the
 outputs. No per-op interpretation happens at run time.
 
@@ -12,7 +12,6 @@ and the whole call is timed too; without one the source has no timing code.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import math
 import time
@@ -190,7 +189,8 @@ class WrapperWriter:
         args = [self.launch_arg(p) for p in self.params[k.name]]
         self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
         if any(isinstance(p, ErrorFlag) for p in self.params[k.name]):
-            L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
+            L.append(f"    if kernel_error: raise_kernel_error(kernel_error.take(), "
+                     f"{', '.join(k.origins())!r})")
         for host in hosts:
             L.append(f"    del {host}")
 
@@ -254,19 +254,14 @@ OUT_VARIANTS = {
 }
 
 
-class KernelError:
-    """Error bits kernels set for what eager raises on (codegen/c/prelude.h: TB_*)."""
-
-    def __init__(self) -> None:
-        self.bits = ctypes.c_int(0)
-        self.address = ctypes.addressof(self.bits)
-
-    def raise_(self, ops: str) -> None:
-        bits, self.bits.value = self.bits.value, 0
-        for bit, error in INDEX_ERRORS.items():
-            if bits & bit:
-                raise error(f"{INDEX_ERROR}; in the kernel fusing {ops}")
-        raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
+def raise_kernel_error(bits: int, ops: str) -> None:
+    """Raise what eager raises for the error bits a kernel set (ir/expr.py INDEX_ERRORS;
+    any other bit: integer division by zero). The flag itself is the target's: its
+    `load` provides `kernel_error` (true when set; `take()` reads and clears the bits)."""
+    for bit, error in INDEX_ERRORS.items():
+        if bits & bit:
+            raise error(f"{INDEX_ERROR}; in the kernel fusing {ops}")
+    raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
@@ -303,7 +298,7 @@ def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
 def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
     slots = BufferSlots(code.slots)
-    namespace: dict[str, Any] = {"alloc": slots.alloc, "kernel_error": KernelError(),
+    namespace: dict[str, Any] = {"alloc": slots.alloc, "raise_kernel_error": raise_kernel_error,
                                  "as_strided": torch.as_strided, "alias": alias,
                                  "fix_layout": fix_layout,
                                  "ns": time.perf_counter_ns, **code.consts, **kernels}

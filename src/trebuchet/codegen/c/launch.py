@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def load(code: GeneratedCode, options: Options) -> dict[str, Callable]:
-    """Kernel name -> its ctypes function (and "_lib", which keeps the library loaded)."""
+    """Kernel name -> its ctypes function, "_lib" (keeps the library loaded) and
+    "kernel_error" (the error flag the wrapper passes and checks)."""
     lib = cbuild.load(cbuild.build(code.source, options.compiler(), options.cflags,
                                    options.cache_path()))
     callables: dict[str, Callable] = {}
@@ -27,11 +28,28 @@ def load(code: GeneratedCode, options: Options) -> dict[str, Callable]:
         f.restype = None
         callables[name] = f
     callables["_lib"] = lib
+    callables["kernel_error"] = ErrorBits()
     return callables
 
 
+class ErrorBits:
+    """The flag C kernels OR their error bits into (prelude.h: TB_*): a C int whose
+    address the wrapper passes; true when set."""
+
+    def __init__(self) -> None:
+        self.bits = ctypes.c_int(0)
+        self.address = ctypes.addressof(self.bits)
+
+    def __bool__(self) -> bool:
+        return self.bits.value != 0
+
+    def take(self) -> int:
+        bits, self.bits.value = self.bits.value, 0
+        return bits
+
+
 def launch_arg(param: Param) -> str:
-    """The wrapper's argument for `param` (`kernel_error` is runtime/wrapper.py's flag)."""
+    """The wrapper's argument for `param`."""
     if isinstance(param, Pointer):
         return f"{param.name}.data_ptr()"
     if isinstance(param, ErrorFlag):
