@@ -61,6 +61,10 @@ class Target:
         clears its bits), which the wrapper checks after such a kernel."""
         raise NotImplementedError(self.name)
 
+    def options_key(self, options: Options) -> str:
+        """The options this target's output depends on, for the whole-graph cache's key."""
+        return ""
+
     def launch_arg(self, param: Param) -> str:
         """The wrapper's Python expression passing `param` (a tensor, a size, the flag)."""
         raise NotImplementedError(self.name)

@@ -11,7 +11,8 @@ pipeline reads:
     shape, strides, storage offset: symbolic sizes as their expressions) and its
     recorded stack trace (the kernels' comments quote source lines);
   - the contents of the graph's constant tensors;
-  - the options that change the output (target, inline_limit, C compiler, flags), the torch
+  - the options that change the output (target, inline_limit, the target's own: the C
+    compiler and flags), the torch
     version and a hash of Trebuchet's own source files.
 
 An entry is the file `<root>/graphs/<key[:2]>/<key>.pkl`, written to a temporary
@@ -39,7 +40,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
-from ..codegen.target import GeneratedCode
+from ..codegen.target import GeneratedCode, get_target
 from ..config import Options
 from .cache_files import CacheItem, children, is_dir, is_file
 from .wrapper import WrapperCode
@@ -98,9 +99,9 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
 
 def graph_key(gm: torch.fx.GraphModule, options: Options) -> str:
     h = hashlib.sha256()
-    h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{options.resolved_target()}|"
-             f"{options.inline_limit}|"
-             f"{options.compiler()}|{options.cflags}\n".encode())
+    target = get_target(options.resolved_target())
+    h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{target.name}|"
+             f"{options.inline_limit}|{target.options_key(options)}\n".encode())
     for node in gm.graph.nodes:
         h.update(node.format_node().encode())
         h.update(_describe(node.meta.get("val")).encode())

@@ -1,10 +1,9 @@
 """Generate the Python function that runs one compiled graph.
 
-The wrapper is straight-line Python source: bind size symbols from the
-inputs, allocate buffers, call kernels (their arguments written by the target's
-`launch_arg`) and externs as ATen calls, drop
-buffers after their last use (reusing same-sized kernel buffers), and return the
-outputs. No per-op interpretation happens at run time.
+The wrapper is straight-line Python source: bind size symbols from the inputs,
+allocate buffers, call kernels (their arguments written by the target's
+`launch_arg`) and externs as ATen calls, drop buffers after their last use
+(reusing same-sized kernel buffers), and return the outputs. No per-op interpretation happens at run time.
 
 With a `ProfilePlan` (the `profile` option) each kernel call and each extern
 call is bracketed by clock reads that add its time and bytes to the profiler,

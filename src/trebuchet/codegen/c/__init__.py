@@ -42,6 +42,9 @@ class CTarget(Target):
     def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
         return launch.load(code, options)
 
+    def options_key(self, options: Options) -> str:
+        return f"{options.compiler()}|{options.cflags}"
+
     def launch_arg(self, param: Param) -> str:
         return launch.launch_arg(param)
 
