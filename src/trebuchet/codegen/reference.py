@@ -12,7 +12,8 @@ import sympy
 import torch
 from torch.utils._sympy import functions as F
 
-from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, Op, may_divide_by_zero, walk
+from ..ir.expr import (INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR, Const, Expr, Index, Load, Op,
+                       may_divide_by_zero, walk)
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput, Pointwise, Reduction,
                         index_vars)
 from .target import Target
@@ -90,9 +91,6 @@ _BINARY: dict[str, Callable] = {
 }
 
 
-INDEX_ERROR = ("index out of range: an index tensor of gather, scatter, index, index_select or "
-               "embedding holds a value outside [-size, size) of the dimension it indexes")
-ZERO_DIVISION_ERROR = "ZeroDivisionError: integer division or remainder by zero"  # eager's words
 
 
 def _unary(fn: Callable) -> Callable:

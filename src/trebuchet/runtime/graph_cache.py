@@ -1,6 +1,6 @@
 """Whole-graph compile cache: an ATen graph's compiled artifact, found again by a new process.
 
-A target caches its build by source hash (the C target: runtime/cbuild.py), but
+A target caches its build by source hash (its `load`), but
 lowering, scheduling and code generation would still run in every new process (about
 half a second for a BERT training step). This cache stores the finished artifact of
 `runtime/pipeline.py` (the target's name and source, each kernel's parameters, the

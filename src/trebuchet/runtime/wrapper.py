@@ -20,8 +20,7 @@ import sympy
 import torch
 
 from ..codegen.indexing import print_index
-from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
-from ..ir.expr import INDEX_ERRORS
+from ..ir.expr import INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR
 from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput,
                         contiguous_strides, product)
 from ..scheduler.describe import ErrorFlag, Param
