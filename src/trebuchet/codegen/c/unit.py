@@ -16,6 +16,7 @@ from .kernels import KernelWriter
 
 PRELUDE = (pathlib.Path(__file__).parent / "prelude.h").read_text()
 
+
 def structure(k: Kernel, params: list[Param], internal: set[str]) -> tuple:
     """Everything a kernel's C function depends on, with buffer names replaced by their
     roles (pointer parameters by position, the kernel's own buffers by node order):
@@ -40,8 +41,8 @@ def structure(k: Kernel, params: list[Param], internal: set[str]) -> tuple:
 
 def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, list[Param]],
              notes: dict[str, str] | None = None) -> GeneratedCode:
-    """The translation unit, and the C function each kernel calls (kernels with identical
-    code share one function: repeated layers compile once)."""
+    """The translation unit, and the C function each kernel calls (kernels of identical
+    structure share one function: repeated layers compile once)."""
     parts = [PRELUDE]
     functions: dict[str, str] = {}
     seen: dict[tuple, str] = {}
