@@ -15,7 +15,7 @@ import torch
 
 from ..ir.expr import Index, Load, Op, loads, may_divide_by_zero, walk
 from ..ir.nodes import GraphIR, Reduction
-from .kernels import Kernel, KernelNode, Schedule, kernel_reads
+from .kernels import Kernel, Schedule, kernel_reads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,4 +145,4 @@ def kernel_shape(k: Kernel) -> str:
 
 
 __all__ = ["Pointer", "SizeSymbol", "ErrorFlag", "Param", "internal_buffers", "reports_errors",
-           "kernel_params", "is_column", "kernel_shape", "COLUMN_TYPES", "KernelNode"]
+           "kernel_params", "is_column", "kernel_shape", "COLUMN_TYPES"]
