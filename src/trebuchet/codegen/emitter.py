@@ -69,7 +69,11 @@ class Emitter:
                 return self.local[node.buf]
             return self.load_code(node)
         assert isinstance(node, Op)
-        return self.ops[node.op](node, [self._lookup(a) for a in node.args])
+        return self.op_code(node, [self._lookup(a) for a in node.args])
+
+    def op_code(self, node: Op, args: list[str]) -> str:
+        """The code of one primitive: the op table's rule."""
+        return self.ops[node.op](node, args)
 
     # ---- what each target writes ----
     def const_code(self, node: Const) -> str:

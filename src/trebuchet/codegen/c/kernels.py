@@ -39,6 +39,9 @@ class KernelWriter(Emitter):
         # A kernel that checks data (TB_CHECK_INDEX, TB_CHECK_DIVISOR set the local
         # `tb_bad`) ORs it over every worksharing or simd loop, then into *tb_error.
         self.err = " reduction(|:tb_bad)" if self.reports_errors() else ""
+        # Whether the kernel calls the prelude's float32 t_sinf/t_cosf, whose out-of-line
+        # huge-argument path the unit then compiles in (T_SINCOS).
+        self.sincos = False
 
     # ---- the leaves of expressions, in C ----
     def const_code(self, node: Const) -> str:
@@ -56,6 +59,11 @@ class KernelWriter(Emitter):
 
     def declare(self, name: str, node: Expr, code: str) -> str:
         return f"const {ctype(node.dtype)} {name} = {code};"
+
+    def op_code(self, node: Op, args: list[str]) -> str:
+        if node.op in ("sin", "cos") and ctype(node.args[0].dtype) == "float":
+            self.sincos = True        # ops.py writes t_sinf / t_cosf
+        return super().op_code(node, args)
 
     # ---- structure ----
     def write(self) -> str:
@@ -473,6 +481,7 @@ class KernelWriter(Emitter):
                 # sin/cos of a block without a call per vector: the Cody-Waite path, and
                 # the block again with the full routine if an argument was out of its range
                 lines.append(f"{indent}int32_t key{i} = 0;")
+                self.sincos = True
                 stage_loop(i, store(i, f"t_{e.op}f_small"), f"#pragma omp simd reduction(max:key{i})")
                 lines.append(f"{indent}if (T_SINCOS_HUGE(key{i})) {{")
                 indent += "    "

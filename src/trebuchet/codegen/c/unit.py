@@ -5,7 +5,6 @@ compile once).
 from __future__ import annotations
 
 import pathlib
-import re
 from typing import Iterable
 
 from ...ir.expr import Expr, Load, rewrite
@@ -46,6 +45,7 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     parts = [PRELUDE]
     functions: dict[str, str] = {}
     seen: dict[tuple, str] = {}
+    sincos = False
     for k in kernels:
         key = structure(k, params[k.name], internal)
         if key in seen:
@@ -53,8 +53,10 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
             parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
             continue
         seen[key] = functions[k.name] = k.name
-        parts.append(KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, "")).write())
-    if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
+        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
+        parts.append(w.write())
+        sincos |= w.sincos
+    if sincos:
         parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
     return GeneratedCode("\n\n".join(parts) + "\n", functions,
                          {k: params[k] for k in functions})
