@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
 import torch
 
 if TYPE_CHECKING:
+    import pathlib
+
     from ..config import Options
+    from ..runtime.cache_files import CacheItem
     from ..ir.nodes import GraphIR
     from ..scheduler.describe import Param
     from ..scheduler.kernels import Kernel
@@ -64,6 +67,10 @@ class Target:
     def options_key(self, options: Options) -> str:
         """The options this target's output depends on, for the whole-graph cache's key."""
         return ""
+
+    def cache_items(self, root: pathlib.Path) -> list[CacheItem]:
+        """The files of its build cache under `root`, for `trebuchet clear-cache`."""
+        return []
 
     def launch_arg(self, param: Param) -> str:
         """The wrapper's Python expression passing `param` (a tensor, a size, the flag)."""

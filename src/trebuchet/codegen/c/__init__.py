@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ...runtime import cbuild
 from ...scheduler.describe import Param
 from ..target import GeneratedCode, Target
 from . import launch
@@ -20,7 +21,10 @@ from .ops import C_OPS, op_code
 from .unit import PRELUDE, generate
 
 if TYPE_CHECKING:
+    import pathlib
+
     from ...config import Options
+    from ...runtime.cache_files import CacheItem
     from ...scheduler.kernels import Kernel
 
 
@@ -44,6 +48,9 @@ class CTarget(Target):
 
     def options_key(self, options: Options) -> str:
         return f"{options.compiler()}|{options.cflags}"
+
+    def cache_items(self, root: pathlib.Path) -> list[CacheItem]:
+        return cbuild.cache_items(root)
 
     def launch_arg(self, param: Param) -> str:
         return launch.launch_arg(param)
