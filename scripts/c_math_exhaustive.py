@@ -3,7 +3,7 @@
     python scripts/c_math_exhaustive.py                 # exp sigmoid tanh erf sin cos, all 2^32 inputs
     python scripts/c_math_exhaustive.py sin --lo 0x3f800000 --hi 0x40000000
 
-Compiles a small C program around codegen/c_prelude.h (the same compiler and flags as
+Compiles a small C program around codegen/c/prelude.h (the same compiler and flags as
 the kernels) in which each routine runs in a vectorized loop, compares every result
 with the C library's double-precision function rounded to float, and prints the
 largest error in ulp (of the float32 result's binade) with the input where it occurs.
@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PRELUDE = ROOT / "src" / "trebuchet" / "codegen" / "c_prelude.h"
+PRELUDE = ROOT / "src" / "trebuchet" / "codegen" / "c" / "prelude.h"
 sys.path.insert(0, str(ROOT / "src"))
 
 from trebuchet.runtime.cbuild import BASE_FLAGS, LIBS  # noqa: E402

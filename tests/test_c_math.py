@@ -1,7 +1,7 @@
 """Accuracy of the C target's float32 exp, sigmoid, tanh, erf, sin and cos.
 
 The C prelude implements these inline (range reduction and polynomials that the
-vectorizer turns into SIMD code, see codegen/c_prelude.h). Each test compiles the
+vectorizer turns into SIMD code, see codegen/c/prelude.h). Each test compiles the
 function through Trebuchet, runs it on a dense sweep of float32 inputs (every binade of
 the range that matters: evenly spaced bit patterns and random ones) plus the special
 values (NaN, +-inf, +-0.0, subnormals, the largest float), and compares with torch in

@@ -2,7 +2,7 @@
 
 The C kernel splits the work into tiles of adjacent outputs and, when there are few
 tiles, chunks of rows whose partial results a second pass combines in chunk order
-(codegen/c.py, `_column_kernel`). These tests compare with eager over shapes that
+(codegen/c/kernels.py, `_column_kernel`). These tests compare with eager over shapes that
 hit both paths (one row, odd sizes, few columns and many rows, many columns and few
 rows, several reduced dims, chunk boundaries inside a reduced dim), every reduction
 type the kernel takes, NaNs, integer and boolean dtypes, and check that the result

@@ -12,7 +12,7 @@ check per op that the graph was lowered (no op fell back to eager) and that each
 result equals eager's: NaN equal to NaN, +-0 and +-inf exact, integers exact, and
 finite floats bit-exact except for the transcendental functions, which are compared
 within the ulp bound in ULPS (eager's own float32 routines are 1-ulp ones, Trebuchet's
-are documented in codegen/c_prelude.h). Where eager disagrees with itself (its
+are documented in codegen/c/prelude.h). Where eager disagrees with itself (its
 vectorized loop and its scalar one), or where Trebuchet chooses differently, the case
 and the choice are in docs/numerics.md and in the tables below.
 

@@ -6,7 +6,7 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_CACHE_DIR      compiled-kernel and compiled-graph cache (default: ~/.cache/trebuchet)
   TREBUCHET_GRAPH_CACHE=0  do not reuse whole compiled graphs from the cache (the C build
                            cache still applies)
-  TREBUCHET_TARGET         "c", "reference" or "auto" (default auto = c)
+  TREBUCHET_TARGET         a target of codegen/target.py ("c", "reference") or "auto" (default: c)
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   CC                       the C compiler (default: cc)
@@ -24,8 +24,11 @@ import pathlib
 import shlex
 from typing import Any
 
+from .codegen.target import DEFAULT as DEFAULT_TARGET
+from .codegen.target import NAMES as TARGET_NAMES
 
-TARGETS = ("auto", "c", "reference")
+TARGETS = ("auto", *TARGET_NAMES)
+_TARGETS_TEXT = ", ".join(repr(t) for t in TARGETS[:-1]) + f" or {TARGETS[-1]!r}"
 # torch.compile's modes. Trebuchet has one way to compile: "default" is it, and the
 # others are accepted (code written for the default backend keeps working) with a
 # warning that they change nothing.
@@ -74,11 +77,11 @@ class Options:
         if opts.debug_dir and overrides.get("debug", True) is not False:
             opts.debug = True
         if opts.target not in TARGETS:
-            raise ValueError(f"unknown target {opts.target!r}: expected 'auto', 'c' or 'reference'")
+            raise ValueError(f"unknown target {opts.target!r}: expected {_TARGETS_TEXT}")
         return opts
 
     def resolved_target(self) -> str:
-        return "c" if self.target == "auto" else self.target
+        return DEFAULT_TARGET if self.target == "auto" else self.target
 
     def cache_path(self) -> pathlib.Path:
         if self.cache_dir:
@@ -126,7 +129,7 @@ def check_option(name: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"trebuchet option target must be a str, not {type(value).__name__}")
         if value not in TARGETS:
-            raise ValueError(f"unknown target {value!r}: expected 'auto', 'c' or 'reference'")
+            raise ValueError(f"unknown target {value!r}: expected {_TARGETS_TEXT}")
         return value
     if name == "cflags":
         if isinstance(value, str):

@@ -12,9 +12,11 @@ import sympy
 import torch
 from torch.utils._sympy import functions as F
 
-from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, Op, may_divide_by_zero, walk
+from ..ir.expr import (INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR, Const, Expr, Index, Load, Op,
+                       may_divide_by_zero, walk)
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput, Pointwise, Reduction,
                         index_vars)
+from .target import Target
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -89,41 +91,65 @@ _BINARY: dict[str, Callable] = {
 }
 
 
-INDEX_ERROR = ("index out of range: an index tensor of gather, scatter, index, index_select or "
-               "embedding holds a value outside [-size, size) of the dimension it indexes")
-ZERO_DIVISION_ERROR = "ZeroDivisionError: integer division or remainder by zero"  # eager's words
 
 
-def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
-    name = node.op
-    if name == "cast":
-        return args[0].to(node.dtype).to(_compute_dtype(node.dtype))
-    if name == "where":
-        return torch.where(args[0], args[1], args[2])
-    if name == "check_index":
-        bad = (args[0] < 0) | (args[0] >= args[1])
-        if bool(bad.any()):
-            raise INDEX_ERRORS[int(args[2].reshape(-1)[0])](INDEX_ERROR)
-        return args[0]
-    if may_divide_by_zero(node) and bool((args[1] == 0).any()):
-        raise RuntimeError(ZERO_DIVISION_ERROR)
-    if name == "floordiv":
-        if node.dtype.is_floating_point:
-            return torch.div(args[0], args[1], rounding_mode="floor")
-        return _pyfloordiv(args[0], args[1])
-    if name == "remainder":
-        if not node.dtype.is_floating_point:
-            return torch.where(args[1] == 0, torch.zeros_like(args[0]),
-                               torch.remainder(args[0], torch.where(args[1] == 0, 1, args[1])))
-        return torch.remainder(args[0], args[1])
-    if name in _UNARY:
-        return _UNARY[name](args[0])
-    if name in _BINARY:
-        out = _BINARY[name](args[0], args[1])
+def _unary(fn: Callable) -> Callable:
+    return lambda node, args: fn(args[0])
+
+
+def _binary(fn: Callable) -> Callable:
+    def rule(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+        out = fn(args[0], args[1])
         if out.dtype != _compute_dtype(node.dtype) and node.dtype != torch.bool:
             out = out.to(_compute_dtype(node.dtype))
         return out
-    raise NotImplementedError(f"reference: op {name}")
+    return rule
+
+
+def _cast(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    return args[0].to(node.dtype).to(_compute_dtype(node.dtype))
+
+
+def _where(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    return torch.where(args[0], args[1], args[2])
+
+
+def _check_index(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    bad = (args[0] < 0) | (args[0] >= args[1])
+    if bool(bad.any()):
+        raise INDEX_ERRORS[int(args[2].reshape(-1)[0])](INDEX_ERROR)
+    return args[0]
+
+
+def _floordiv(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    if node.dtype.is_floating_point:
+        return torch.div(args[0], args[1], rounding_mode="floor")
+    return _pyfloordiv(args[0], args[1])
+
+
+def _remainder(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    if not node.dtype.is_floating_point:
+        return torch.where(args[1] == 0, torch.zeros_like(args[0]),
+                           torch.remainder(args[0], torch.where(args[1] == 0, 1, args[1])))
+    return torch.remainder(args[0], args[1])
+
+
+# primitive -> (the Op, its argument tensors) -> its value (every name of ir/expr.py OPS)
+REFERENCE_OPS: dict[str, Callable[[Op, list[torch.Tensor]], torch.Tensor]] = {
+    **{name: _unary(fn) for name, fn in _UNARY.items()},
+    **{name: _binary(fn) for name, fn in _BINARY.items()},
+    "cast": _cast, "where": _where, "check_index": _check_index, "floordiv": _floordiv,
+    "remainder": _remainder,
+}
+
+
+def eval_op(node: Op, args: list[torch.Tensor]) -> torch.Tensor:
+    rule = REFERENCE_OPS.get(node.op)
+    if rule is None:
+        raise NotImplementedError(f"reference: op {node.op}")
+    if may_divide_by_zero(node) and bool((args[1] == 0).any()):
+        raise RuntimeError(ZERO_DIVISION_ERROR)
+    return rule(node, args)
 
 
 class Executor:
@@ -245,3 +271,19 @@ class Executor:
             else:
                 memo[node] = eval_op(node, [memo[a] for a in node.args])
         return memo[root]
+
+
+class ReferenceTarget(Target):
+    """Executes the IR with torch ops (no generated code): the oracle."""
+
+    name = "reference"
+    device = "cpu"
+    float_sum_dtype = torch.float32       # torch's sum of the float32-computed values
+    ops = REFERENCE_OPS
+    executes_ir = True
+
+    def run_ir(self, graph: GraphIR) -> Callable:
+        return Executor(graph)
+
+
+TARGET = ReferenceTarget()

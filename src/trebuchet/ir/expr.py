@@ -55,6 +55,10 @@ assert len(OPS) <= 60, len(OPS)
 # check_index's error bit -> the exception eager raises for an index out of range:
 # IndexError for index, index_select, embedding; RuntimeError for gather and scatter.
 INDEX_ERRORS: dict[int, type[Exception]] = {1: IndexError, 4: RuntimeError}
+# the messages of what a checked kernel raises (both targets)
+INDEX_ERROR = ("index out of range: an index tensor of gather, scatter, index, index_select or "
+               "embedding holds a value outside [-size, size) of the dimension it indexes")
+ZERO_DIVISION_ERROR = "ZeroDivisionError: integer division or remainder by zero"  # eager's words
 
 FLOAT_ONLY = {
     "truediv", "exp", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",

@@ -1,10 +1,10 @@
 """Removing Trebuchet's own files from a cache folder (`trebuchet clear-cache`).
 
 The cache folder may be shared with other files (TREBUCHET_CACHE_DIR can name any
-folder), so nothing is removed by folder: each cache module lists the files it
-writes, recognised by their exact names and places (`cbuild.cache_items`,
-`graph_cache.cache_items`); those files are deleted, then their folders when that
-leaves them empty. Anything else stays, and the report says what was removed, what
+folder), so nothing is removed by folder: each cache lists the files it writes,
+recognised by their exact names and places (each target's `cache_items`, for C
+`cbuild.cache_items`; `graph_cache.cache_items`); those files are deleted, then
+their folders when that leaves them empty. Anything else stays, and the report says what was removed, what
 could not be and why.
 """
 from __future__ import annotations
@@ -34,10 +34,12 @@ class ClearReport:
 
 def clear(root: pathlib.Path) -> ClearReport:
     """Delete the cache entries of ours under `root` and nothing else."""
-    from . import cbuild, graph_cache     # they import this module for CacheItem
+    from ..codegen.target import NAMES, get_target   # their builds import this module
+    from . import graph_cache
 
     report = ClearReport()
-    items = cbuild.cache_items(root) + graph_cache.cache_items(root)
+    items = [i for name in NAMES for i in get_target(name).cache_items(root)]
+    items += graph_cache.cache_items(root)
     for item in items:
         ok = all([_remove_file(f, report) for f in item.files])
         ok = all([_remove_dir(d, report) for d in item.dirs]) and ok

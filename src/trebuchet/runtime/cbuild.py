@@ -164,7 +164,7 @@ def cache_items(root: pathlib.Path) -> list[CacheItem]:
 
 # A translation unit this large (bytes) is split to compile on several cores at once.
 SPLIT_BYTES = 48_000
-# Every kernel's C starts with its "// kernelN: ..." comment (codegen/c.py).
+# Every kernel's C starts with its "// kernelN: ..." comment (codegen/c/kernels.py).
 _KERNEL_START = re.compile(r"\n\n(?=// kernel\d+: )")
 
 

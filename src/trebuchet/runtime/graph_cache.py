@@ -1,16 +1,18 @@
 """Whole-graph compile cache: an ATen graph's compiled artifact, found again by a new process.
 
-The C compile is cached by source hash in runtime/cbuild.py, but lowering,
-scheduling and code generation would still run in every new process (about half
-a second for a BERT training step). This cache stores the finished artifact of
-`runtime/pipeline.py` (the C source, each kernel's signature, the wrapper's source
-and the objects it names) under a key made of everything the pipeline reads:
+A target caches its build by source hash (its `load`), but
+lowering, scheduling and code generation would still run in every new process (about
+half a second for a BERT training step). This cache stores the finished artifact of
+`runtime/pipeline.py` (the target's name and source, each kernel's parameters, the
+wrapper's source and the objects it names) under a key made of everything the
+pipeline reads:
 
   - every FX node (op, target, arguments), its traced value's metadata (dtype,
     shape, strides, storage offset: symbolic sizes as their expressions) and its
     recorded stack trace (the kernels' comments quote source lines);
   - the contents of the graph's constant tensors;
-  - the options that change the output (inline_limit, C compiler, flags), the torch
+  - the options that change the output (target, inline_limit, the target's own: the C
+    compiler and flags), the torch
     version and a hash of Trebuchet's own source files.
 
 An entry is the file `<root>/graphs/<key[:2]>/<key>.pkl`, written to a temporary
@@ -38,20 +40,20 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
+from ..codegen.target import GeneratedCode, get_target
 from ..config import Options
 from .cache_files import CacheItem, children, is_dir, is_file
 from .wrapper import WrapperCode
 
-FORMAT = 1  # bump when Artifact changes shape
+FORMAT = 2  # bump when Artifact changes shape
 
 
 @dataclasses.dataclass
 class Artifact:
     """Everything needed to run a compiled graph, as plain data."""
 
-    c_source: str | None                  # None: no kernels (externs only)
-    signatures: dict[str, list[str]]      # kernel -> parameter kinds, in call order
-    functions: dict[str, str]             # kernel -> C function (identical kernels share one)
+    target: str                           # the target's name (codegen/target.py)
+    code: GeneratedCode | None            # its source, functions, parameters; None: no kernels
     wrapper: WrapperCode
     n_kernels: int
     op_counts: dict[str, dict[str, int]]  # lowered / extern / fallback: ATen op -> count
@@ -97,8 +99,9 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
 
 def graph_key(gm: torch.fx.GraphModule, options: Options) -> str:
     h = hashlib.sha256()
-    h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{options.inline_limit}|"
-             f"{options.compiler()}|{options.cflags}\n".encode())
+    target = get_target(options.resolved_target())
+    h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{target.name}|"
+             f"{options.inline_limit}|{target.options_key(options)}\n".encode())
     for node in gm.graph.nodes:
         h.update(node.format_node().encode())
         h.update(_describe(node.meta.get("val")).encode())

@@ -2,20 +2,19 @@
 
     lower      ATen FX graph -> GraphIR            (lowering/)
     schedule   GraphIR -> kernels + externs        (scheduler/)
-    codegen    kernels -> one C translation unit   (codegen/c.py)
+    codegen    kernels -> the target's source      (codegen/<target>, found by name)
     wrap       straight-line Python caller         (runtime/wrapper.py)
-    build      C -> shared library, disk cache     (runtime/cbuild.py)
+    build      source -> callables, disk cache     (the target's `load`)
 
 The first four produce an Artifact (plain data), which the whole-graph cache
 (runtime/graph_cache.py) stores, so a new process compiling the same graph skips
-them; `instantiate_artifact` then builds the library and binds the wrapper.
+them; `instantiate_artifact` then builds the kernels and binds the wrapper.
 
-The reference target stops after `lower` and executes the IR with torch ops.
+A target that executes the IR itself (the reference) stops after `lower`.
 With debug on, each pass's output is written to the debug folder.
 """
 from __future__ import annotations
 
-import ctypes
 import itertools
 import pathlib
 import time
@@ -24,60 +23,29 @@ from typing import Callable
 import torch
 
 from .. import stats
-from ..codegen import c as c_codegen
-from ..codegen.reference import Executor
+from ..codegen.target import Target, get_target
 from ..config import Options
-from ..ir.expr import loads
 from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
 from ..scheduler.cost import describe_bytes, kernel_bytes
-from ..scheduler.kernels import Kernel, Schedule, kernel_reads, schedule
-from . import cbuild, graph_cache, profiler
+from ..scheduler.describe import internal_buffers, kernel_params
+from ..scheduler.kernels import Kernel, schedule
+from . import graph_cache, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
 
 
-def internal_buffers(graph: GraphIR, sched: Schedule) -> set[str]:
-    """Buffers that live only in registers: read nowhere but their own kernel, as locals."""
-    outside: set[str] = {o.ref.buf for o in graph.outputs if o.kind == "ref"}
-    for step in sched.steps:
-        if isinstance(step, Kernel):
-            outside |= kernel_reads(step)
-        else:
-            outside |= step.reads()
-    internal = set()
-    for step in sched.steps:
-        if not isinstance(step, Kernel):
-            continue
-        for node in step.nodes:
-            name = node.buf.name
-            if name in outside:
-                continue
-            ok = True
-            for other in step.nodes:
-                for ld in loads(other.body):
-                    if ld.buf != name:
-                        continue
-                    if ld.dynamic is not None:
-                        ok = False
-                    elif (node.level == "full" and not isinstance(node.buf, Reduction)
-                          and (other.stage != node.stage or other.level != "full")):
-                        ok = False
-            if ok:
-                internal.add(name)
-    return internal
-
-
 def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forward") -> Callable:
     """Compile one ATen graph; returns a boxed callable (takes the argument list).
 
-    The C target looks the graph up in the whole-graph cache first (not in debug
-    mode, which always runs every pass so it can write their output, nor with profiling,
-    whose wrapper counts into this process's profiler)."""
+    A generating target looks the graph up in the whole-graph cache first (not in
+    debug mode, which always runs every pass so it can write their output, nor with
+    profiling, whose wrapper counts into this process's profiler)."""
     start = time.perf_counter()
     graph_id = next(_graph_ids)
-    if options.resolved_target() == "reference":
+    target = get_target(options.resolved_target())
+    if target.executes_ir:
         counts = OpCounts()
         debug = _debug_dir(options, graph_id, kind, gm)
         graph = lower_graph(gm, counts, options.inline_limit)
@@ -86,7 +54,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         stats.record(graphs=1, kernels=sum(1 for b in graph.buffers if hasattr(b, "body")),
                      compile_seconds=time.perf_counter() - start, lowered_ops=counts.lowered,
                      extern_ops=counts.extern, fallback_ops=counts.fallback)
-        return Executor(graph)
+        return target.run_ir(graph)
     key, artifact = None, None
     if options.graph_cache and not options.debug and not options.profile:
         try:
@@ -96,7 +64,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         artifact = graph_cache.load(options.cache_path(), key) if key else None
     hit = artifact is not None
     if artifact is None:
-        artifact = compile_artifact(gm, options, graph_id, kind)
+        artifact = compile_artifact(gm, options, graph_id, kind, target)
         if key:
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
@@ -108,9 +76,10 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
 
 
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,
-                     kind: str = "forward") -> graph_cache.Artifact:
-    """Run the passes: lower, schedule, codegen, write the wrapper (the C build is
-    left to `instantiate_artifact`)."""
+                     kind: str = "forward", target: Target | None = None) -> graph_cache.Artifact:
+    """Run the passes: lower, schedule, codegen, write the wrapper (the build is left
+    to `instantiate_artifact`)."""
+    target = target or get_target(options.resolved_target())
     counts = OpCounts()
     debug = _debug_dir(options, graph_id, kind, gm)
     graph = lower_graph(gm, counts, options.inline_limit)             # lower
@@ -119,16 +88,17 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
     sched = schedule(graph)                                           # schedule
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     internal = internal_buffers(graph, sched)
+    params = {k.name: kernel_params(k, internal) for k in kernels}
     notes = {k.name: f"{k.kind()} kernel; moves {describe_bytes(kernel_bytes(graph, k, internal))}"
              for k in kernels}
-    source, sigs, functions = c_codegen.generate(kernels, internal, notes)  # codegen
+    code = target.generate(kernels, internal, params, notes)          # codegen
     plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
-    wrapper = write_wrapper(graph, sched, internal, sigs, plan)       # wrap
+    wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan)  # wrap
     if debug:
-        (debug / "kernels.c").write_text(source)
+        (debug / target.source_file).write_text(code.source)
         (debug / "wrapper.py").write_text(wrapper.source)
     return graph_cache.Artifact(
-        c_source=source if kernels else None, signatures=sigs, functions=functions, wrapper=wrapper,
+        target=target.name, code=code if kernels else None, wrapper=wrapper,
         n_kernels=len(kernels),
         op_counts={"lowered": dict(counts.lowered), "extern": dict(counts.extern),
                    "fallback": dict(counts.fallback)},
@@ -136,19 +106,10 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
 
 
 def instantiate_artifact(artifact: graph_cache.Artifact, options: Options) -> Callable:
-    """Build (or find in the disk cache) the kernels' library and bind the wrapper to it."""
+    """Build (or find in the disk cache) the kernels and bind the wrapper to them."""
     callables: dict[str, Callable] = {}
-    if artifact.c_source is not None:
-        lib_path = cbuild.build(artifact.c_source, options.compiler(), options.cflags,  # build
-                                options.cache_path())
-        lib = cbuild.load(lib_path)
-        for name, sig in artifact.signatures.items():
-            f = getattr(lib, artifact.functions[name])
-            f.argtypes = [ctypes.c_void_p if s.startswith(("ptr", "err")) else ctypes.c_int64
-                          for s in sig]
-            f.restype = None
-            callables[name] = f
-        callables["_lib"] = lib
+    if artifact.code is not None:
+        callables = get_target(artifact.target).load(artifact.code, options)   # build
     return instantiate(artifact.wrapper, callables)
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import sympy
 
-from ..codegen.c import kernel_shape
 from ..ir.nodes import Extern, GraphIR
 from ..scheduler.cost import extern_bytes, kernel_bytes
+from ..scheduler.describe import kernel_shape
 from ..scheduler.kernels import Kernel, Schedule
 
 _lock = threading.Lock()
@@ -83,7 +83,7 @@ def register(graph_id: int, kind: str, graph: GraphIR, sched: Schedule,
     steps = []
     for s in sched.steps:
         if isinstance(s, Kernel):
-            steps.append((s.name, kernel_shape(s, internal), s.origins(),
+            steps.append((s.name, kernel_shape(s), s.origins(),
                           kernel_bytes(graph, s, internal)))
         elif isinstance(s, Extern):
             steps.append((s.name, "extern", [str(s.target)], extern_bytes(graph, s)))

@@ -1,9 +1,9 @@
 """Generate the Python function that runs one compiled graph.
 
-The wrapper is straight-line Python source: bind size symbols from the
-inputs, allocate buffers, call kernels through ctypes and externs as ATen
-calls, drop buffers after their last use (reusing same-sized kernel buffers),
-and return the outputs. No per-op interpretation happens at run time.
+The wrapper is straight-line Python source: bind size symbols from the inputs,
+allocate buffers, call kernels (their arguments written by the target's
+`launch_arg`) and externs as ATen calls, drop buffers after their last use
+(reusing same-sized kernel buffers), and return the outputs. No per-op interpretation happens at run time.
 
 With a `ProfilePlan` (the `profile` option) each kernel call and each extern
 call is bracketed by clock reads that add its time and bytes to the profiler,
@@ -11,7 +11,6 @@ and the whole call is timed too; without one the source has no timing code.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import math
 import time
@@ -21,10 +20,10 @@ import sympy
 import torch
 
 from ..codegen.indexing import print_index
-from ..codegen.reference import INDEX_ERROR, ZERO_DIVISION_ERROR
-from ..ir.expr import INDEX_ERRORS
+from ..ir.expr import INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR
 from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput,
                         contiguous_strides, product)
+from ..scheduler.describe import ErrorFlag, Param
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
 from .buffers import BufferSlots, alias
@@ -51,8 +50,10 @@ def shape_code(shape: Any) -> str:
 
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
-                 signatures: dict[str, list[str]], profile: ProfilePlan | None = None):
-        self.g, self.sched, self.internal, self.sigs = graph, sched, internal, signatures
+                 params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
+                 profile: ProfilePlan | None = None):
+        self.g, self.sched, self.internal, self.params = graph, sched, internal, params
+        self.launch_arg = launch_arg
         self.profile = profile
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
@@ -183,14 +184,11 @@ class WrapperWriter:
                          f"{shape_code(b.stride)}, {host}.storage_offset())")
             else:
                 self._allocate(b, pool)
-        args = []
-        for kind in self.sigs[k.name]:
-            what, name = kind.split(":", 1)
-            args.append(f"{name}.data_ptr()" if what == "ptr" else
-                        "kernel_error.address" if what == "err" else name)
+        args = [self.launch_arg(p) for p in self.params[k.name]]
         self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
-        if any(kind.startswith("err:") for kind in self.sigs[k.name]):
-            L.append(f"    if kernel_error.bits.value: kernel_error.raise_({', '.join(k.origins())!r})")
+        if any(isinstance(p, ErrorFlag) for p in self.params[k.name]):
+            L.append(f"    if kernel_error: raise_kernel_error(kernel_error.take(), "
+                     f"{', '.join(k.origins())!r})")
         for host in hosts:
             L.append(f"    del {host}")
 
@@ -254,19 +252,14 @@ OUT_VARIANTS = {
 }
 
 
-class KernelError:
-    """Error bits kernels set for what eager raises on (codegen/c_prelude.h: TB_*)."""
-
-    def __init__(self) -> None:
-        self.bits = ctypes.c_int(0)
-        self.address = ctypes.addressof(self.bits)
-
-    def raise_(self, ops: str) -> None:
-        bits, self.bits.value = self.bits.value, 0
-        for bit, error in INDEX_ERRORS.items():
-            if bits & bit:
-                raise error(f"{INDEX_ERROR}; in the kernel fusing {ops}")
-        raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
+def raise_kernel_error(bits: int, ops: str) -> None:
+    """Raise what eager raises for the error bits a kernel set (ir/expr.py INDEX_ERRORS;
+    any other bit: integer division by zero). The flag itself is the target's: its
+    `load` provides `kernel_error` (true when set; `take()` reads and clears the bits)."""
+    for bit, error in INDEX_ERRORS.items():
+        if bits & bit:
+            raise error(f"{INDEX_ERROR}; in the kernel fusing {ops}")
+    raise RuntimeError(f"{ZERO_DIVISION_ERROR}; in the kernel fusing {ops}")
 
 
 def fix_layout(t: torch.Tensor, shape: tuple, stride: tuple) -> torch.Tensor:
@@ -291,8 +284,11 @@ class WrapperCode:
 
 
 def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
-                  signatures: dict[str, list[str]], profile: ProfilePlan | None = None) -> WrapperCode:
-    w = WrapperWriter(graph, sched, internal, signatures, profile)
+                  params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
+                  profile: ProfilePlan | None = None) -> WrapperCode:
+    """The wrapper of a scheduled graph; `params` and `launch_arg` say how each kernel is
+    called."""
+    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile)
     source = w.write()
     return WrapperCode(source, w.consts, w.slots)
 
@@ -300,7 +296,7 @@ def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
 def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
     """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
     slots = BufferSlots(code.slots)
-    namespace: dict[str, Any] = {"alloc": slots.alloc, "kernel_error": KernelError(),
+    namespace: dict[str, Any] = {"alloc": slots.alloc, "raise_kernel_error": raise_kernel_error,
                                  "as_strided": torch.as_strided, "alias": alias,
                                  "fix_layout": fix_layout,
                                  "ns": time.perf_counter_ns, **code.consts, **kernels}

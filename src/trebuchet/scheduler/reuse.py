@@ -56,7 +56,7 @@ def owned_buffers(graph: GraphIR, sched: Schedule, internal: set[str]) -> set[st
 
 def _order(k: Kernel, node: KernelNode) -> tuple[int, int, int]:
     """When a node is computed within one outer point: by stage, the row-level nodes
-    of a stage before its inner loop, then in node order (codegen/c.py emits them so)."""
+    of a stage before its inner loop, then in node order (codegen/c/kernels.py emits them so)."""
     return (node.stage, 0 if node.level == "row" else 1, k.nodes.index(node))
 
 

@@ -1,262 +1,69 @@
-"""C code generator: one translation unit with a function per kernel.
+"""The C target's kernel shapes: the C function of one scheduled kernel.
 
 Kernels are written as nested loops: the outer loops parallel (OpenMP), the
 innermost loop marked `omp simd` so the C compiler vectorizes it (reductions
-use OpenMP reduction clauses, so no -ffast-math is needed). Values of each
-expression are emitted once per scope (structural CSE). float16/bfloat16 are
-stored as 16-bit words and computed in float.
+use OpenMP reduction clauses, so no -ffast-math is needed). Expressions are
+written by the shared emitter (codegen/emitter.py) over the C op table (ops.py):
+each value once per scope. float16/bfloat16 are stored as 16-bit words and
+computed in float.
 """
 from __future__ import annotations
 
 import math
-import pathlib
-import re
-from typing import Callable, Iterable
+from typing import Callable
 
 import sympy
 import torch
 
-from ..ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero, walk
-from ..ir.nodes import Reduction
-from ..scheduler.kernels import Kernel, KernelNode
-from .indexing import print_index
-
-PRELUDE = (pathlib.Path(__file__).parent / "c_prelude.h").read_text()
-
-# storage type of each dtype; float16/bfloat16 values live in float registers
-STORAGE = {
-    torch.float32: "float", torch.float64: "double", torch.float16: "uint16_t",
-    torch.bfloat16: "uint16_t", torch.int8: "int8_t", torch.uint8: "uint8_t",
-    torch.int16: "int16_t", torch.int32: "int32_t", torch.int64: "int64_t",
-    torch.bool: "bool", torch.uint16: "uint16_t", torch.uint32: "uint32_t",
-    torch.uint64: "uint64_t",
-}
-HALF = (torch.float16, torch.bfloat16)
-
-
-def ctype(dtype: torch.dtype) -> str:
-    """The C type a value of `dtype` has while it is computed."""
-    if dtype in HALF:
-        return "float"
-    if dtype not in STORAGE:
-        raise NotImplementedError(f"dtype {dtype} in C")
-    return STORAGE[dtype]
-
-
-def supported(dtype: torch.dtype) -> bool:
-    return dtype in STORAGE
-
-
-def c_const(value: float | int | bool, dtype: torch.dtype) -> str:
-    if dtype == torch.bool:
-        return "true" if value else "false"
-    if dtype.is_floating_point:
-        suffix = "f" if ctype(dtype) == "float" else ""
-        if math.isnan(value):
-            return "NAN" if suffix else "(double)NAN"
-        if math.isinf(value):
-            s = "INFINITY" if suffix else "(double)INFINITY"
-            return s if value > 0 else f"(-{s})"
-        if dtype in HALF:
-            value = float(torch.tensor(value, dtype=dtype).float())
-        return f"{float(value).hex()}{suffix}" if value != int(value) or abs(value) > 1e15 \
-            else f"{float(value)!r}{suffix}"
-    v = int(value)
-    if dtype == torch.int64 and v == -(2 ** 63):
-        return "INT64_MIN"
-    if abs(v) > 2 ** 31 - 1:
-        return f"(({ctype(dtype)}){v}LL)" if v < 0 else f"(({ctype(dtype)}){v}ULL)"
-    return f"(({ctype(dtype)}){v})" if dtype != torch.int32 else str(v)
-
-
-_FLOAT_CALLS = {
-    "exp": "exp", "expm1": "expm1", "log": "log", "log2": "log2", "log10": "log10",
-    "log1p": "log1p", "sqrt": "sqrt", "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin",
-    "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh",
-    "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "erf": "erf", "erfc": "erfc",
-    "lgamma": "lgamma", "floor": "floor", "ceil": "ceil", "trunc": "trunc",
-    "round": "nearbyint", "fabs": "fabs",
-}
-# float32 (and float16/bfloat16, computed in float) use the prelude's inline SIMD routines.
-_FAST_FLOAT = {"exp": "t_expf", "tanh": "t_tanhf", "sin": "t_sinf", "cos": "t_cosf",
-               "sigmoid": "t_sigmoidf", "erf": "t_erff"}
-_INFIX = {"add": "+", "sub": "-", "mul": "*", "truediv": "/", "eq": "==", "ne": "!=",
-          "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "logical_and": "&&", "logical_or": "||",
-          "bitwise_and": "&", "bitwise_or": "|", "bitwise_xor": "^"}
-
-
-def op_code(node: Op, a: list[str]) -> str:
-    """C for one primitive, given its argument variable names."""
-    name, dt = node.op, node.dtype
-    t = ctype(dt)
-    arg_dt = node.args[0].dtype if node.args else dt
-    is_float = ctype(arg_dt) in ("float", "double")
-    f = "f" if ctype(arg_dt) == "float" else ""
-    if name in _INFIX:
-        if dt == torch.bool and name in ("add", "mul"):
-            return f"({a[0]} {'||' if name == 'add' else '&&'} {a[1]})"
-        expr = f"({a[0]} {_INFIX[name]} {a[1]})"
-        return expr if name in ("eq", "ne", "lt", "le", "gt", "ge", "logical_and",
-                                "logical_or") or t in ("float", "double") else f"(({t}){expr})"
-    if name in _FAST_FLOAT and f:
-        return f"{_FAST_FLOAT[name]}({a[0]})"
-    if name in _FLOAT_CALLS:
-        if not is_float:
-            return a[0]   # rounding an integer is the identity
-        return f"{_FLOAT_CALLS[name]}({a[0]})"
-    if name == "neg":
-        return f"(({t})(-{a[0]}))"
-    if name == "abs":
-        return f"fabs({a[0]})" if is_float else f"(({t})({a[0]} < 0 ? -{a[0]} : {a[0]}))"
-    if name == "rsqrt":
-        return f"(1.0{f} / sqrt{f}({a[0]}))"
-    if name == "sigmoid":
-        return f"(1.0{f} / (1.0{f} + exp(-{a[0]})))"
-    if name == "pow":
-        return f"pow({a[0]}, {a[1]})"
-    if name == "atan2":
-        return f"atan2({a[0]}, {a[1]})"
-    if name in ("fmod", "floordiv", "remainder") and not is_float:
-        code = {"fmod": f"T_IFMOD({a[0]}, {a[1]})", "floordiv": f"T_IFLOORDIV({a[0]}, {a[1]})",
-                "remainder": f"T_IREM({a[0]}, {a[1]})"}[name]
-        check = f"TB_CHECK_DIVISOR({a[1]}), " if may_divide_by_zero(node) else ""
-        return f"({check}({t}){code})"
-    if name == "fmod":
-        return f"fmod({a[0]}, {a[1]})"
-    if name == "floordiv":
-        return f"t_floordiv{f}({a[0]}, {a[1]})"
-    if name == "remainder":
-        return f"t_rem{f}({a[0]}, {a[1]})"
-    if name == "check_index":
-        return f"TB_CHECK_INDEX({a[0]}, {a[1]}, {a[2]})"
-    if name in ("maximum", "minimum"):
-        # Against a constant that is not NaN one comparison suffices (relu, clamp):
-        # NaN compares false and is returned, and the choice between -0.0 and +0.0
-        # matches T_MAX/T_MIN.
-        cmp = "<=" if name == "maximum" else ">="
-        if _not_nan_const(node.args[1]):
-            return f"({a[0]} {cmp} {a[1]} ? {a[1]} : {a[0]})"
-        if _not_nan_const(node.args[0]):
-            return f"({a[0]} {'>' if name == 'maximum' else '<'} {a[1]} ? {a[0]} : {a[1]})"
-        return f"{'T_MAX' if name == 'maximum' else 'T_MIN'}({a[0]}, {a[1]})"
-    if name == "isnan":
-        return f"({a[0]} != {a[0]})" if is_float else "false"
-    if name == "isinf":
-        return f"(isinf({a[0]}) != 0)" if is_float else "false"
-    if name == "bitwise_not":
-        return f"(({t})(~{a[0]}))"
-    if name in ("lshift", "rshift"):
-        bits = torch.iinfo(dt).bits if dt != torch.bool else 8
-        sym = "<<" if name == "lshift" else ">>"
-        if name == "lshift":
-            return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? 0 : ({t})((uint64_t){a[0]} << {a[1]})))"
-        fill = f"({a[0]} < 0 ? -1 : 0)"
-        return f"(({t})(({a[1]} < 0 || {a[1]} >= {bits}) ? {fill} : ({a[0]} {sym} {a[1]})))"
-    if name == "where":
-        return f"({a[0]} ? {a[1]} : {a[2]})"
-    if name == "cast":
-        return cast_code(a[0], node.args[0].dtype, dt)
-    raise NotImplementedError(f"C codegen for op {name}")
-
-
-def _not_nan_const(e: Expr) -> bool:
-    return isinstance(e, Const) and not (isinstance(e.value, float) and math.isnan(e.value))
-
-
-def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
-    if dst == torch.bool:
-        return f"({x} != 0)"
-    if dst == torch.float16:
-        return f"t_h2f(t_f2h((float)({x})))"
-    if dst == torch.bfloat16:
-        return f"t_b2f(t_f2b((float)({x})))"
-    if src.is_floating_point and not dst.is_floating_point:
-        # Out-of-range float->int is undefined in C; eager's result is unspecified too.
-        return f"(({ctype(dst)})({x}))"
-    return f"(({ctype(dst)})({x}))"
-
-
-def load_code(buf: str, index: str, dtype: torch.dtype) -> str:
-    if dtype == torch.float16:
-        return f"t_h2f({buf}[{index}])"
-    if dtype == torch.bfloat16:
-        return f"t_b2f({buf}[{index}])"
-    return f"{buf}[{index}]"
-
-
-def store_value(value: str, dtype: torch.dtype) -> str:
-    if dtype == torch.float16:
-        return f"t_f2h({value})"
-    if dtype == torch.bfloat16:
-        return f"t_f2b({value})"
-    return value
-
+from ...ir.expr import Const, Expr, Index, Load, Op, walk
+from ...ir.nodes import Reduction
+from ...scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, is_column
+from ...scheduler.kernels import Kernel, KernelNode
+from ..emitter import Emitter
+from ..indexing import print_index
+from .ops import C_OPS, STORAGE, c_const, cast_code, ctype, store_value
+from .ops import load_code as c_load
 
 REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 
 
-class KernelWriter:
+class KernelWriter(Emitter):
     """Writes the C function for one scheduled kernel."""
 
-    def __init__(self, kernel: Kernel, internal: set[str], note: str = ""):
+    def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
+        super().__init__(C_OPS)
         self.note = note
         self.k = kernel
         self.internal = internal
+        self.param_list = params
+        # A kernel that checks data (TB_CHECK_INDEX, TB_CHECK_DIVISOR set the local
+        # `tb_bad`) ORs it over every worksharing or simd loop, then into *tb_error.
+        self.err = " reduction(|:tb_bad)" if self.reports_errors() else ""
+        # Whether the kernel calls the prelude's float32 t_sinf/t_cosf, whose out-of-line
+        # huge-argument path the unit then compiles in (T_SINCOS).
+        self.sincos = False
 
-        self.lines: list[str] = []
-        self.scopes: list[dict[Expr, str]] = [{}]
-        self.tmp = 0
-        self.local: dict[str, str] = {}    # buffer name -> local variable holding its value
+    # ---- the leaves of expressions, in C ----
+    def const_code(self, node: Const) -> str:
+        return c_const(node.value, node.dtype)
 
-    # ---- expression emission ----
-    def var(self, e: Expr, indent: str) -> str:
-        """Emit the statements computing e (reusing values in scope); return its name."""
-        stack: list[tuple[Expr, bool]] = [(e, False)]
-        while stack:
-            node, ready = stack.pop()
-            if self._find(node) is not None:
-                continue
-            if not ready:
-                stack.append((node, True))
-                stack.extend((c, False) for c in node.children() if self._find(c) is None)
-                continue
-            code = self._code(node)
-            if isinstance(node, Const):
-                self.scopes[-1][node] = code
-                continue
-            name = f"t{self.tmp}"
-            self.tmp += 1
-            self.lines.append(f"{indent}const {ctype(node.dtype)} {name} = {code};")
-            self.scopes[-1][node] = name
-        return self._lookup(e)
+    def index_code(self, node: Index) -> str:
+        return cast_code(print_index(node.expr), torch.int64, node.dtype) \
+            if node.dtype != torch.int64 else print_index(node.expr)
 
-    def _find(self, e: Expr) -> str | None:
-        for scope in reversed(self.scopes):
-            if e in scope:
-                return scope[e]
-        return None
+    def load_code(self, node: Load) -> str:
+        index = print_index(node.index)
+        if node.dynamic is not None:
+            index = f"{index} + {self._lookup(node.dynamic)}"
+        return c_load(node.buf, index, node.dtype)
 
-    def _lookup(self, e: Expr) -> str:
-        for scope in reversed(self.scopes):
-            if e in scope:
-                return scope[e]
-        raise KeyError(e)
+    def declare(self, name: str, node: Expr, code: str) -> str:
+        return f"const {ctype(node.dtype)} {name} = {code};"
 
-    def _code(self, node: Expr) -> str:
-        if isinstance(node, Const):
-            return c_const(node.value, node.dtype)
-        if isinstance(node, Index):
-            return cast_code(print_index(node.expr), torch.int64, node.dtype) \
-                if node.dtype != torch.int64 else print_index(node.expr)
-        if isinstance(node, Load):
-            if node.buf in self.local and node.dynamic is None:
-                return self.local[node.buf]
-            index = print_index(node.index)
-            if node.dynamic is not None:
-                index = f"{index} + {self._lookup(node.dynamic)}"
-            return load_code(node.buf, index, node.dtype)
-        assert isinstance(node, Op)
-        return op_code(node, [self._lookup(a) for a in node.args])
+    def op_code(self, node: Op, args: list[str]) -> str:
+        if node.op in ("sin", "cos") and ctype(node.args[0].dtype) == "float":
+            self.sincos = True        # ops.py writes t_sinf / t_cosf
+        return super().op_code(node, args)
 
     # ---- structure ----
     def write(self) -> str:
@@ -265,7 +72,7 @@ class KernelWriter:
         body_indent = "    " * (len(outer_vars) + 1)
         self.lines = []
         n_loops = k.num_loops
-        if self._is_column():
+        if is_column(self.k):   # the shape the scheduler describes
             return self._column_kernel()
         if not k.inner:
             staged = self._plan_stages()
@@ -294,31 +101,6 @@ class KernelWriter:
     COLUMN_CHUNK_ROWS = 128
     # Rows folded per pass over a tile (each accumulator loaded and stored once per pass).
     COLUMN_UNROLL = 8
-    COLUMN_TYPES = ("sum", "prod", "max", "min", "any", "all", "argmax", "argmin")
-
-    def _is_column(self) -> bool:
-        """A reduction whose reduced axis is strided and whose outputs are contiguous
-        (sum over the batch, bias gradients): better read row by row."""
-        k = self.k
-        if not k.inner or not k.outer or k.num_loops != 1:
-            return False
-        full = [n for n in k.nodes if n.level == "full"]
-        if any(not isinstance(n.buf, Reduction) or n.buf.reduce_type not in self.COLUMN_TYPES
-               for n in full):
-            return False
-        if any(n.level == "row" and n.stage == 0 for n in k.nodes):
-            return False
-        last, rlast = k.outer_vars[-1], k.inner_vars[-1]
-        lds = [ld for n in full for ld in walk(n.body) if isinstance(ld, Load)]
-        if not lds or any(ld.dynamic is not None for ld in lds):
-            return False
-        unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
-        # Loads that do not vary along the outputs (a per-row scale, the softmax sums of
-        # a cross-entropy gradient) are the same for a whole row of outputs: they do not
-        # make the rows contiguous.
-        unit_inner = any(ld.index.coeff(rlast) == 1 and ld.index.has(last) for ld in lds)
-        return unit_outer and not unit_inner
-
     @staticmethod
     def _column_acc_type(n: KernelNode) -> str:
         return "int" if n.buf.reduce_type in ("any", "all") else ctype(n.body.dtype)
@@ -399,6 +181,7 @@ class KernelWriter:
              *([f"// {self.note}"] if self.note else []),
              *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
              f"void {k.name}({', '.join(self.params()) or 'void'}) {{",
+             *self._error_start(),
              f"    const int64_t n_outer = {prod(osizes[:-1])};",
              f"    const int64_t n_col = {osizes[-1]};",
              f"    const int64_t n_row = {prod(rsizes)};",
@@ -431,7 +214,7 @@ class KernelWriter:
         L.append("    }")
         L.append("    #pragma omp parallel if((n_outer * n_col * n_row) > 32768)")
         L.append("    {")
-        L.append("        #pragma omp for schedule(static)")
+        L.append(f"        #pragma omp for schedule(static){self.err}")
         L.append("        for (int64_t item = 0; item < n_outer * n_tile * n_chunk; ++item) {")
         ind = " " * 12
         L.append(f"{ind}const int64_t chunk = item % n_chunk, tile = item / n_chunk % n_tile;")
@@ -480,7 +263,7 @@ class KernelWriter:
         L.append("        }")
         L.append("        if (n_chunk > 1) {")
         L.append("            // combine the chunks' partial results, in chunk order")
-        L.append("            #pragma omp for schedule(static)")
+        L.append(f"            #pragma omp for schedule(static){self.err}")
         L.append("            for (int64_t oc = 0; oc < n_outer * n_col; ++oc) {")
         ind = " " * 16
         L.append(f"{ind}const int64_t o = oc / n_col, {last} = oc % n_col;")
@@ -501,7 +284,7 @@ class KernelWriter:
         L.append("    }")
         for p, _ in parts:
             L.append(f"    free({p});")
-        L.append("}")
+        L.extend(self._function_end())
         return "\n".join(L)
 
     def _column_rows(self, full: list[KernelNode], is_arg: dict[str, bool], group: int,
@@ -520,7 +303,7 @@ class KernelWriter:
             for d in range(len(rv) - 1, 0, -1):
                 carry += f"if (++{rv[d]}_n == {rsizes[d]}) {{ {rv[d]}_n = 0; "
             L.append(carry + f"++{rv[0]}_n;" + " }" * (len(rv) - 1) + " }")
-        L.append(f"{ind}#pragma omp simd")
+        L.append(f"{ind}#pragma omp simd{self.err}")
         L.append(f"{ind}for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
         ind2 = ind + "    "
         j = f"[{last} - {last}_b]"
@@ -655,13 +438,13 @@ class KernelWriter:
         indent = "    "
         if len(vars_) > 1:
             lines.append(f"{indent}#pragma omp parallel for collapse({len(vars_) - 1}) "
-                         f"if(({work}) > 32768)")
+                         f"if(({work}) > 32768){self.err}")
             for i in self._loop_order()[:-1]:
                 var, size = vars_[i], sizes[i]
                 lines.append(f"{indent}for (int64_t {var} = 0; {var} < {size}; ++{var}) {{")
                 indent += "    "
         else:
-            lines.append(f"{indent}#pragma omp parallel for if(({work}) > 32768)")
+            lines.append(f"{indent}#pragma omp parallel for if(({work}) > 32768){self.err}")
         lines.append(f"{indent}for (int64_t {v}_b = 0; {v}_b < {n}; {v}_b += {B}) {{")
         indent += "    "
         lines.append(f"{indent}const int64_t {v}_e = {v}_b + {B} < {n} ? {v}_b + {B} : {n};")
@@ -677,7 +460,7 @@ class KernelWriter:
             fn()
             self.scopes.pop()
             if pragma:
-                lines.append(f"{indent}{pragma}")
+                lines.append(f"{indent}{pragma}{self.err}")
             lines.extend([f"{indent}{loop}", *self.lines, f"{indent}}}"])
 
         def store(i: int, call: str | None = None) -> Callable[[], None]:
@@ -698,6 +481,7 @@ class KernelWriter:
                 # sin/cos of a block without a call per vector: the Cody-Waite path, and
                 # the block again with the full routine if an argument was out of its range
                 lines.append(f"{indent}int32_t key{i} = 0;")
+                self.sincos = True
                 stage_loop(i, store(i, f"t_{e.op}f_small"), f"#pragma omp simd reduction(max:key{i})")
                 lines.append(f"{indent}if (T_SINCOS_HUGE(key{i})) {{")
                 indent += "    "
@@ -709,9 +493,10 @@ class KernelWriter:
             else:
                 stage_loop(i, store(i), "#pragma omp simd")
         stage_loop(len(staged), lambda: self._pointwise_body(body), "#pragma omp simd")
-        while indent:
+        while len(indent) > 4:
             indent = indent[:-4]
             lines.append(f"{indent}}}")
+        lines.extend(self._function_end())
         return "\n".join(lines)
 
     def _pointwise_body(self, indent: str | None = None) -> None:
@@ -769,9 +554,9 @@ class KernelWriter:
             if not k.outer and len(rvars) == 1 and vectorize:
                 # A reduction to a scalar: split the reduced axis over the threads.
                 self.lines.append(f"{loop_indent}#pragma omp parallel for simd{extra} "
-                                  f"if(({print_index(size)}) > 32768)")
+                                  f"if(({print_index(size)}) > 32768){self.err}")
             elif d == len(rvars) - 1 and vectorize:
-                self.lines.append(f"{loop_indent}#pragma omp simd{extra}")
+                self.lines.append(f"{loop_indent}#pragma omp simd{extra}{self.err}")
             self.lines.append(f"{loop_indent}for (int64_t {v} = 0; {v} < {print_index(size)}; ++{v}) {{")
             loop_indent += "    "
         flat = print_index(_flat_r(k))
@@ -866,7 +651,14 @@ class KernelWriter:
         return [f"// {k.name}: " + ", ".join(k.origins()),
                 *([f"// {self.note}"] if self.note else []),
                 *([f"// from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
-                f"void {k.name}({', '.join(params) if params else 'void'}) {{"]
+                f"void {k.name}({', '.join(params) if params else 'void'}) {{",
+                *self._error_start()]
+
+    def _error_start(self) -> list[str]:
+        return ["    int tb_bad = 0;"] if self.err else []
+
+    def _function_end(self) -> list[str]:
+        return ["    if (tb_bad) *tb_error |= tb_bad;", "}"] if self.err else ["}"]
 
     def _loop_order(self) -> list[int]:
         """A pointwise kernel's outer loops in its first output's memory order (largest
@@ -893,14 +685,14 @@ class KernelWriter:
             n_par = len(vars_) if k.inner else max(len(vars_) - 1, 0)
             if k.inner or len(vars_) > 1:
                 lines.append(f"    #pragma omp parallel for collapse({max(n_par, 1)}) "
-                             f"if(({work}) > 32768)")
+                             f"if(({work}) > 32768){self.err}")
             else:
-                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768)")
+                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768){self.err}")
             indent = "    "
             order = self._loop_order()
             for d, (v, s) in enumerate((vars_[i], sizes[i]) for i in order):
                 if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
-                    lines.append(f"{indent}#pragma omp simd")
+                    lines.append(f"{indent}#pragma omp simd{self.err}")
                 lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")
                 indent += "    "
             lines.extend(body)
@@ -909,41 +701,24 @@ class KernelWriter:
                 lines.append(f"{indent}}}")
         else:
             lines.extend(body)
-        lines.append("}")
+        lines.extend(self._function_end())
         return "\n".join(lines)
 
     def params(self) -> list[str]:
-        return [p for p, _ in self.param_list()]
-
-    def param_list(self) -> list[tuple[str, str]]:
-        """(C declaration, kind) with kind "ptr:<name>" or "sym:<name>", in call order."""
-        produced = {n.buf.name: n.buf for n in self.k.nodes}
-        reads: dict[str, torch.dtype] = {}
-        syms: set[sympy.Symbol] = set()
-        for n in self.k.nodes:
-            for e in walk(n.body):
-                if isinstance(e, Load):
-                    if e.buf not in produced:
-                        reads[e.buf] = e.dtype
-                    syms |= e.index.free_symbols
-                elif isinstance(e, Index):
-                    syms |= e.expr.free_symbols
-            syms |= n.store_index.free_symbols
-        for s in list(self.k.outer) + list(self.k.inner):
-            syms |= sympy.sympify(s).free_symbols
-        out = [(f"const {STORAGE[dt]}* {name}", f"ptr:{name}") for name, dt in sorted(reads.items())]
-        out += [(f"{STORAGE[b.dtype]}* {name}", f"ptr:{name}") for name, b in produced.items()
-                if name not in self.internal]
-        loop_vars = {str(v) for v in self.k.outer_vars + self.k.inner_vars}
-        out += [(f"int64_t {s}", f"sym:{s}") for s in sorted(syms, key=str) if str(s) not in loop_vars]
-        if self.reports_errors():
-            out.append(("int* tb_error", "err:tb_error"))
-        return out
+        """The C declarations of the kernel's parameters, in call order."""
+        return [_declaration(p) for p in self.param_list]
 
     def reports_errors(self) -> bool:
-        """Whether the kernel checks for errors eager raises on (see with_error_flag)."""
-        return any(isinstance(e, Op) and (e.op == "check_index" or may_divide_by_zero(e))
-                   for n in self.k.nodes for e in walk(n.body))
+        """Whether the kernel checks data eager raises on: it takes the error flag."""
+        return any(isinstance(p, ErrorFlag) for p in self.param_list)
+
+
+def _declaration(p: Param) -> str:
+    if isinstance(p, Pointer):
+        return f"{'const ' if p.role == 'in' else ''}{STORAGE[p.dtype]}* {p.name}"
+    if isinstance(p, SizeSymbol):
+        return f"int64_t {p.name}"
+    return f"int* {p.name}"
 
 
 # Calls worth a loop of their own when a pointwise kernel makes several.
@@ -986,7 +761,7 @@ def _depends_on(e: Expr, rvars: set) -> bool:
 
 
 def _flat_r(k: Kernel) -> sympy.Expr:
-    from ..ir.nodes import contiguous_strides, linear_index
+    from ...ir.nodes import contiguous_strides, linear_index
     return linear_index(k.inner_vars, contiguous_strides(k.inner))
 
 
@@ -998,69 +773,3 @@ def _extreme(dtype: torch.dtype, is_max: bool) -> str:
     info = torch.iinfo(dtype)
     v = info.min if is_max else info.max
     return c_const(v, dtype)
-
-
-_BUF_NAME = re.compile(r"(?<![A-Za-z0-9])((?:in|buf|const)\d+)\b")
-
-
-_OMP_LOOP = re.compile(r"^(\s*#pragma omp (?:parallel for simd|parallel for|for|simd)\b.*)$", re.M)
-
-
-def with_error_flag(code: str) -> str:
-    """Give a kernel that checks for errors (out-of-range data-dependent indices, integer
-    division by zero) its error bits: a local `tb_bad` OR-reduced by every OpenMP loop
-    (TB_CHECK_INDEX and TB_CHECK_DIVISOR set it), ORed into `*tb_error` at the end."""
-    lines = code.splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("void ") and ln.endswith("{"))
-    assert lines[-1] == "}", lines[-1]
-    body = _OMP_LOOP.sub(r"\1 reduction(|:tb_bad)", "\n".join(lines[start + 1:-1]))
-    return "\n".join(lines[:start + 1] + ["    int tb_bad = 0;", body,
-                                           "    if (tb_bad) *tb_error |= tb_bad;", "}"])
-
-
-def canonical(code: str, params: list[str], name: str) -> str:
-    """Kernel code with buffer names replaced by their roles: equal text, equal kernel."""
-    alias = {p.split(":", 1)[1]: f"p{i}" for i, p in enumerate(params) if p.startswith("ptr:")}
-    body = "\n".join(line for line in code.splitlines() if not line.startswith("//"))
-    body = body.replace(f"void {name}(", "void KERNEL(")
-
-    def sub(m: re.Match) -> str:
-        return alias.setdefault(m.group(1), f"q{len(alias)}")
-
-    return _BUF_NAME.sub(sub, body)
-
-
-def kernel_shape(kernel: Kernel, internal: set[str]) -> str:
-    """The loop shape this generator emits: pointwise, row, column or scalar (reduction)."""
-    if not kernel.inner:
-        return "pointwise"
-    if KernelWriter(kernel, internal)._is_column():
-        return "column"
-    return "row" if kernel.outer else "scalar"
-
-
-def generate(kernels: Iterable[Kernel], internal: set[str],
-             notes: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]], dict[str, str]]:
-    """The translation unit, each kernel's parameter kinds in call order, and the C
-    function each kernel calls (kernels with identical code share one function:
-    repeated layers compile once)."""
-    parts = [PRELUDE]
-    signatures: dict[str, list[str]] = {}
-    functions: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    for k in kernels:
-        w = KernelWriter(k, internal, (notes or {}).get(k.name, ""))
-        code = w.write()
-        if w.reports_errors():
-            code = with_error_flag(code)
-        signatures[k.name] = [kind for _, kind in w.param_list()]
-        key = canonical(code, signatures[k.name], k.name)
-        if key in seen:
-            functions[k.name] = seen[key]
-            parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
-            continue
-        seen[key] = functions[k.name] = k.name
-        parts.append(code)
-    if any(re.search(r"\bt_(sin|cos)f\(", code) for code in parts[1:]):
-        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
-    return "\n\n".join(parts) + "\n", signatures, functions

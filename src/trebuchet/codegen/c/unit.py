@@ -1,0 +1,62 @@
+"""The C translation unit of a graph: the prelude, then each kernel's function
+(kernels.py); kernels of identical structure share one function (repeated layers
+compile once).
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Iterable
+
+from ...ir.expr import Expr, Load, rewrite
+from ...scheduler.describe import Param, Pointer
+from ...scheduler.kernels import Kernel
+from ..target import GeneratedCode
+from .kernels import KernelWriter
+
+PRELUDE = (pathlib.Path(__file__).parent / "prelude.h").read_text()
+
+
+def structure(k: Kernel, params: list[Param], internal: set[str]) -> tuple:
+    """Everything a kernel's C function depends on, with buffer names replaced by their
+    roles (pointer parameters by position, the kernel's own buffers by node order):
+    kernels of equal structure have the same code up to those names, so they can share
+    one function (called with their own arguments)."""
+    names = {p.name: f"p{i}" for i, p in enumerate(params) if isinstance(p, Pointer)}
+    for n in k.nodes:
+        names.setdefault(n.buf.name, f"q{len(names)}")
+
+    def role(e: Expr) -> Expr | None:
+        if isinstance(e, Load):
+            return Load(names.get(e.buf, e.buf), e.index, e.dtype, e.dynamic)
+        return None
+
+    nodes = tuple((names[n.buf.name], type(n.buf).__name__, n.buf.dtype,
+                   getattr(n.buf, "reduce_type", None), rewrite(n.body, role), n.store_index,
+                   n.stage, n.level, n.buf.name in internal) for n in k.nodes)
+    args = tuple((type(p).__name__, names[p.name], p.dtype, p.role) if isinstance(p, Pointer)
+                 else (type(p).__name__, p.name) for p in params)
+    return (tuple(k.outer), tuple(k.inner), args, nodes)
+
+
+def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, list[Param]],
+             notes: dict[str, str] | None = None) -> GeneratedCode:
+    """The translation unit, and the C function each kernel calls (kernels of identical
+    structure share one function: repeated layers compile once)."""
+    parts = [PRELUDE]
+    functions: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    sincos = False
+    for k in kernels:
+        key = structure(k, params[k.name], internal)
+        if key in seen:
+            functions[k.name] = seen[key]
+            parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
+            continue
+        seen[key] = functions[k.name] = k.name
+        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
+        parts.append(w.write())
+        sincos |= w.sincos
+    if sincos:
+        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
+    return GeneratedCode("\n\n".join(parts) + "\n", functions,
+                         {k: params[k] for k in functions})

@@ -1,0 +1,89 @@
+"""What a code generation target is, and the registry that finds one by name.
+
+The pipeline (runtime/pipeline.py), the wrapper, the profiler and the graph cache
+talk to a target only through this interface; each target is a module of
+`codegen/` (or a package, `codegen/<name>/`) with a module attribute `TARGET`.
+Its capabilities are class attributes (data), its op table among them (generating
+targets write expressions with codegen/emitter.py over it); its work is a few
+methods: generate the kernels' source, load that source as callables (build and
+bind: the launcher), write a kernel argument for the wrapper, and, for targets
+without generated code, run the IR directly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping
+
+import torch
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from ..config import Options
+    from ..runtime.cache_files import CacheItem
+    from ..ir.nodes import GraphIR
+    from ..scheduler.describe import Param
+    from ..scheduler.kernels import Kernel
+
+# name -> module holding `TARGET` (a new target is one line here and its package)
+_MODULES = {"c": "trebuchet.codegen.c", "reference": "trebuchet.codegen.reference"}
+DEFAULT = "c"                       # what target="auto" means
+NAMES = tuple(_MODULES)
+
+
+@dataclasses.dataclass
+class GeneratedCode:
+    """A target's output for one graph, as plain data (stored by runtime/graph_cache.py)."""
+
+    source: str                          # the translation unit / module text
+    functions: dict[str, str]            # kernel -> function it calls (identical kernels share one)
+    params: dict[str, list[Param]]       # kernel -> its parameters, in call order
+
+
+class Target:
+    """Base of the targets. Subclasses set the attributes and implement the methods."""
+
+    name: ClassVar[str]
+    device: ClassVar[str]                       # torch device its kernels run on
+    float_sum_dtype: ClassVar[torch.dtype]      # float16/bfloat16/float32 sums accumulate in it
+    ops: ClassVar[Mapping[str, Callable]]       # its op table: every primitive of ir/expr.py OPS
+    limits: ClassVar[Mapping[str, int]] = {}    # tiling limits of its kernel shapes
+    source_file: ClassVar[str] = ""             # the debug folder's file for the source
+    executes_ir: ClassVar[bool] = False         # runs the IR itself (no kernels, no wrapper)
+
+    def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
+                 notes: dict[str, str]) -> GeneratedCode:
+        """The source of the scheduled kernels (`internal`: buffers kept in registers)."""
+        raise NotImplementedError(self.name)
+
+    def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
+        """Build `code` (cached) and return kernel name -> callable taking the arguments
+        `launch_arg` writes, plus any objects that must stay alive with them and, when a
+        kernel takes an `ErrorFlag`, "kernel_error" (true when set; `take()` returns and
+        clears its bits), which the wrapper checks after such a kernel."""
+        raise NotImplementedError(self.name)
+
+    def options_key(self, options: Options) -> str:
+        """The options this target's output depends on, for the whole-graph cache's key."""
+        return ""
+
+    def cache_items(self, root: pathlib.Path) -> list[CacheItem]:
+        """The files of its build cache under `root`, for `trebuchet clear-cache`."""
+        return []
+
+    def launch_arg(self, param: Param) -> str:
+        """The wrapper's Python expression passing `param` (a tensor, a size, the flag)."""
+        raise NotImplementedError(self.name)
+
+    def run_ir(self, graph: GraphIR) -> Callable:
+        """For targets that execute the IR: the boxed callable running `graph`."""
+        raise NotImplementedError(self.name)
+
+
+def get_target(name: str) -> Target:
+    """The target called `name` ("auto" is the default one)."""
+    name = DEFAULT if name == "auto" else name
+    if name not in _MODULES:
+        raise ValueError(f"unknown target {name!r}: expected one of {', '.join(NAMES)}")
+    return importlib.import_module(_MODULES[name]).TARGET
