@@ -213,9 +213,9 @@ def check_family(target: str, dtype: torch.dtype, op: str) -> None:
     assert not errors, f"{len(errors)} mismatches ({dtype}, {target}):\n" + "\n".join(errors)
 
 
-# Not about the scalar: signed overflow is undefined in C, and GCC does not wrap
-# bool(True) + INT64_MAX (the kernel gives INT64_MAX); -fwrapv would (docs/numerics.md).
-XFAIL = {("c", torch.bool, "add"): "int64 overflow of a bool + INT64_MAX is undefined in C"}
+# Cases known to differ from eager, with the reason (strict xfails). Signed overflow
+# (bool True + INT64_MAX) wraps since kernels are built with -fwrapv.
+XFAIL: dict[tuple, str] = {}
 
 FLOAT_OPS = list(OPS) + list(TENSOR_OPS)
 INT_OPS = [op for op in FLOAT_OPS if op not in FLOAT_ONLY]
