@@ -27,8 +27,11 @@ if TYPE_CHECKING:
     from ..scheduler.kernels import Kernel
 
 # name -> module holding `TARGET` (a new target is one line here and its package)
-_MODULES = {"c": "trebuchet.codegen.c", "reference": "trebuchet.codegen.reference"}
-DEFAULT = "c"                       # what target="auto" means
+_MODULES = {"c": "trebuchet.codegen.c", "reference": "trebuchet.codegen.reference",
+            "triton": "trebuchet.codegen.triton"}
+# what target="auto" means: C (for CPU tensors; the Triton target is meant for CUDA
+# tensors once they are lowered, and runs CPU tensors only under TRITON_INTERPRET=1)
+DEFAULT = "c"
 NAMES = tuple(_MODULES)
 
 

@@ -1,0 +1,60 @@
+"""The Triton target: one Python module of `@triton.jit` kernels per graph, imported from
+the cache folder and launched with `kernel[grid](...)`.
+
+    ops.py       the op table and Triton types (expressions go through codegen/emitter.py)
+    prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
+    kernels.py   the kernel shapes: pointwise (reductions raise: not handled yet)
+    module.py    the module: the prelude's import, each kernel and its launch function
+    launch.py    write and import the module; the wrapper's arguments, the error flag
+
+This slice runs pointwise kernels on CPU tensors under TRITON_INTERPRET=1; `target="auto"`
+stays the C target (it is meant to pick this one for CUDA tensors once they are lowered).
+Nothing here imports triton at import time: only the generated module and prelude.py do.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from ...scheduler.describe import Param
+from ..target import GeneratedCode, Target
+from . import launch
+from .kernels import MAX_XBLOCK
+from .module import generate
+from .ops import NOT_YET, TRITON_OPS, TritonUnsupported
+
+if TYPE_CHECKING:
+    import pathlib
+
+    from ...config import Options
+    from ...runtime.cache_files import CacheItem
+    from ...scheduler.kernels import Kernel
+
+
+class TritonTarget(Target):
+    name = "triton"
+    device = "cuda"
+    float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float32
+    ops = TRITON_OPS
+    limits = {"xblock": MAX_XBLOCK}
+    source_file = "kernels.py"
+    shapes = ("pointwise",)               # kernel shapes it generates (others: not yet)
+
+    def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
+                 notes: dict[str, str]) -> GeneratedCode:
+        return generate(kernels, internal, params, notes)
+
+    def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
+        return launch.load(code, options)
+
+    def cache_items(self, root: pathlib.Path) -> list[CacheItem]:
+        return launch.cache_items(root)
+
+    def launch_arg(self, param: Param) -> str:
+        return launch.launch_arg(param)
+
+
+TARGET = TritonTarget()
+
+__all__ = ["TARGET", "TritonTarget", "TRITON_OPS", "NOT_YET", "TritonUnsupported", "generate"]

@@ -1,0 +1,133 @@
+"""The Triton target's kernel shapes: the `@triton.jit` function of one scheduled kernel
+and the Python function that launches it.
+
+This slice writes pointwise kernels: one program per XBLOCK elements of the flattened
+iteration space (`xindex`), masked loads and stores, the loop variables recovered from
+`xindex` with // and % by the sizes. Sizes are runtime arguments (one kernel serves every
+size of a symbolic graph); constant sizes are written into the code. Reduction kernels
+(row, column, scalar) raise `TritonUnsupported`, so their graph falls back to eager.
+Expressions are written by the shared emitter (codegen/emitter.py) over the op table
+(ops.py). A kernel that checks data ORs its error bits into a one-element int32 tensor.
+"""
+from __future__ import annotations
+
+import sympy
+import torch
+
+from ...ir.expr import Const, Expr, Index, Load, Op, may_divide_by_zero
+from ...ir.nodes import Reduction
+from ...scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, kernel_shape
+from ...scheduler.kernels import Kernel
+from ..emitter import Emitter
+from ..indexing import print_index
+from .ops import ERROR_CHECKS, HALF, TL_TYPES, TRITON_OPS, TritonUnsupported, cast_code
+from .ops import const_code as tl_const
+from .ops import tl_type
+
+MAX_XBLOCK = 1024      # elements per program (a power of two; smaller for small kernels)
+IND = "    "
+
+
+def index_code(expr: sympy.Expr) -> str:
+    """An index expression over the loop variables and sizes, in int64 Triton arithmetic
+    (indices are non-negative, so Triton's truncating // and % are floor division)."""
+    return print_index(expr, "py")
+
+
+class TritonKernelWriter(Emitter):
+    """Writes the jit function and the launch function of one pointwise kernel."""
+
+    def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
+        super().__init__(TRITON_OPS)
+        shape = kernel_shape(kernel)
+        if shape != "pointwise":
+            raise TritonUnsupported(f"the Triton target does not handle {shape} reduction "
+                                    f"kernels yet ({kernel.name}: {', '.join(kernel.origins())})")
+        for n in kernel.nodes:
+            if isinstance(n.buf, Reduction):
+                raise TritonUnsupported("the Triton target does not handle reductions over no "
+                                        f"dimensions yet ({kernel.name})")
+        self.k, self.internal, self.param_list, self.note = kernel, internal, params, note
+        self.loop_vars = {str(v) for v in kernel.outer_vars}
+        self.checks = any(isinstance(p, ErrorFlag) for p in params)
+
+    # ---- the leaves of expressions ----
+    def const_code(self, node: Const) -> str:
+        return tl_const(node.value, node.dtype)
+
+    def _block(self, code: str, expr: sympy.Expr) -> str:
+        """A block of XBLOCK lanes: an index without loop variables is broadcast."""
+        if {str(s) for s in expr.free_symbols} & self.loop_vars:
+            return code
+        return f"({code} + tl.full([XBLOCK], 0, tl.int64))"
+
+    def index_code(self, node: Index) -> str:
+        code = self._block(index_code(node.expr), node.expr)
+        return code if node.dtype == torch.int64 else cast_code(code, torch.int64, node.dtype)
+
+    def load_code(self, node: Load) -> str:
+        offset = index_code(node.index)
+        if node.dynamic is not None:
+            offset = f"{offset} + {self._lookup(node.dynamic)}"
+        else:
+            offset = self._block(offset, node.index)
+        tl_type(node.dtype)
+        code = f"tl.load({node.buf} + {offset}, mask=xmask, other=0)"
+        return f"{code}.to(tl.float32)" if node.dtype in HALF else code
+
+    def declare(self, name: str, node: Expr, code: str) -> str:
+        return f"{name} = {code}"
+
+    def op_code(self, node: Op, args: list[str]) -> str:
+        check = ERROR_CHECKS.get(node.op)
+        if check is not None and (node.op == "check_index" or may_divide_by_zero(node)):
+            self.lines.append(f"{IND}tb_bad = tb_bad | {check(node, args)}")
+        return super().op_code(node, args)
+
+    # ---- structure ----
+    def write(self) -> str:
+        k = self.k
+        names = [p.name for p in self.param_list]
+        sizes = [p.name for p in self.param_list if isinstance(p, SizeSymbol)]
+        numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
+        self.lines = []
+        for n in k.nodes:
+            v = self.var(n.body, IND)
+            self.local[n.buf.name] = v
+            if n.buf.name not in self.internal:
+                value = v if n.buf.dtype not in HALF else \
+                    f"{cast_code(v, torch.float32, n.buf.dtype)}.to({TL_TYPES[n.buf.dtype]})"
+                offset = self._block(index_code(n.store_index), n.store_index)
+                self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, {value}, mask=xmask)")
+        body = self.lines
+        head = [f"# {k.name}: " + ", ".join(k.origins()),
+                *([f"# {self.note}"] if self.note else []),
+                *([f"# from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
+                f"@triton.jit{f'(do_not_specialize={sizes!r})' if sizes else ''}",
+                f"def _{k.name}({', '.join([*names, 'xnumel', 'XBLOCK: tl.constexpr'])}):",
+                *[f"{IND}{s} = {s}.to(tl.int64)" for s in sizes],
+                f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)",
+                f"{IND}xmask = xindex < xnumel"]
+        rest = sympy.Integer(1)
+        for v, size in reversed(list(zip(k.outer_vars, k.outer))):
+            if str(v) not in "".join(body):
+                rest = rest * size
+                continue
+            q = "xindex" if rest == 1 else f"(xindex // {index_code(rest)})"
+            head.append(f"{IND}{v} = {q}" if v == k.outer_vars[0] else
+                        f"{IND}{v} = {q} % {index_code(size)}")
+            rest = rest * size
+        if self.checks:
+            head.append(f"{IND}tb_bad = tl.full([XBLOCK], 0, tl.int32)")
+            body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
+                        "mask=xmask & (tb_bad != 0))")
+        launch = [f"def {k.name}({', '.join(names)}):",
+                  f"{IND}xnumel = {index_code(numel)}",
+                  f"{IND}if xnumel > 0:",
+                  f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
+                  f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
+                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock)"]
+        return "\n".join(head + body + ["", ""] + launch)
+
+
+__all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "Pointer"]

@@ -1,0 +1,151 @@
+"""The helpers every generated Triton module imports (`from ...prelude import *`):
+`@triton.jit` functions for the primitives Triton has no operation for, written with
+tl operations only (no libdevice: its functions are stubs under TRITON_INTERPRET=1), and no
+`@jit` function of triton.language.standard (tl.zeros, tl.sigmoid, ...): when triton was
+imported before TRITON_INTERPRET=1 was set (torch imports it), those stay compiled
+functions that the interpreter cannot call.
+
+Imported only by generated modules, never by the rest of the package, so the C target
+works without triton installed. Each helper computes in its argument's dtype (the
+kernels pass float16/bfloat16 values as float32).
+"""
+import triton
+import triton.language as tl
+
+__all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_expm1", "_t_log1p",
+           "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
+           "_t_floordiv_f", "_t_remainder_f"]
+
+
+@triton.jit
+def _t_signbit(x):
+    """The sign bit of a float (true for -0.0 and negative NaNs)."""
+    if x.dtype == tl.float64:
+        r = x.to(tl.int64, bitcast=True) < 0
+    else:
+        r = x.to(tl.int32, bitcast=True) < 0
+    return r
+
+
+@triton.jit
+def _t_round_bf16(x):
+    """float32 rounded to the nearest bfloat16 (ties to even; NaN stays NaN), as float32.
+    In bits, because the interpreter's `.to(tl.bfloat16)` truncates (measured with
+    Triton 3.9: 502 of 1024 random floats off by one unit), unlike the GPU's."""
+    u = x.to(tl.uint32, bitcast=True)
+    r = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+    r = tl.where((u & 0x7FFFFFFF) > 0x7F800000, u | 0x00400000, r)
+    return r.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _t_sigmoid(x):
+    return 1 / (1 + tl.exp(-x))
+
+
+@triton.jit
+def _t_expm1(x):
+    """e^x - 1 without cancellation near 0 (Kahan: (u - 1) * x / log u with u = e^x)."""
+    u = tl.exp(x)
+    um1 = u - 1
+    r = tl.where(u == 1, x, um1 * x / tl.log(u))
+    r = tl.where(um1 == -1, -1.0, r)
+    return tl.where(u == float("inf"), x, r)
+
+
+@triton.jit
+def _t_log1p(x):
+    """log(1 + x) without cancellation near 0 (Kahan: log u * x / (u - 1), u = 1 + x)."""
+    u = 1 + x
+    r = tl.where(u == 1, x, tl.log(u) * x / (u - 1))
+    return tl.where(x == float("inf"), x, r)
+
+
+@triton.jit
+def _t_tanh(x):
+    """tanh x = sign(x) * -m / (2 + m) with m = expm1(-2|x|)."""
+    m = _t_expm1(-2 * tl.abs(x))
+    r = -m / (2 + m)
+    return tl.where(_t_signbit(x), -r, r)
+
+
+@triton.jit
+def _t_sinh(x):
+    """sinh |x| = (e + e / (e + 1)) / 2 with e = expm1(|x|); large |x| as (h/2) * h with
+    h = e^(|x|/2), so it overflows where the result does."""
+    a = tl.abs(x)
+    e = _t_expm1(a)
+    h = tl.exp(a * 0.5)
+    r = tl.where(a < 20, (e + e / (e + 1)) * 0.5, (h * 0.5) * h)
+    return tl.where(_t_signbit(x), -r, r)
+
+
+@triton.jit
+def _t_cosh(x):
+    """cosh x = (h/2) * h + (1/2) / (h * h) with h = e^(|x|/2)."""
+    h = tl.exp(tl.abs(x) * 0.5)
+    return (h * 0.5) * h + 0.5 / (h * h)
+
+
+@triton.jit
+def _t_pow(x, y):
+    """x ** y as C's pow: 2^(y log2 |x|) with the sign of an odd integer power of a
+    negative base, NaN for a finite negative base and a non-integer power, and pow's
+    special cases (x == 1 or y == 0 give 1; |x| == 1 with y = +-inf gives 1)."""
+    ax = tl.abs(x)
+    r = tl.exp2(y * tl.log2(ax))
+    is_int = tl.floor(y) == y
+    half = y * 0.5
+    odd = is_int & (tl.floor(half) != half)
+    r = tl.where(_t_signbit(x) & odd, -r, r)
+    r = tl.where((x < 0) & (ax != float("inf")) & (~is_int), float("nan"), r)
+    r = tl.where((ax == 1) & (tl.abs(y) == float("inf")), 1.0, r)
+    return tl.where((x == 1) | (y == 0), 1.0, r)
+
+
+@triton.jit
+def _t_round(x, big):
+    """Round half to even (|x| >= big: already an integer, or inf/NaN); zero keeps x's sign."""
+    r = tl.floor(x + 0.5)
+    tie = (r - x) == 0.5
+    half_r = r * 0.5
+    r = tl.where(tie & (tl.floor(half_r) != half_r), r - 1, r)
+    r = tl.where(r == 0, x * 0, r)
+    return tl.where(tl.abs(x) >= big, x, r)
+
+
+@triton.jit
+def _t_trunc(x):
+    return tl.where(x < 0, tl.ceil(x), tl.floor(x))
+
+
+@triton.jit
+def _t_fmax(a, b):
+    """max, NaN-propagating (a NaN a, else b when not a > b: as the C target's T_MAX)."""
+    return tl.where((a != a) | (a > b), a, b)
+
+
+@triton.jit
+def _t_fmin(a, b):
+    return tl.where((a != a) | (a < b), a, b)
+
+
+@triton.jit
+def _t_floordiv_f(a, b):
+    """Python's float floor division, as eager: from fmod (Triton's float %), rounded."""
+    mod = a % b
+    div = (a - mod) / b
+    div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
+    q = a / b
+    zero = tl.where(_t_signbit(q), -0.0, 0.0)
+    fl = tl.floor(div)
+    fl = tl.where(div - fl > 0.5, fl + 1, fl)
+    r = tl.where(div == 0, zero, fl)
+    return tl.where(b == 0, q, r)
+
+
+@triton.jit
+def _t_remainder_f(a, b):
+    """Python's float remainder (sign of b), from fmod."""
+    m = a % b
+    return tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)

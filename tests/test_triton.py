@@ -1,0 +1,241 @@
+"""The Triton target (pointwise kernels) under Triton's interpreter, on CPU tensors.
+
+TRITON_INTERPRET=1 is set here, before triton is imported by this module; Triton reads
+it each time a function is decorated with `@triton.jit` (knobs.runtime.interpret), which
+happens when the launcher imports a generated module, so the order in which test modules
+import triton does not matter.
+
+  * every IR primitive the target generates, in one hand-built graph run through the
+    real pipeline, against the reference target (tests/test_ir.py's cases); the
+    primitives it does not generate yet fail to compile with a clear error;
+  * fused pointwise graphs compiled with target="triton", strict=True, against eager;
+  * reductions and a missing interpreter fail to compile (strict raises, else eager).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("triton")
+
+import sympy  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from test_ir import CASES, F32, _compile_ir, _gen, _op_node  # noqa: E402
+
+import trebuchet  # noqa: E402
+from trebuchet.codegen.target import get_target  # noqa: E402
+from trebuchet.codegen.triton import NOT_YET, TritonUnsupported  # noqa: E402
+from trebuchet.ir.expr import OPS  # noqa: E402
+from trebuchet.ir.nodes import BufferRef, GraphIR, GraphOutput, InputBuffer, Pointwise  # noqa: E402
+
+N = 16
+GENERATED = sorted(set(OPS) - NOT_YET)
+
+
+def _graph(names: list[str]) -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
+    """One Pointwise output per case of each primitive in `names` (as test_ir.py's)."""
+    shape, stride = (sympy.Integer(N),), (sympy.Integer(1),)
+    inputs, buffers, outputs, args, labels = [], [], [], [], []
+    for name in names:
+        for k, case in enumerate(CASES[name]):
+            bufs = []
+            for j, sampler in enumerate(case.samplers):
+                t = sampler(_gen(1000 * len(buffers) + j))
+                pos = len(inputs)
+                inputs.append(InputBuffer(f"in{pos}", shape, t.dtype, stride, position=pos))
+                args.append(t)
+                bufs.append(f"in{pos}")
+            buf = f"buf{len(buffers)}"
+            buffers.append(Pointwise(buf, shape, case.dtype, stride,
+                                     body=_op_node(name, case, bufs), origins=(f"ir.{name}",)))
+            outputs.append(GraphOutput("ref", ref=BufferRef(buf, shape, stride, sympy.Integer(0))))
+            labels.append((name, k))
+    return GraphIR(inputs, buffers, outputs, {}, len(inputs)), args, labels
+
+
+@pytest.fixture(scope="module")
+def triton_results() -> dict:
+    graph, args, labels = _graph(GENERATED)
+    out = _compile_ir(graph, "triton")(list(args))
+    ref = _compile_ir(graph, "reference")(list(args))
+    assert len(out) == len(ref) == len(labels)
+    return {label: (o, r) for label, o, r in zip(labels, out, ref)}
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_primitive_matches_reference(name: str, triton_results: dict) -> None:
+    for k, case in enumerate(CASES[name]):
+        val, ref = triton_results[(name, k)]
+        assert val.dtype == ref.dtype == case.dtype, (name, k)
+        if name == "cast" and case.dtype in (torch.float16, torch.bfloat16):
+            assert torch.equal(val, ref), (name, k, val, ref)     # one rounding, to even
+        elif case.dtype.is_floating_point:
+            tol = {} if case.dtype != F32 else {"rtol": 2e-6, "atol": 1e-6}
+            torch.testing.assert_close(val, ref, equal_nan=True, **tol,
+                                       msg=lambda m: f"{name} case {k}: {m}")
+        else:
+            assert torch.equal(val, ref), (name, k, val, ref)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_YET))
+def test_primitive_not_generated_yet_fails_to_compile(name: str) -> None:
+    graph, _, _ = _graph([name])
+    with pytest.raises(TritonUnsupported, match=f"does not implement the {name} primitive yet"):
+        _compile_ir(graph, "triton")
+
+
+def test_target_capabilities() -> None:
+    t = get_target("triton")
+    assert t.device == "cuda" and t.float_sum_dtype == torch.float32
+    assert t.source_file == "kernels.py" and t.limits["xblock"] >= 128
+    assert get_target("auto").name == "c"
+
+
+# ---- fused graphs through trebuchet.compile -----------------------------------------
+
+def _run(fn, *args: torch.Tensor, dynamic: bool | None = None):
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True, dynamic=dynamic)
+    out = compiled(*args)
+    stats = trebuchet.stats()
+    assert stats["kernels"] >= 1 and not stats["graph_fallbacks"], stats
+    return out
+
+
+def _bias_gelu(x: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return F.gelu(x + b), F.gelu(x - b, approximate="tanh")
+
+
+def _chain(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    t = torch.exp(x * 0.5) + y
+    t = torch.sigmoid(t) * torch.tanh(y) - torch.sqrt(torch.abs(x) + 1)
+    t = torch.log1p(torch.abs(t)) / (1 + y * y)
+    return torch.maximum(t, torch.rsqrt(torch.abs(y) + 2))
+
+
+def _where_clamp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.where(x > y, x.clamp(-0.5, 0.75), y.clamp(min=0.1)) * (x != x).logical_not()
+
+
+def test_bias_gelu_matches_eager() -> None:
+    x, b = torch.randn(12, 40, generator=_gen(1)), torch.randn(40, generator=_gen(2))
+    for got, want in zip(_run(_bias_gelu, x, b), _bias_gelu(x, b)):
+        torch.testing.assert_close(got, want)
+
+
+def test_ten_op_chain_matches_eager() -> None:
+    x, y = torch.randn(33, 17, generator=_gen(3)), torch.randn(33, 17, generator=_gen(4))
+    torch.testing.assert_close(_run(_chain, x, y), _chain(x, y))
+
+
+def test_where_clamp_with_nan_matches_eager() -> None:
+    x, y = torch.randn(9, 31, generator=_gen(5)), torch.randn(9, 31, generator=_gen(6))
+    x[0, :3] = float("nan")
+    y[1, :3] = float("nan")
+    torch.testing.assert_close(_run(_where_clamp, x, y), _where_clamp(x, y), equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_floor_division_and_remainder_with_negatives(dtype: torch.dtype) -> None:
+    def fn(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return a // d, a % d, torch.fmod(a, d), a // -3, a % 4
+
+    a = torch.arange(-20, 20, dtype=dtype).reshape(5, 8)
+    d = torch.tensor([-7, -3, -2, -1, 1, 2, 3, 7], dtype=dtype).repeat(5, 1)
+    a[0, 3] = torch.iinfo(dtype).min                # min // -1 wraps, as in eager
+    for got, want in zip(_run(fn, a, d), fn(a, d)):
+        assert got.dtype == want.dtype and torch.equal(got, want), (got, want)
+
+
+def test_integer_division_by_zero_raises_as_eager() -> None:
+    def fn(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return a // d + 1
+
+    a, d = torch.arange(8), torch.tensor([1, 2, 3, 0, 5, 6, 7, 8])
+    compiled = trebuchet.compile(fn, target="triton", strict=True)
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        compiled(a, d)
+    d[3] = 4
+    assert torch.equal(compiled(a, d), fn(a, d))       # the flag was cleared
+
+
+def test_index_out_of_range_raises_as_eager() -> None:
+    def fn(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return torch.index_select(x, 0, idx) * 2
+
+    x = torch.randn(6, 5, generator=_gen(7))
+    good, bad = torch.tensor([0, 5, 2, 2]), torch.tensor([0, 6, 2, 2])
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True)
+    torch.testing.assert_close(compiled(x, good), fn(x, good))
+    with pytest.raises(IndexError):
+        fn(x, bad)
+    with pytest.raises(IndexError, match="index out of range"):
+        compiled(x, bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_match_eager(dtype: torch.dtype) -> None:
+    def fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * y + 1, torch.sigmoid(x) - y.float()
+
+    x = torch.randn(7, 19, generator=_gen(8)).to(dtype)
+    y = torch.randn(7, 19, generator=_gen(9)).to(dtype)
+    got, want = _run(fn, x, y), fn(x, y)
+    c_target = trebuchet.compile(fn, target="c", strict=True)(x, y)
+    for g, w, c in zip(got, want, c_target):
+        assert g.dtype == w.dtype
+        # eager rounds x * y before adding 1: results a unit of the last place apart
+        ulp = {torch.float16: 2 ** -10, torch.bfloat16: 2 ** -7}[dtype]
+        torch.testing.assert_close(g, w, atol=4 * ulp, rtol=ulp)
+        assert torch.equal(g, c)              # computed in float32 and rounded once, as C
+
+
+def test_one_kernel_serves_every_size() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * 3 - x
+
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True, dynamic=True)
+    for n in (5, 17, 1300):
+        x = torch.randn(n, 3, generator=_gen(n))
+        torch.testing.assert_close(compiled(x), fn(x))
+    assert trebuchet.stats()["graphs"] == 1
+
+
+def test_kernel_source_names_its_aten_ops(tmp_path) -> None:
+    x, b = torch.randn(4, 8), torch.randn(8)
+    trebuchet.reset()
+    trebuchet.compile(_bias_gelu, target="triton", strict=True, debug=True, debug_dir=tmp_path)(x, b)
+    source = "".join(p.read_text() for p in tmp_path.glob("graph*/kernels.py"))
+    assert "@triton.jit" in source and "# kernel0: aten.add.Tensor" in source
+    assert "aten.gelu.default" in source and "test_triton.py" in source
+
+
+# ---- what does not compile yet falls back ---------------------------------------------
+
+def test_reduction_fails_to_compile_with_a_clear_error() -> None:
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(-1) + 1
+
+    x = torch.randn(4, 8)
+    trebuchet.reset()
+    with pytest.raises(trebuchet.TrebuchetCompileError,
+                       match="the Triton target does not handle row reduction kernels yet"):
+        trebuchet.compile(fn, target="triton", strict=True)(x)
+    trebuchet.reset()
+    with pytest.warns(trebuchet.TrebuchetWarning, match="does not handle row reduction"):
+        out = trebuchet.compile(fn, target="triton")(x)
+    torch.testing.assert_close(out, fn(x))
+    assert trebuchet.stats()["graph_fallbacks"] == 1
+
+
+def test_without_the_interpreter_loading_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET")
+    trebuchet.reset()
+    with pytest.raises(trebuchet.TrebuchetCompileError, match="TRITON_INTERPRET=1"):
+        trebuchet.compile(lambda x: x * 2 + 1, target="triton", strict=True)(torch.randn(3))
