@@ -6,7 +6,8 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_CACHE_DIR      compiled-kernel and compiled-graph cache (default: ~/.cache/trebuchet)
   TREBUCHET_GRAPH_CACHE=0  do not reuse whole compiled graphs from the cache (the C build
                            cache still applies)
-  TREBUCHET_TARGET         a target of codegen/target.py ("c", "reference") or "auto" (default: c)
+  TREBUCHET_TARGET         a target of codegen/target.py ("c", "reference", "triton") or "auto"
+                           (default: c; "triton" runs CPU tensors under TRITON_INTERPRET=1 only)
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   CC                       the C compiler (default: cc)
@@ -43,7 +44,7 @@ def _env_flag(name: str) -> bool:
 class Options:
     """Options of one `trebuchet.compile` / backend call."""
 
-    target: str = "auto"          # "auto" | "c" | "reference"
+    target: str = "auto"          # "auto" | "c" | "reference" | "triton"
     strict: bool = False
     debug: bool = False
     debug_dir: str | None = None

@@ -8,6 +8,8 @@ size of a symbolic graph); constant sizes are written into the code. Reduction k
 (row, column, scalar) raise `TritonUnsupported`, so their graph falls back to eager.
 Expressions are written by the shared emitter (codegen/emitter.py) over the op table
 (ops.py). A kernel that checks data ORs its error bits into a one-element int32 tensor.
+Kernels are launched with enable_fp_fusion=False: eager rounds every op, so a multiply
+followed by an add must not become one fused multiply-add on the GPU.
 """
 from __future__ import annotations
 
@@ -126,7 +128,7 @@ class TritonKernelWriter(Emitter):
                   f"{IND}if xnumel > 0:",
                   f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
                   f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
-                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock)"]
+                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock, enable_fp_fusion=False)"]
         return "\n".join(head + body + ["", ""] + launch)
 
 
