@@ -239,3 +239,22 @@ def test_without_the_interpreter_loading_fails_clearly(monkeypatch: pytest.Monke
     trebuchet.reset()
     with pytest.raises(trebuchet.TrebuchetCompileError, match="TRITON_INTERPRET=1"):
         trebuchet.compile(lambda x: x * 2 + 1, target="triton", strict=True)(torch.randn(3))
+
+
+def test_clear_cache_removes_the_generated_modules_only(tmp_path) -> None:
+    from trebuchet.runtime.cache_files import clear
+
+    x = torch.randn(5)
+    for foreign in (False, True):
+        trebuchet.reset()
+        out = trebuchet.compile(lambda t: t * 2 + 1, target="triton", strict=True,
+                                cache_dir=tmp_path)(x)
+        torch.testing.assert_close(out, x * 2 + 1)
+        modules = list((tmp_path / "triton").glob("tb_*.py"))
+        assert len(modules) == 1 and "@triton.jit" in modules[0].read_text()
+        if foreign:
+            (tmp_path / "triton" / "notes.py").write_text("the user's\n")
+        report = clear(tmp_path)
+        assert report.removed.get("kernels") == 1 and not modules[0].exists()
+        assert (tmp_path / "triton").exists() == foreign       # emptied: removed
+    assert (tmp_path / "triton" / "notes.py").exists()

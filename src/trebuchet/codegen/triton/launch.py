@@ -26,6 +26,7 @@ from .ops import TritonUnsupported
 
 if TYPE_CHECKING:
     from ...config import Options
+    from ...runtime.cache_files import CacheItem
 
 CACHE_FOLDER = "triton"          # under the cache folder: tb_<sha256 prefix>.py
 PREFIX = "tb_"
@@ -124,15 +125,15 @@ def launch_arg(param: Param) -> str:
     return param.name
 
 
-def cache_items(root: pathlib.Path) -> list:
-    """The generated modules under `root` (exact names), for clear-cache; the folder
-    goes with its last file."""
-    from ...runtime.cache_files import CacheItem
+def cache_items(root: pathlib.Path) -> list[CacheItem]:
+    """The generated modules under `root` (and unfinished writes), recognised by their
+    exact names, for clear-cache (which removes the folder once it is left empty)."""
+    from ...runtime.cache_files import CacheItem, children, is_file
     folder = root / CACHE_FOLDER
-    if not folder.is_dir() or folder.is_symlink():
-        return []
-    files = [p for p in sorted(folder.iterdir())
-             if p.is_file() and not p.is_symlink()
-             and re.fullmatch(PREFIX + r"[0-9a-f]{24}\.py", p.name)]
-    return [CacheItem("kernels", [p], []) for p in files[:-1]] + \
-        ([CacheItem("kernels", files[-1:], [folder])] if files else [])
+    items = []
+    for p in children(folder) if folder.is_dir() and not folder.is_symlink() else []:
+        if is_file(p) and re.fullmatch(PREFIX + r"[0-9a-f]{24}\.py", p.name):
+            items.append(CacheItem("kernels", [p], []))
+        elif is_file(p) and re.fullmatch(r"\.tmp-[A-Za-z0-9_]+\.py", p.name):
+            items.append(CacheItem("temp", [p], []))
+    return items
