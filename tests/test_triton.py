@@ -258,3 +258,37 @@ def test_clear_cache_removes_the_generated_modules_only(tmp_path) -> None:
         assert report.removed.get("kernels") == 1 and not modules[0].exists()
         assert (tmp_path / "triton").exists() == foreign       # emptied: removed
     assert (tmp_path / "triton" / "notes.py").exists()
+
+
+WIDE_UNARY = ["atan", "asin", "acos", "asinh", "acosh", "atanh", "tan", "tanh", "sinh", "cosh",
+              "expm1", "log1p", "exp", "sigmoid", "round", "trunc", "erf"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_math_helpers_over_wide_ranges_and_special_values(dtype: torch.dtype) -> None:
+    """The prelude's helpers on +-0, +-inf, NaN, +-1, tiny and huge arguments and 2000
+    values spread over 1e-10..1e10: within 4 units of eager's last place (subnormals: 4
+    units of the smallest normal's), zeros of the
+    same sign (float64 pow is left out: 2^(y log2 x) is off by up to |y log2 x| ulp)."""
+    special = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1.0, -1.0, 0.5, -0.5,
+               1e-30, -1e-30, 1e30, -1e30, 2.0, 1e-8, 3e8, -3e8]
+    g = _gen(11)
+    spread = torch.randn(2000, dtype=torch.float64, generator=g) * \
+        torch.logspace(-10, 10, 2000, dtype=torch.float64)
+    x = torch.cat([torch.tensor(special, dtype=torch.float64), spread]).to(dtype)
+    y = x.flip(0)
+
+    def fn(x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        out = [getattr(torch, name)(x) for name in WIDE_UNARY]
+        out.append(torch.atan2(x, y))
+        if dtype == torch.float32:
+            out += [torch.pow(x, y.abs().clamp(max=5)), torch.pow(x, y.round().clamp(-5, 5))]
+        return out
+
+    names = WIDE_UNARY + ["atan2", "pow", "pow (integer exponents)"]
+    eps = torch.finfo(dtype).eps
+    for name, got, want in zip(names, _run(fn, x, y), fn(x, y)):
+        close = (got == want) | (got.isnan() & want.isnan()) | \
+            ((got - want).abs() <= 4 * eps * want.abs().clamp(min=torch.finfo(dtype).tiny))
+        close &= ~((got == 0) & (want == 0) & (torch.signbit(got) != torch.signbit(want)))
+        assert close.all(), (name, x[~close][:4], got[~close][:4], want[~close][:4])

@@ -14,7 +14,8 @@ import triton.language as tl
 
 __all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_expm1", "_t_log1p",
            "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
-           "_t_floordiv_f", "_t_remainder_f"]
+           "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
+           "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan"]
 
 
 @triton.jit
@@ -45,20 +46,21 @@ def _t_sigmoid(x):
 
 @triton.jit
 def _t_expm1(x):
-    """e^x - 1 without cancellation near 0 (Kahan: (u - 1) * x / log u with u = e^x)."""
+    """e^x - 1 without cancellation near 0 (Kahan: (u - 1) * x / log u with u = e^x);
+    plain u - 1 for |x| >= 0.5, where nothing cancels (and x * (u - 1) could overflow)."""
     u = tl.exp(x)
     um1 = u - 1
     r = tl.where(u == 1, x, um1 * x / tl.log(u))
-    r = tl.where(um1 == -1, -1.0, r)
-    return tl.where(u == float("inf"), x, r)
+    return tl.where(tl.abs(x) < 0.5, r, um1)
 
 
 @triton.jit
 def _t_log1p(x):
-    """log(1 + x) without cancellation near 0 (Kahan: log u * x / (u - 1), u = 1 + x)."""
+    """log(1 + x) without cancellation near 0 (Kahan: log u * x / (u - 1), u = 1 + x);
+    plain log u for |x| >= 0.5."""
     u = 1 + x
     r = tl.where(u == 1, x, tl.log(u) * x / (u - 1))
-    return tl.where(x == float("inf"), x, r)
+    return tl.where(tl.abs(x) < 0.5, r, tl.log(u))
 
 
 @triton.jit
@@ -149,3 +151,83 @@ def _t_remainder_f(a, b):
     """Python's float remainder (sign of b), from fmod."""
     m = a % b
     return tl.where((m != 0) & ((b < 0) != (m < 0)), m + b, m)
+
+
+@triton.jit
+def _t_atan(x):
+    """atan: |x| > 1 reduced by atan a = pi/2 - atan(1/a), then three halvings
+    (atan t = 2 atan(t / (1 + sqrt(1 + t^2)))) leave t <= 0.05, where its series to
+    t^15 is exact to double precision."""
+    a = tl.abs(x)
+    inv = a > 1
+    t = tl.where(inv, 1 / a, a)
+    t = t / (1 + tl.sqrt(1 + t * t))
+    t = t / (1 + tl.sqrt(1 + t * t))
+    t = t / (1 + tl.sqrt(1 + t * t))
+    t2 = t * t
+    p = -1.0 / 15
+    p = p * t2 + 1.0 / 13
+    p = p * t2 - 1.0 / 11
+    p = p * t2 + 1.0 / 9
+    p = p * t2 - 1.0 / 7
+    p = p * t2 + 1.0 / 5
+    p = p * t2 - 1.0 / 3
+    r = 8 * (t + t * (t2 * p))
+    r = tl.where(inv, 1.5707963267948966 - r, r)
+    return tl.where(_t_signbit(x), -r, r)
+
+
+@triton.jit
+def _t_asin(x):
+    return _t_atan(x / tl.sqrt((1 - x) * (1 + x)))
+
+
+@triton.jit
+def _t_acos(x):
+    return 2 * _t_atan(tl.sqrt((1 - x) / (1 + x)))
+
+
+@triton.jit
+def _t_atan2(y, x):
+    """atan2 from atan of the smaller over the larger magnitude (<= 1), then the octant;
+    signed zeros and infinities as C's atan2."""
+    ax = tl.abs(x)
+    ay = tl.abs(y)
+    swap = ay > ax
+    num = tl.where(swap, ax, ay)
+    den = tl.where(swap, ay, ax)
+    t = _t_atan(num / den)
+    t = tl.where(num == 0, 0.0 * t, t)                                         # 0/0
+    t = tl.where((num == float("inf")) & (den == float("inf")), 0.7853981633974483, t)
+    r = tl.where(swap, 1.5707963267948966 - t, t)
+    r = tl.where(_t_signbit(x), 3.141592653589793 - r, r)
+    r = tl.where(_t_signbit(y), -r, r)
+    return tl.where((x != x) | (y != y), x + y, r)
+
+
+@triton.jit
+def _t_asinh(x):
+    a = tl.abs(x)
+    r = tl.where(a > 268435456.0, tl.log(a) + 0.6931471805599453,
+                 _t_log1p(a + a * a / (1 + tl.sqrt(1 + a * a))))
+    return tl.where(_t_signbit(x), -r, r)
+
+
+@triton.jit
+def _t_acosh(x):
+    t = x - 1
+    r = tl.where(x > 268435456.0, tl.log(x) + 0.6931471805599453,
+                 _t_log1p(t + tl.sqrt(2 * t + t * t)))
+    return tl.where(x < 1, float("nan"), r)
+
+
+@triton.jit
+def _t_atanh(x):
+    a = tl.abs(x)
+    r = 0.5 * _t_log1p(2 * a / (1 - a))
+    return tl.where(_t_signbit(x), -r, r)
+
+
+@triton.jit
+def _t_tan(x):
+    return tl.sin(x) / tl.cos(x)
