@@ -36,12 +36,21 @@ N = 16
 GENERATED = sorted(set(OPS) - NOT_YET)
 
 
-def _graph(names: list[str]) -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
-    """One Pointwise output per case of each primitive in `names` (as test_ir.py's)."""
+def generated(name: str, case) -> bool:
+    """Whether the target generates this case (float64 pow is not generated yet)."""
+    return name not in NOT_YET and not (name == "pow" and case.dtype == torch.float64)
+
+
+def _graph(names: list[str], keep=lambda name, case: True
+           ) -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
+    """One Pointwise output per case of each primitive in `names` (as test_ir.py's) that
+    `keep` accepts."""
     shape, stride = (sympy.Integer(N),), (sympy.Integer(1),)
     inputs, buffers, outputs, args, labels = [], [], [], [], []
     for name in names:
         for k, case in enumerate(CASES[name]):
+            if not keep(name, case):
+                continue
             bufs = []
             for j, sampler in enumerate(case.samplers):
                 t = sampler(_gen(1000 * len(buffers) + j))
@@ -59,7 +68,7 @@ def _graph(names: list[str]) -> tuple[GraphIR, list[torch.Tensor], list[tuple[st
 
 @pytest.fixture(scope="module")
 def triton_results() -> dict:
-    graph, args, labels = _graph(GENERATED)
+    graph, args, labels = _graph(GENERATED, generated)
     out = _compile_ir(graph, "triton")(list(args))
     ref = _compile_ir(graph, "reference")(list(args))
     assert len(out) == len(ref) == len(labels)
@@ -69,6 +78,8 @@ def triton_results() -> dict:
 @pytest.mark.parametrize("name", GENERATED)
 def test_primitive_matches_reference(name: str, triton_results: dict) -> None:
     for k, case in enumerate(CASES[name]):
+        if not generated(name, case):
+            continue
         val, ref = triton_results[(name, k)]
         assert val.dtype == ref.dtype == case.dtype, (name, k)
         if name == "cast" and case.dtype in (torch.float16, torch.bfloat16):
@@ -81,10 +92,10 @@ def test_primitive_matches_reference(name: str, triton_results: dict) -> None:
             assert torch.equal(val, ref), (name, k, val, ref)
 
 
-@pytest.mark.parametrize("name", sorted(NOT_YET))
+@pytest.mark.parametrize("name", [*sorted(NOT_YET), "pow"])
 def test_primitive_not_generated_yet_fails_to_compile(name: str) -> None:
-    graph, _, _ = _graph([name])
-    with pytest.raises(TritonUnsupported, match=f"does not implement the {name} primitive yet"):
+    graph, _, _ = _graph([name], lambda name, case: not generated(name, case))
+    with pytest.raises(TritonUnsupported, match=f"does not implement the {name} primitive"):
         _compile_ir(graph, "triton")
 
 
@@ -268,7 +279,7 @@ WIDE_UNARY = ["atan", "asin", "acos", "asinh", "acosh", "atanh", "tan", "tanh", 
 def test_math_helpers_over_wide_ranges_and_special_values(dtype: torch.dtype) -> None:
     """The prelude's helpers on +-0, +-inf, NaN, +-1, tiny and huge arguments and 2000
     values spread over 1e-10..1e10: within 4 units of eager's last place (subnormals: 4
-    units of the smallest normal's), zeros of the
+    units of the smallest normal's; any two values below the normal range match), zeros of the
     same sign (float64 pow is left out: 2^(y log2 x) is off by up to |y log2 x| ulp)."""
     special = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1.0, -1.0, 0.5, -0.5,
                1e-30, -1e-30, 1e30, -1e30, 2.0, 1e-8, 3e8, -3e8]
@@ -288,7 +299,10 @@ def test_math_helpers_over_wide_ranges_and_special_values(dtype: torch.dtype) ->
     names = WIDE_UNARY + ["atan2", "pow", "pow (integer exponents)"]
     eps = torch.finfo(dtype).eps
     for name, got, want in zip(names, _run(fn, x, y), fn(x, y)):
+        tiny = torch.finfo(dtype).tiny
+        # eager's vectorized sigmoid flushes results below the normal range to 0
         close = (got == want) | (got.isnan() & want.isnan()) | \
-            ((got - want).abs() <= 4 * eps * want.abs().clamp(min=torch.finfo(dtype).tiny))
+            ((got - want).abs() <= 4 * eps * want.abs().clamp(min=tiny)) | \
+            ((got.abs() < tiny) & (want.abs() < tiny))
         close &= ~((got == 0) & (want == 0) & (torch.signbit(got) != torch.signbit(want)))
         assert close.all(), (name, x[~close][:4], got[~close][:4], want[~close][:4])

@@ -22,7 +22,7 @@ from ...scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, kernel_
 from ...scheduler.kernels import Kernel
 from ..emitter import Emitter
 from ..indexing import print_index
-from .ops import ERROR_CHECKS, HALF, TL_TYPES, TRITON_OPS, TritonUnsupported, cast_code
+from .ops import ERROR_CHECKS, HALF, TRITON_OPS, TritonUnsupported, cast_code
 from .ops import const_code as tl_const
 from .ops import tl_type
 
@@ -97,8 +97,11 @@ class TritonKernelWriter(Emitter):
             v = self.var(n.body, IND)
             self.local[n.buf.name] = v
             if n.buf.name not in self.internal:
-                value = v if n.buf.dtype not in HALF else \
-                    f"{cast_code(v, torch.float32, n.buf.dtype)}.to({TL_TYPES[n.buf.dtype]})"
+                value = v
+                if n.buf.dtype == torch.bfloat16:
+                    value = f"_t_to_bf16({cast_code(v, torch.float32, n.buf.dtype)})"
+                elif n.buf.dtype == torch.float16:
+                    value = f"{v}.to(tl.float16)"
                 offset = self._block(index_code(n.store_index), n.store_index)
                 self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, {value}, mask=xmask)")
         body = self.lines

@@ -198,10 +198,14 @@ def _shift(node: Op, a: list[str]) -> str:
 def _call2(fn: str) -> Rule:
     """pow, atan2: float32 computed in float64 (2^(y log2 x) in float32 loses up to
     |y log2 x| ulp and flushes results in the subnormal range); float64 as it is: pow
-    is then off by up to |y log2 x| * 2^-53 relative (3e-14 measured at 1e30 ** 5)."""
+    would be off by up to |y log2 x| * 2^-53 relative (3e-14 measured at 1e30 ** 5), so
+    float64 and integer pow are not generated yet."""
     def rule(node: Op, a: list[str]) -> str:
         if tl_type(node.dtype) == "tl.float32":
             return f"{fn}({a[0]}.to(tl.float64), {a[1]}.to(tl.float64)).to(tl.float32)"
+        if fn == "_t_pow":
+            raise TritonUnsupported(f"the Triton target does not implement the pow primitive "
+                                    f"on {node.dtype} yet (float32 and narrower only)")
         return f"{fn}({a[0]}, {a[1]})"
     return rule
 

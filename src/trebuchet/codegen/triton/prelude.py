@@ -12,7 +12,7 @@ kernels pass float16/bfloat16 values as float32).
 import triton
 import triton.language as tl
 
-__all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_expm1", "_t_log1p",
+__all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16", "_t_expm1", "_t_log1p",
            "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
            "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan"]
@@ -40,8 +40,18 @@ def _t_round_bf16(x):
 
 
 @triton.jit
+def _t_to_bf16(x):
+    """A float32 holding a bfloat16 value (from _t_round_bf16) as bfloat16, through its
+    bits (the interpreter's conversion is off by a unit for subnormals)."""
+    return (x.to(tl.uint32, bitcast=True) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+
+
+@triton.jit
 def _t_sigmoid(x):
-    return 1 / (1 + tl.exp(-x))
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below (no overflow of e^-x: small
+    results reach the subnormal range, as eager's)."""
+    e = tl.exp(-tl.abs(x))
+    return tl.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 @triton.jit
@@ -174,6 +184,7 @@ def _t_atan(x):
     p = p * t2 - 1.0 / 3
     r = 8 * (t + t * (t2 * p))
     r = tl.where(inv, 1.5707963267948966 - r, r)
+    r = tl.where(a < 1e-8, a, r)                 # x - x^3/3 rounds to x (subnormals too)
     return tl.where(_t_signbit(x), -r, r)
 
 
@@ -197,7 +208,7 @@ def _t_atan2(y, x):
     num = tl.where(swap, ax, ay)
     den = tl.where(swap, ay, ax)
     t = _t_atan(num / den)
-    t = tl.where(num == 0, 0.0 * t, t)                                         # 0/0
+    t = tl.where(num == 0, 0.0, t)                                             # 0/0
     t = tl.where((num == float("inf")) & (den == float("inf")), 0.7853981633974483, t)
     r = tl.where(swap, 1.5707963267948966 - t, t)
     r = tl.where(_t_signbit(x), 3.141592653589793 - r, r)
