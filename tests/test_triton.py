@@ -306,3 +306,15 @@ def test_math_helpers_over_wide_ranges_and_special_values(dtype: torch.dtype) ->
             ((got.abs() < tiny) & (want.abs() < tiny))
         close &= ~((got == 0) & (want == 0) & (torch.signbit(got) != torch.signbit(want)))
         assert close.all(), (name, x[~close][:4], got[~close][:4], want[~close][:4])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16])
+def test_integer_constants_wrap_into_their_type(dtype: torch.dtype) -> None:
+    """sign() of an unsigned tensor builds the constant -1 in its type (255 for uint8)."""
+    def fn(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.sign(a), a * 3 - 1
+
+    info = torch.iinfo(dtype)
+    a = torch.tensor([info.min, 0, 1, 2, 7, info.max - 1, info.max], dtype=dtype)
+    for got, want in zip(_run(fn, a), fn(a)):
+        assert got.dtype == want.dtype and torch.equal(got, want), (got, want)

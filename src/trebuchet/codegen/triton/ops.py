@@ -55,7 +55,9 @@ def const_code(value: float | int | bool, dtype: torch.dtype) -> str:
             value = float(torch.tensor(value, dtype=dtype).float())
         v = f'float("{value}")' if not math.isfinite(value) else repr(value)
     else:
-        v = str(int(value))
+        info = torch.iinfo(dtype)                  # wrapped into the type, as C's cast
+        n = int(value) & ((1 << info.bits) - 1)
+        v = str(n - (1 << info.bits) if info.min < 0 and n > info.max else n)
     return f"tl.full([XBLOCK], {v}, {tl_type(dtype)})"
 
 
