@@ -9,7 +9,7 @@ STAMP := .make-installed
 # torch first, pinned: 2.13.0 is the CPU wheel. A bare `torch` would pull a CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[test]"
+	$(PYTHON) -m pip install -q -e ".[test,triton]"
 	touch $(STAMP)
 
 install: $(STAMP)
