@@ -202,8 +202,10 @@ def test_both_codegens_implement(name: str) -> None:
 
 # ---- one IR graph holding every case, run on both targets --------------------------
 
-def _build_graph() -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
-    """Inputs, one Pointwise output per case, and (op, case number) per output."""
+def _build_graph(names: list[str] | None = None, keep: Callable = lambda name, case: True
+                 ) -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
+    """Inputs, one Pointwise output per case of each primitive in `names` (default: all)
+    that `keep` accepts, and (op, case number) per output."""
     shape = (sympy.Integer(N),)
     stride = (sympy.Integer(1),)
     inputs: list[InputBuffer] = []
@@ -211,18 +213,20 @@ def _build_graph() -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
     outputs: list[GraphOutput] = []
     args: list[torch.Tensor] = []
     labels: list[tuple[str, int]] = []
-    for name in sorted(CASES):
+    for name in sorted(CASES) if names is None else names:
         for k, case in enumerate(CASES[name]):
-            names = []
+            if not keep(name, case):
+                continue
+            bufs = []
             for j, sampler in enumerate(case.samplers):
                 t = sampler(_gen(1000 * len(buffers) + j))
                 pos = len(inputs)
                 inputs.append(InputBuffer(f"in{pos}", shape, t.dtype, stride, position=pos))
                 args.append(t)
-                names.append(f"in{pos}")
+                bufs.append(f"in{pos}")
             buf = f"buf{len(buffers)}"
             buffers.append(Pointwise(buf, shape, case.dtype, stride,
-                                     body=_op_node(name, case, names), origins=(f"ir.{name}",)))
+                                     body=_op_node(name, case, bufs), origins=(f"ir.{name}",)))
             outputs.append(GraphOutput("ref", ref=BufferRef(buf, shape, stride,
                                                             sympy.Integer(0))))
             labels.append((name, k))

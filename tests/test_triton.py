@@ -21,18 +21,16 @@ import pytest  # noqa: E402
 
 pytest.importorskip("triton")
 
-import sympy  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from test_ir import CASES, F32, _compile_ir, _gen, _op_node  # noqa: E402
+from test_ir import CASES, F32, _build_graph, _compile_ir, _gen  # noqa: E402
 
 import trebuchet  # noqa: E402
 from trebuchet.codegen.target import get_target  # noqa: E402
 from trebuchet.codegen.triton import NOT_YET, TritonUnsupported  # noqa: E402
 from trebuchet.ir.expr import OPS  # noqa: E402
-from trebuchet.ir.nodes import BufferRef, GraphIR, GraphOutput, InputBuffer, Pointwise  # noqa: E402
+from trebuchet.ir.nodes import GraphIR  # noqa: E402
 
-N = 16
 GENERATED = sorted(set(OPS) - NOT_YET)
 
 
@@ -43,27 +41,8 @@ def generated(name: str, case) -> bool:
 
 def _graph(names: list[str], keep=lambda name, case: True
            ) -> tuple[GraphIR, list[torch.Tensor], list[tuple[str, int]]]:
-    """One Pointwise output per case of each primitive in `names` (as test_ir.py's) that
-    `keep` accepts."""
-    shape, stride = (sympy.Integer(N),), (sympy.Integer(1),)
-    inputs, buffers, outputs, args, labels = [], [], [], [], []
-    for name in names:
-        for k, case in enumerate(CASES[name]):
-            if not keep(name, case):
-                continue
-            bufs = []
-            for j, sampler in enumerate(case.samplers):
-                t = sampler(_gen(1000 * len(buffers) + j))
-                pos = len(inputs)
-                inputs.append(InputBuffer(f"in{pos}", shape, t.dtype, stride, position=pos))
-                args.append(t)
-                bufs.append(f"in{pos}")
-            buf = f"buf{len(buffers)}"
-            buffers.append(Pointwise(buf, shape, case.dtype, stride,
-                                     body=_op_node(name, case, bufs), origins=(f"ir.{name}",)))
-            outputs.append(GraphOutput("ref", ref=BufferRef(buf, shape, stride, sympy.Integer(0))))
-            labels.append((name, k))
-    return GraphIR(inputs, buffers, outputs, {}, len(inputs)), args, labels
+    """One Pointwise output per case of each primitive in `names` that `keep` accepts."""
+    return _build_graph(names, keep)
 
 
 @pytest.fixture(scope="module")
