@@ -276,8 +276,7 @@ def _add_origin(result: Any, origin: str, args: Any) -> None:
         for r in result:
             _add_origin(r, origin, args)
         return
-    if isinstance(result, TensorValue) and result.ref is None and origin not in result.origins \
-            and not any(result is a for a in args):
+    if isinstance(result, TensorValue) and result.ref is None and not any(result is a for a in args):
         result.origins = merge_origins(result.origins, (origin,))
 
 
