@@ -574,9 +574,9 @@ def _ids(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
-def test_tiny_model_inference_and_training(name: str) -> None:
-    """Inference, then 3 training steps (AdamW), compiled strictly (no graph and no op
-    falls back) against eager."""
+def test_tiny_model_inference_and_training(name: str, full: bool) -> None:
+    """Inference, then training steps (AdamW; 1 by default, 3 with --full: ~1.3 s each
+    in the interpreter), compiled strictly (no graph falls back) against eager."""
     import copy
 
     model = _tiny_model(name)
@@ -588,7 +588,7 @@ def test_tiny_model_inference_and_training(name: str) -> None:
         torch.testing.assert_close(compiled(input_ids=ids).logits, model(input_ids=ids).logits,
                                    rtol=1e-4, atol=1e-4)
     opts = [torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (model, compiled_model)]
-    for step in range(3):
+    for step in range(3 if full else 1):
         ids, labels = _ids(60 + step)
         losses = []
         for fn, opt in zip((model, compiled), opts):
