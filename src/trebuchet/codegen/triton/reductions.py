@@ -214,7 +214,7 @@ class TritonReductionWriter(Emitter):
         r = ar if start == "" else f"{start} + {ar}"
         if self.r_int64:
             r = f"({r}).to(tl.int64)"
-        out = [f"rindex = {r}", "rmask = rindex < rnumel"]
+        out = [f"rindex = {r}", f"rmask = rindex < {self.rnumel}"]
         rest: sympy.Expr = sympy.Integer(1)
         for v, size in reversed(list(zip(self.k.inner_vars, self.k.inner))):
             q = "rindex" if rest == 1 else f"(rindex // {index_code(rest)})"
@@ -257,7 +257,7 @@ class TritonReductionWriter(Emitter):
                 self.lines.append(f"{ind}pos_{n.buf.name} = tl.full({self.block}, 0, tl.int64)")
         self.level = "row"
         self._hoist(nodes)
-        self.lines.append(f"{ind}for roffset in range(0, rnumel, RBLOCK):")
+        self.lines.append(f"{ind}for roffset in range(0, {self.rnumel}, RBLOCK):")
         self.indent = ind + IND
         self.lines.extend(f"{self.indent}{s}" for s in self._rindex("roffset"))
         self.scopes.append({})
@@ -375,7 +375,7 @@ class TritonReductionWriter(Emitter):
         head = [*jit_head(fn, [*names, "xnumel", "rnumel"], sizes, ["XBLOCK", "RBLOCK"]),
                 f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)"
                 f"{'[None, :]' if self.column else '[:, None]'}",
-                f"{IND}xmask = xindex < xnumel"]
+                f"{IND}xmask = xindex < {self.xnumel}"]
         text = "\n".join(body)
         rest: sympy.Expr = sympy.Integer(1)
         for v, size in reversed(list(zip(k.outer_vars, k.outer))):
@@ -398,6 +398,10 @@ class TritonReductionWriter(Emitter):
         numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
         rnumel = sympy.Mul(*k.inner)
         const = rnumel.is_number
+        # constant sizes written into the code: the compiler then knows the masks' (and so
+        # the loads') alignment, e.g. vector loads along a row of 768
+        self.xnumel = str(int(numel)) if numel.is_number else "xnumel"
+        self.rnumel = str(int(rnumel)) if const else "rnumel"
         persistent = not self.column and (not const or int(rnumel) <= self.limit)
         looped = self.column or not const or int(rnumel) > self.limit
         out = kernel_comment(k, self.note)
