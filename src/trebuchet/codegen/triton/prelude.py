@@ -216,6 +216,7 @@ def _t_pow64(x, y):
     r = tl.where(h > 700, (eh2 + eh2 * (c + c * c * 0.5)) * 2.0, r)
     r = tl.where(h > 710.5, eh, r)             # beyond the largest float: inf
     r = tl.where(plain, tl.exp2(y * tl.log2(ax)), r)
+    r = tl.where(y == 1, ax, r)                   # exact (the largest float stays finite)
     return _t_pow_cases(x, y, r)
 
 
