@@ -661,3 +661,70 @@ def test_float64_pow_within_an_ulp() -> None:
     worst = int(err.argmax())
     assert err.max() <= 1.0, (x[worst].item(), y[worst].item(), got[worst].item(),
                               want[worst].item())
+
+
+# ---- scalar reductions split over programs -------------------------------------------------
+
+def _scalars(x: torch.Tensor) -> list[torch.Tensor]:
+    return [x.sum(), x.amax(), x.amin(), x.argmax(), x.argmin(), (x > 2).any(), (x > -5).all(),
+            x.mean() * 2, x.prod(), torch.linalg.vector_norm(x)]
+
+
+@pytest.fixture
+def small_scalar_split(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Scalar reductions over more than 64 elements split into chunks of 16."""
+    monkeypatch.setitem(TritonTarget.limits, "scalar_split", 64)
+    monkeypatch.setenv("TREBUCHET_GRAPH_CACHE", "0")
+    return 64
+
+
+def test_split_scalar_reductions_match_eager(small_scalar_split: int, tmp_path) -> None:
+    """400 elements in 25 chunks: extremes tied across chunks (the first position wins),
+    then a NaN (it wins); the same bits on every call."""
+    x = torch.randn(400, generator=_gen(70)) * 0.9 + 1.0 / 400
+    x[300], x[390], x[50], x[51] = 5.0, 5.0, -4.0, -4.0
+    trebuchet.reset()
+    compiled = trebuchet.compile(_scalars, target="triton", strict=True, debug=True,
+                                 debug_dir=tmp_path, graph_cache=False)
+    first = compiled(x)
+    _check(first, _scalars(x))
+    assert all(torch.equal(a, b) for a, b in zip(compiled(x), first))
+    x[200] = float("nan")
+    _check(compiled(x), _scalars(x))
+    source = "".join(p.read_text() for p in tmp_path.glob("graph*/kernels.py"))
+    assert "_kernel0_partial[(nparts,)]" in source and "_kernel0_combine[(1,)]" in source
+    small = torch.randn(40, generator=_gen(71))         # below the limit: one program
+    _check(compiled(small), _scalars(small))
+
+
+def test_split_scalar_reductions_of_integers_and_symbolic_sizes(small_scalar_split: int) -> None:
+    def fn(a):
+        return a.sum(), a.amax(), a.argmin(), (a != 0).all()
+
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True, dynamic=True,
+                                 graph_cache=False)
+    for n in (30, 64, 65, 999):
+        a = torch.randint(-2 ** 40, 2 ** 40, (n,), generator=_gen(n))
+        _check(compiled(a), fn(a))
+    assert trebuchet.stats()["graphs"] == 1
+
+
+def test_split_scalar_division_by_zero_raises(small_scalar_split: int) -> None:
+    def fn(a, d):
+        return (a // d).sum()
+
+    a, d = torch.arange(300), torch.ones(300, dtype=torch.int64)
+    compiled = trebuchet.compile(fn, target="triton", strict=True, graph_cache=False)
+    assert torch.equal(compiled(a, d), fn(a, d))
+    d[250] = 0
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        compiled(a, d)
+
+
+def test_large_scalar_sum_with_the_default_limit() -> None:
+    """70000 > 65536 elements: split in 5 chunks (16384 each), close to the float64 sum."""
+    x = torch.randn(70000, generator=_gen(72))
+    got = _run(lambda t: (t.sum(), t.abs().amax()), x)
+    torch.testing.assert_close(got[0], x.double().sum().float(), rtol=1e-6, atol=1e-5)
+    assert torch.equal(got[1], x.abs().amax())

@@ -9,10 +9,12 @@ Imported only by generated modules, never by the rest of the package, so the C t
 works without triton installed. Each helper computes in its argument's dtype (the
 kernels pass float16/bfloat16 values as float32).
 """
+import torch
 import triton
 import triton.language as tl
 
-__all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16", "_t_expm1", "_t_log1p",
+__all__ = ["torch", "triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16",
+           "_t_expm1", "_t_log1p",
            "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_pow64", "_t_erfc", "_t_lgamma",
            "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
@@ -361,16 +363,18 @@ _t_min = tl.standard._elementwise_min
 @triton.jit
 def _t_max_nan(v, AXIS: tl.constexpr):
     """The maximum along AXIS (kept as size 1), NaN if any element is NaN (Triton's max
-    drops NaN; eager propagates it)."""
-    m = tl.reduce(v, AXIS, _t_max, keep_dims=True)
-    nan = tl.reduce((v != v).to(tl.int8), AXIS, _t_max, keep_dims=True)
+    drops NaN; eager propagates it): NaNs counted beside, the maximum of the others."""
+    isnan = v != v
+    m = tl.reduce(tl.where(isnan, float("-inf"), v), AXIS, _t_max, keep_dims=True)
+    nan = tl.reduce(isnan.to(tl.int8), AXIS, _t_max, keep_dims=True)
     return tl.where(nan != 0, float("nan"), m)
 
 
 @triton.jit
 def _t_min_nan(v, AXIS: tl.constexpr):
-    m = tl.reduce(v, AXIS, _t_min, keep_dims=True)
-    nan = tl.reduce((v != v).to(tl.int8), AXIS, _t_max, keep_dims=True)
+    isnan = v != v
+    m = tl.reduce(tl.where(isnan, float("inf"), v), AXIS, _t_min, keep_dims=True)
+    nan = tl.reduce(isnan.to(tl.int8), AXIS, _t_max, keep_dims=True)
     return tl.where(nan != 0, float("nan"), m)
 
 
