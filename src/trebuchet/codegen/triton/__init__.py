@@ -5,7 +5,7 @@ the cache folder and launched with `kernel[grid](...)`.
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
     kernels.py   the pointwise kernel shape (and what every kernel shape shares)
     reductions.py  row, column and scalar reduction kernels
-    split.py     scalar reductions over many elements: partial results, then combined
+    split.py     scalar and column reductions with few outputs: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
 
