@@ -764,3 +764,27 @@ def test_layer_norm_backward_with_split_bias_gradients() -> None:
     forward, total = _train_step(lambda x, w, b: F.layer_norm(x, (32,), w, b), x, w, b,
                                  tol={"rtol": 1e-5, "atol": 1e-5})
     assert total["kernels"] - forward["kernels"] == 2, total["kernel_ops"]
+
+
+def test_min_and_max_in_indices_are_elementwise() -> None:
+    """An index clamped with min (GPT-2's KV-cache concatenation at symbolic lengths) is
+    tl.minimum in a kernel (Python's min of two blocks compares them as a whole)."""
+    import sympy
+
+    from trebuchet.codegen.triton.kernels import index_code, launch_code
+    x, s = sympy.Symbol("x0", integer=True, nonnegative=True), sympy.Symbol("s0", positive=True)
+    assert index_code(sympy.Min(x, s - 1)).startswith("tl.minimum(")
+    assert launch_code(sympy.Max(s, 3)).startswith("max(")
+
+
+def test_tiny_gpt2_inference_at_symbolic_sequence_lengths() -> None:
+    model = _tiny_model("gpt2").eval()
+    trebuchet.reset()
+    compiled = trebuchet.compile(model, target="triton", strict=True, dynamic=True)
+    for seq in (5, 11):
+        ids = torch.randint(0, 64, (2, seq), generator=_gen(seq))
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(input_ids=ids).logits,
+                                       model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    stats = trebuchet.stats()
+    assert stats["graphs"] == 1 and not stats["graph_fallbacks"]

@@ -33,7 +33,7 @@ from ...ir.nodes import Reduction
 from ...scheduler.describe import ErrorFlag, Param, SizeSymbol, kernel_shape
 from ...scheduler.kernels import Kernel, KernelNode
 from ..emitter import Emitter
-from .kernels import IND, index_code, jit_head, kernel_comment, store_value
+from .kernels import IND, index_code, jit_head, kernel_comment, launch_code, store_value
 from .ops import ERROR_CHECKS, TRITON_OPS, cast_code, tl_type
 from .ops import const_code as tl_const
 
@@ -438,8 +438,8 @@ class TritonReductionWriter(Emitter):
         call = f"({', '.join([*names, 'xnumel', 'rnumel'])}, XBLOCK=xblock, RBLOCK=rblock, " \
                "num_warps=_t_num_warps(xblock * rblock), enable_fp_fusion=False)"
         launch = [f"def {k.name}({', '.join(names)}):",
-                  f"{IND}xnumel = {index_code(numel)}",
-                  f"{IND}rnumel = {index_code(rnumel)}",
+                  f"{IND}xnumel = {launch_code(numel)}",
+                  f"{IND}rnumel = {launch_code(rnumel)}",
                   f"{IND}if xnumel <= 0:",
                   f"{IND}{IND}return",
                   f"{IND}rblock = triton.next_power_of_2(max(rnumel, 1))"]
