@@ -321,6 +321,7 @@ def test_cudagraphs_declines_what_it_cannot_replay() -> None:
     assert "training" in cudagraphs.decline_reason(static, "forward", cuda)
     assert "training" in cudagraphs.decline_reason(static, "backward", cuda)
     assert "not on a CUDA device" in cudagraphs.decline_reason(static, "inference", torch.device("cpu"))
+    assert "profile=True" in cudagraphs.decline_reason(static, "inference", cuda, profile=True)
     dynamic = make_fx(lambda x: x.sin() + 1, tracing_mode="symbolic")(torch.randn(8, 4))
     assert "dynamic shapes" in cudagraphs.decline_reason(dynamic, "inference", cuda)
 
@@ -348,3 +349,57 @@ def test_stats_by_target_next_to_the_totals() -> None:
     assert stats["by_target"]["c"]["graphs"] == 1 and stats["by_target"]["c"]["kernels"] == 1
     assert stats["by_target"]["triton"] == {**stats["by_target"]["triton"], "graphs": 1,
                                             "kernels": 1, "graph_fallbacks": 1}
+
+
+class _Stream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+def test_graph_replay_copies_inputs_keeps_parameters_and_copies_outputs_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GraphReplay's bookkeeping with torch.cuda's graph API stood in for: the replayed
+    "graph" reruns the private instance on the static inputs, as a real replay would."""
+    import contextlib
+
+    replays: list[int] = []
+
+    class Graph:
+        def replay(self) -> None:
+            replays.append(1)
+            private(list(replay.static))
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: _Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    static_out = torch.empty(4)
+    checks: list[int] = []
+
+    def private(args: list) -> tuple:
+        x, w = args
+        static_out.copy_(x * w)            # a graph writes its static outputs
+        args.clear()
+        return (static_out,)
+    private.check_errors = lambda: checks.append(1)
+
+    plain_calls: list[int] = []
+
+    def plain(args: list) -> tuple:
+        plain_calls.append(1)
+        return (args[0] * args[1],)
+
+    replay = cudagraphs.GraphReplay(plain, lambda: private, torch.device("cuda", 0))
+    w = torch.nn.Parameter(torch.full((4,), 3.0), requires_grad=False)
+    x1, x2, x3 = torch.arange(4.0), torch.arange(4.0) + 10, torch.arange(4.0) + 20
+    assert torch.equal(replay([x1, w])[0], x1 * 3) and plain_calls == [1]       # call 1: plain
+    assert torch.equal(replay([x1, w])[0], x1 * 3) and replay.graph is not None  # 2: capture
+    assert replay.static[1] is w and replay.static[0] is not x1                  # w in place
+    r2 = replay([x2, w])[0]
+    r3 = replay([x3, w])[0]
+    assert torch.equal(r2, x2 * 3) and torch.equal(r3, x3 * 3)   # r2 not overwritten by r3
+    assert r3.data_ptr() != static_out.data_ptr() and len(replays) == 2 and len(checks) == 2
+    w2 = torch.nn.Parameter(torch.full((4,), 5.0), requires_grad=False)
+    assert torch.equal(replay([x1, w2])[0], x1 * 5) and len(plain_calls) == 2   # moved: plain
+    assert len(replays) == 2

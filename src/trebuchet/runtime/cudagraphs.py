@@ -13,7 +13,8 @@ Inputs that are `nn.Parameter`s are captured in place (not copied); a later call
 parameter is another tensor runs the ordinary compiled call. Outputs are copied out of the
 graph's memory (a copy per output), so a result is never overwritten by the next replay.
 Graphs with dynamic shapes, training graphs (forward/backward), graphs not on a CUDA
-device and graphs whose capture fails run the ordinary compiled call, with a warning.
+device, profiled graphs and graphs whose capture fails run the ordinary compiled call,
+with a warning.
 
 Written for torch's documented CUDA graph API (torch.cuda.graph, CUDAGraph.replay), but
 NOT yet run on a GPU: only the decline paths and option handling are tested.
@@ -28,9 +29,11 @@ from ..errors import TrebuchetWarning
 from ..warn import warn_user
 
 
-def decline_reason(gm: torch.fx.GraphModule | None, kind: str,
-                   device: torch.device | None) -> str | None:
+def decline_reason(gm: torch.fx.GraphModule | None, kind: str, device: torch.device | None,
+                   profile: bool = False) -> str | None:
     """Why this graph is not replayed as a CUDA graph, or None."""
+    if profile:
+        return "profile=True times each kernel call, which a replayed graph does not make"
     if device is None or device.type != "cuda":
         return f"the graph's tensors are on {device.type if device else 'cpu'}, not on a CUDA device"
     if kind != "inference":
@@ -50,9 +53,9 @@ def decline_reason(gm: torch.fx.GraphModule | None, kind: str,
 
 
 def wrap(fn: Callable, make_private: Callable[[], Callable], gm: torch.fx.GraphModule | None,
-         kind: str, device: torch.device | None) -> Callable:
+         kind: str, device: torch.device | None, profile: bool = False) -> Callable:
     """`fn`, replayed as a CUDA graph when the graph allows it (else `fn`, with a warning)."""
-    reason = decline_reason(gm, kind, device)
+    reason = decline_reason(gm, kind, device, profile)
     if reason:
         warn_user(f"trebuchet: cudagraphs=True: {reason}; it runs without CUDA graphs",
                   TrebuchetWarning)

@@ -85,7 +85,8 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
     if options.cudagraphs:
-        fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device)
+        fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device,
+                             options.profile)
     stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=time.perf_counter() - start,
                  graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
                  extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
