@@ -88,7 +88,9 @@ class Target:
         """Build `code` (cached) and return kernel name -> callable taking the arguments
         `launch_arg` writes, plus any objects that must stay alive with them and, when a
         kernel takes an `ErrorFlag`, "kernel_error" (true when set; `take()` returns and
-        clears its bits), which the wrapper checks after such a kernel."""
+        clears its bits), which the wrapper checks after such a kernel; for a target that
+        `defers_errors`, the wrapper instead passes `kernel_error.slots[i]` to checking
+        kernel i and calls `take_all()` once per call (see `defers_errors`)."""
         raise NotImplementedError(self.name)
 
     def options_key(self, options: Options) -> str:
