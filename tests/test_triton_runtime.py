@@ -34,6 +34,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.fx.experimental.proxy_tensor import make_fx  # noqa: E402
 
 import trebuchet  # noqa: E402
+# the prelude's helpers are made interpreted now, before a test imports a module without
+# the interpreter (test_without_the_interpreter_...): the interpreted kernels call them
+import trebuchet.codegen.triton.prelude  # noqa: E402,F401
 from trebuchet.codegen.target import choose  # noqa: E402
 from trebuchet.codegen.triton import launch  # noqa: E402
 from trebuchet.config import Options  # noqa: E402
@@ -403,3 +406,20 @@ def test_graph_replay_copies_inputs_keeps_parameters_and_copies_outputs_out(
     w2 = torch.nn.Parameter(torch.full((4,), 5.0), requires_grad=False)
     assert torch.equal(replay([x1, w2])[0], x1 * 5) and len(plain_calls) == 2   # moved: plain
     assert len(replays) == 2
+
+
+def test_without_the_interpreter_each_launched_kernel_becomes_a_compiled_launch(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    """load() for a GPU (no TRITON_INTERPRET): the generated module imports (no GPU needed)
+    and the jit kernel each launch function starts is a CompiledLaunch in the module."""
+    gm, _, _ = _trace(lambda x, y: torch.relu(x) * y + 1, ((8, 4), torch.float32, "cuda"),
+                      ((8, 4), torch.float32, "cuda"))
+    artifact = _artifact(gm)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    callables = launch.load(artifact.code, Options.from_env(cache_dir=tmp_path))
+    module = callables["_module"]
+    assert module.__name__.endswith(tuple("0123456789abcdef"))            # not the interpreter's
+    for fn in artifact.code.functions.values():
+        assert isinstance(getattr(module, f"_{fn}"), launch.CompiledLaunch)
+        assert callables[next(k for k, v in artifact.code.functions.items() if v == fn)] \
+            is getattr(module, fn)
