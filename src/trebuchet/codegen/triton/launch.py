@@ -177,14 +177,15 @@ class CompiledLaunch:
         self.defaults = {p.name: p.default for p in params if p.default is not p.empty}
         nospec = set(getattr(jit, "do_not_specialize", ()) or ())
         self.nospec = [p.name in nospec or i in nospec for i, p in enumerate(params)]
-        self.compiled: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
-        self.runners: dict[tuple, Callable] = {}
+        self.compiled: dict[tuple, Any] = {}                            # key -> CompiledKernel
+        self.runners: dict[tuple, tuple[Callable, tuple]] = {}          # key with grid
 
     def __getitem__(self, grid: tuple) -> Callable:
         return lambda *args, **kwargs: self.launch(grid, args, kwargs)
 
-    def key(self, args: tuple, kwargs: dict) -> tuple | None:
-        parts: list[Any] = [torch.cuda.current_device(), len(args)]
+    def key(self, grid: tuple, args: tuple, kwargs: dict) -> tuple | None:
+        """What the compiled kernel and its launcher depend on; None: not keyed here."""
+        parts: list[Any] = [torch.cuda.current_device(), grid, len(args)]
         for a, nospec in zip(args, self.nospec):
             if isinstance(a, torch.Tensor):
                 parts.append((a.dtype, a.data_ptr() % 16 == 0))
@@ -201,27 +202,30 @@ class CompiledLaunch:
         return tuple(parts)
 
     def launch(self, grid: tuple, args: tuple, kwargs: dict) -> None:
-        key = self.key(args, kwargs)
+        key = self.key(grid, args, kwargs)
         if key is None:
             self.jit[grid](*args, **kwargs)
             return
-        runner = self.runners.get((key, grid))
-        entry = self.compiled.get(key)
+        entry = self.runners.get(key)
         if entry is None:
+            entry = self.runners[key] = self._runner(key, grid, args, kwargs)
+        runner, tail = entry
+        runner(*args, *tail)
+
+    def _runner(self, key: tuple, grid: tuple, args: tuple, kwargs: dict) -> tuple[Callable, tuple]:
+        """The launcher for `grid` of the kernel compiled for `key` (the key without its grid),
+        compiled now if it is new; and the values of the parameters after the positional
+        arguments (the compiled kernel takes every parameter, constexprs included, in
+        order): keywords or defaults, fixed by the key (it holds the keywords)."""
+        spec = key[:1] + key[2:]
+        kernel = self.compiled.get(spec)
+        if kernel is None:
             with compile_cache(self.cache):
-                kernel = self.jit.warmup(*args, grid=grid, **kwargs)
-            # the compiled kernel takes every parameter, constexprs included, in order
-            tail = tuple(self.names[len(args):])
-            entry = self.compiled[key] = (kernel, tail)
-        if runner is None:
-            if len(self.runners) >= self.MAX_RUNNERS:
-                self.runners.clear()
-            runner = self.runners[(key, grid)] = entry[0][grid]
-        tail = entry[1]
-        if tail:
-            runner(*args, *[kwargs[n] if n in kwargs else self.defaults[n] for n in tail])
-        else:
-            runner(*args)
+                kernel = self.compiled[spec] = self.jit.warmup(*args, grid=grid, **kwargs)
+        if len(self.runners) >= self.MAX_RUNNERS:
+            self.runners.clear()
+        tail = tuple(kwargs[n] if n in kwargs else self.defaults[n] for n in self.names[len(args):])
+        return kernel[grid], tail
 
 
 # ---- the error flag ----------------------------------------------------------------------
