@@ -74,7 +74,7 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
     key, artifact = None, None
     if options.graph_cache and not options.debug and not options.profile:
         try:
-            key = graph_cache.graph_key(gm, options)
+            key = graph_cache.graph_key(gm, options, target.name)
         except graph_cache.Uncacheable:
             key = None
         artifact = graph_cache.load(options.cache_path(), key) if key else None
