@@ -444,14 +444,14 @@ def _t_lgamma_pos(x):
 @triton.jit
 def _t_lgamma(x):
     """log |Gamma(x)|: 0 at 1 and 2, +inf at the poles (0 and the negative integers) and
-    at +-inf; x < 0 by reflection, log(pi / |sin(pi x)|) - lgamma(1 - x), with x below -1
-    reduced modulo 2 first (exact)."""
+    at +-inf; x < 0 by reflection, log(pi / |sin(pi x)|) - lgamma(1 - x), with |sin(pi x)|
+    from x less its nearest integer (exact), so it keeps its precision near the poles."""
     a = tl.where(x > 0, x, 1 - x)
     big = a > 1e15
     lg = _t_lgamma_pos(tl.where(big, 1.0, a))
     lg = tl.where(big, a * (tl.log(a) - 1), lg)                 # only the magnitude matters
-    r2 = tl.where(x > -1, x, x - 2 * tl.floor(x * 0.5))         # x mod 2, in [0, 2)
-    sn = tl.abs(tl.sin(3.141592653589793 * tl.where(r2 > 1, r2 - 2, r2)))
+    d = x - tl.floor(x + 0.5)                  # x less its nearest integer (exact): |d| <= 1/2
+    sn = tl.abs(tl.sin(3.141592653589793 * d))  # |sin(pi x)|
     neg = tl.log(3.141592653589793 / sn) - lg
     r = tl.where(x > 0, lg, neg)
     r = tl.where((x <= 0) & (tl.floor(x) == x), float("inf"), r)
