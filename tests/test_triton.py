@@ -788,3 +788,13 @@ def test_tiny_gpt2_inference_at_symbolic_sequence_lengths() -> None:
                                        model(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     stats = trebuchet.stats()
     assert stats["graphs"] == 1 and not stats["graph_fallbacks"]
+
+
+def test_column_reductions_over_two_dims_split() -> None:
+    """[4, 150, 24] reduced over (0, 1): 600 rows of 24 outputs in two reduced dims (split
+    in chunks), and over dim 1 alone."""
+    def fn(x):
+        return x.sum(1), x.sum((0, 1)), x.amax((0, 1)), x.argmax(1), x.mean((0, 1)) * 3
+
+    x = torch.randn(4, 150, 24, generator=_gen(76))
+    _check(_run(fn, x), fn(x))
