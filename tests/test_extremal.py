@@ -238,7 +238,6 @@ XFAIL: dict[tuple[str, str, torch.dtype | None, str | None], str] = {
 # left out of the group, the test skipped
 NOT_GENERATED: dict[tuple[str, str, torch.dtype], str] = {
     ("triton", "erfc", torch.float64): "the Triton target's erfc is float32 only (not yet)",
-    ("triton", "lgamma", torch.float64): "the Triton target's lgamma is float32 only (not yet)",
 }
 
 
