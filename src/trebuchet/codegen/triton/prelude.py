@@ -515,7 +515,7 @@ def _t_lgamma64(x):
     mid = (a >= 1.5) & (a < 12)
     n = tl.where(mid, tl.floor(a - 1.5), 0.0)
     y = tl.where(mid, a - n, 2.0)
-    p = tl.full([1], 1.0, tl.float64)
+    p = a * 0 + 1.0                              # a block of a's shape (the loop keeps it)
     for k in range(10):
         p = p * tl.where(k < n, a - 1 - k, 1.0)
     midv = _t_lgamma2(y - 2) + tl.log(p)
