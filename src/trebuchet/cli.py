@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="trebuchet-report", metavar="DIR",
                      help="folder for MODEL.json and MODEL.html (default ./trebuchet-report)")
     rep.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
+    rep.add_argument("--threads", type=int,
+                     help="torch and OpenMP threads (default: torch's, usually the core count)")
     rep.add_argument("--no-html", action="store_true", help="write only the JSON")
     rep.add_argument("--all-kernels", action="store_true", help="print every kernel (default: top 25)")
 
@@ -190,6 +192,13 @@ def report(args: argparse.Namespace) -> int:
 
     if args.rounds < 3:
         raise UsageError(f"--rounds {args.rounds}: at least 3 rounds are needed for a median and quartiles")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: must be a positive integer")
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     model = _load_model(args)
     data = measure(model, target=args.target, rounds=args.rounds, progress=_progress)
     print(render(data, kernel_limit=None if args.all_kernels else 25))

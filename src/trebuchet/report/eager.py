@@ -3,10 +3,10 @@
 
 Two passes over the same step: one under a `TorchDispatchMode` that sees each ATen
 op with its tensors (shapes, strides, dtypes) and counts its FLOPs and bytes
-(`counting.py`), and timed runs under `torch.profiler`, whose events give each op's
-self CPU time (its time minus its children's, so nested ops are counted once and the
-times add up to the time spent in ATen ops). The counting pass is not timed: the
-mode's Python code would be inside every op's time.
+(`counting.py`), and timed runs under `torch.profiler` (the step of median wall time
+is kept), whose events give each op's self CPU time (its time minus its children's,
+so nested ops are counted once and the times add up to the time spent in ATen ops).
+The counting pass is not timed: the mode's Python code would be inside every op's time.
 """
 from __future__ import annotations
 
@@ -90,26 +90,34 @@ class EagerProfile:
 
 
 def profile(step: Callable[[], Any], runs: int = 5) -> EagerProfile:
-    """Count once, then time `runs` steps under torch.profiler (after one warm-up)."""
-    ops = count_ops(step)
-    step()
-    from torch.profiler import ProfilerActivity
+    """Count once, then time `runs` steps under torch.profiler (after one warm-up) and
+    keep the step of median wall time: one descheduled step on a busy machine would
+    otherwise dominate a mean."""
+    from torch.profiler import ProfilerActivity, record_function
     from torch.profiler import profile as torch_profile
 
+    ops = count_ops(step)
+    step()
+    walls = []
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter_ns()
-        for _ in range(runs):
-            step()
-        wall = time.perf_counter_ns() - start
+        for i in range(runs):
+            start = time.perf_counter_ns()
+            with record_function(f"trebuchet_step_{i}"):
+                step()
+            walls.append(time.perf_counter_ns() - start)
+    keep = sorted(range(runs), key=lambda i: walls[i])[runs // 2]
+    events = prof.events()
+    marker = next(ev for ev in events if ev.name == f"trebuchet_step_{keep}")
+    lo, hi = marker.time_range.start, marker.time_range.end
     total = 0.0
-    for ev in prof.events():
-        if not ev.name.startswith("aten::"):
+    for ev in events:
+        if not ev.name.startswith("aten::") or not lo <= ev.time_range.start <= hi:
             continue
-        ns = ev.self_cpu_time_total * 1e3 / runs
+        ns = ev.self_cpu_time_total * 1e3
         name = short_name(ev.name)
         s = ops.get(name)
         if s is None:       # ran below the dispatcher's Python key (inside another op)
             s = ops[name] = OpStats(name, classify_op(name))
         s.ns += ns
         total += ns
-    return EagerProfile(ops, total, wall / runs)
+    return EagerProfile(ops, total, walls[keep])

@@ -21,6 +21,11 @@ COLORS = {"contraction": "#4c72b0", "normalization": "#dd8452", "element-wise": 
           "data movement": "#c44e52", "other": "#8c8c8c"}
 
 
+def unescape_title(text: str) -> str:
+    """A title as --dump-dom prints it, back to text."""
+    return html.unescape(text)
+
+
 class HtmlUnavailable(RuntimeError):
     """matplotlib is missing: the page cannot draw its charts."""
 
@@ -40,7 +45,7 @@ def _plt() -> Any:
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -99,11 +104,15 @@ def bars_svg(data: dict[str, Any]) -> str:
             bottom = 0.0
             for cls in CLASSES:
                 pct = data["classes"][side][cls][f"{key}_pct"]
+                if pct <= 0:
+                    continue
                 bar = ax.bar([x], [pct], bottom=bottom, color=COLORS[cls], width=0.8,
                              edgecolor="white", linewidth=0.5,
-                             label=LABELS[cls] if g == 0 and s == 0 else None)
+                             label=None)
                 bar.patches[0].set_gid(f"bar-{key}-{side}-{cls.replace(' ', '_')}")
                 bottom += pct
+    for cls in CLASSES:
+        ax.bar([xs[0]], [0], color=COLORS[cls], label=LABELS[cls])      # legend entries only
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("% of the column")
     ax.set_ylim(0, 100)

@@ -84,7 +84,7 @@ def _max_diff(a: Any, b: Any) -> float:
     return diff
 
 
-def measure(model: Model, target: str = "c", rounds: int = 10, profile_runs: int = 3,
+def measure(model: Model, target: str = "c", rounds: int = 10, profile_runs: int = 5,
             progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Everything the report shows, per model step (a forward, or forward + backward)."""
     train = model.module.training if isinstance(model.module, torch.nn.Module) else False
