@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import math
+import os
+import pathlib
 import sys
 from typing import Any, Callable
 
@@ -138,16 +141,31 @@ def build(spec: str, s: Sizes) -> Model:
     return Model(spec, desc, module, (), kwargs)
 
 
+def _import(path: str) -> Any:
+    """A module by dotted name (from the current folder too) or a .py file by path."""
+    if path.endswith(".py"):
+        file = pathlib.Path(path)
+        if not file.is_file():
+            raise ModelError(f"no file {path!r}: give the path of a Python file, or module.path")
+        spec = importlib.util.spec_from_file_location(f"_trebuchet_user_{file.stem}", file)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    sys.path.insert(0, os.getcwd())     # a module in the current folder, as `python -m` finds it
+    importlib.invalidate_caches()
+    try:
+        return importlib.import_module(path)
+    finally:
+        sys.path.pop(0)
+
+
 def _from_callable(spec: str, s: Sizes) -> Model:
     path, _, attr = spec.partition(":")
-    sys.path.insert(0, ".")       # a module in the current folder, as `python -m` finds it
     try:
-        mod = importlib.import_module(path)
+        mod = _import(path)
     except ImportError as e:
         raise ModelError(f"cannot import {path!r} (from {spec!r}): {e}. The module must be "
                          "importable from the current folder or the Python path") from None
-    finally:
-        sys.path.pop(0)
     fn: Callable | None = getattr(mod, attr, None)
     if not callable(fn):
         raise ModelError(f"{path} has no callable {attr!r}: {spec!r} must name a function "
