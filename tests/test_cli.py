@@ -168,3 +168,22 @@ def test_report_cli_end_to_end(tmp_path: pathlib.Path) -> None:
     assert "tensor contraction" in r.stdout and f"wrote {tmp_path / 'gpt2.json'}" in r.stdout
     data = json.loads((tmp_path / "gpt2.json").read_text())
     assert data["kernels"] and data["timing"]["speedup"] > 0
+
+
+def test_bench_runs_a_case_with_progress(tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out_json = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "trebuchet", "bench", "--quick", "--cases", "swiglu",
+                        "--backends", "eager,trebuchet", "--json", str(out_json)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "python benchmarks/bench.py --quick --cases swiglu" in r.stdout
+    assert "[1/1 bench.py] [####################] 1/1" in r.stderr
+    data = json.loads(out_json.read_text())
+    assert [c["case"] for c in data["bench.py"]["results"]] == ["swiglu"]
+    assert data["bench.py"]["results"][0]["correct"] is True
+
+
+def test_bench_rejects_cases_for_all(capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(["bench", "--suite", "all", "--cases", "x"], capsys)
+    assert code == 2 and "--suite micro" in err

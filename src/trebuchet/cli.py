@@ -108,12 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
             trebuchet bench                       the micro suite (memory-bound kernels)
             trebuchet bench --suite models --quick
             trebuchet bench --suite all --json results.json
+            trebuchet bench --cases softmax,rms_norm --backends eager,trebuchet
             """))
     ben.add_argument("--suite", default="micro", choices=("micro", "models", "compile", "all"),
                      help="micro: memory-bound kernels; models: whole models; compile: compile "
                           "time; all: the three (default micro)")
     ben.add_argument("--quick", action="store_true", help="fewer repeats (a first look, not a figure)")
     ben.add_argument("--json", metavar="FILE", help="write every suite's results into one JSON file")
+    ben.add_argument("--cases", metavar="A,B",
+                     help="only these cases (micro: bench.py's case names; models, compile: model names)")
+    ben.add_argument("--backends", metavar="A,B",
+                     help="only these backends (default: eager,inductor,trebuchet; compile: "
+                          "aot_eager,inductor,trebuchet)")
 
     demo_parser = sub.add_parser("demo", help="compile a small random model, check it, time it (default)")
     demo_parser.add_argument("--profile", action="store_true",
@@ -226,9 +232,16 @@ def explain(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from .report.bench import run_suites
+    from .report.bench import BenchError, run_suites
 
-    return run_suites(args.suite, quick=args.quick, json_path=args.json)
+    if args.cases and args.suite == "all":
+        raise UsageError("--cases names cases of one suite: use it with --suite micro, models or compile")
+    try:
+        return run_suites(args.suite, quick=args.quick, json_path=args.json,
+                          cases=args.cases.split(",") if args.cases else None,
+                          backends=args.backends.split(",") if args.backends else None)
+    except BenchError as e:
+        raise UsageError(str(e)) from None
 
 
 def info(opts: Options) -> int:
