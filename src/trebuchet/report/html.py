@@ -74,8 +74,9 @@ def roofline_svg(data: dict[str, Any]) -> str:
         x = [k["intensity"] if k["intensity"] else x_lo for k in pts]
         y = [k["gflops"] if k["gflops"] else x_lo * k["gbps"] for k in pts]
         sc = ax.scatter(x, y, c=[COLORS[k["cls"]] for k in pts], marker=marker, s=36,
-                        edgecolors="black", linewidths=0.5, label=label, zorder=3)
+                        edgecolors="black", linewidths=0.5, zorder=3)
         sc.set_gid(gid)
+        ax.scatter([], [], marker=marker, c="white", edgecolors="black", linewidths=0.5, label=label)
     for cls in CLASSES:
         if any(k["cls"] == cls for k in rows):
             ax.scatter([], [], c=COLORS[cls], label=LABELS[cls], s=36)

@@ -8,7 +8,6 @@ kernel and library call (compiled.py); then classify and sum.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from typing import Any, Callable
 
@@ -17,6 +16,7 @@ import torch
 from ..stats import reset as stats_reset, snapshot as stats_snapshot
 from ..runtime import profiler
 from . import compiled, eager, machine
+from .timing import interleaved, summary
 from .classes import CLASSES
 from .zoo import Model
 
@@ -46,24 +46,6 @@ def _first_tensor(out: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.is_floating_point():
             return x
     raise ValueError("the model returned no floating-point tensor to train on")
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    """Each function once per round, the order rotated every round; ns per call."""
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter_ns()
-            fns[n]()
-            times[n].append(time.perf_counter_ns() - start)
-    return times
-
-
-def _summary(ns: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(ns, n=4) if len(ns) >= 2 else [ns[0]] * 3
-    return {"median_ms": statistics.median(ns) / 1e6, "q1_ms": q[0] / 1e6, "q3_ms": q[2] / 1e6,
-            "min_ms": min(ns) / 1e6, "rounds": len(ns)}
 
 
 def _compile(model: Model, target: str, profile: bool) -> Callable[[], Any]:
@@ -159,7 +141,7 @@ def assemble(model: Model, target: str, roofs: dict[str, float], times: dict[str
         r["transcendentals"] += s.transcendentals or 0
         r["count"] += s.calls
         kernels.append(_kernel_row(s, bw, peak))
-    e_time, c_time = _summary(times["eager"]), _summary(times["trebuchet"])
+    e_time, c_time = summary(times["eager"]), summary(times["trebuchet"])
     e_contraction = e_rows["contraction"]["ns"]
     c_contraction = c_rows["contraction"]["ns"]
     e_nc = e_time["median_ms"] * 1e6 - e_contraction

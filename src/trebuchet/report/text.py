@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .classes import CLASSES, LABELS
+from .timing import busy_note
 
 
 def _si(x: float | None, unit: str) -> str:
@@ -81,10 +82,9 @@ def render(data: dict[str, Any], kernel_limit: int | None = 25) -> str:
             f"{e['rounds']} rounds",
             f"  trebuchet  {c['median_ms']:9.3f} ms  [{c['q1_ms']:.3f} .. {c['q3_ms']:.3f}]",
             f"  speedup    {t['speedup']:9.2f} x"]
-    spread = max((e["q3_ms"] - e["q1_ms"]) / e["median_ms"], (c["q3_ms"] - c["q1_ms"]) / c["median_ms"])
-    if spread > 0.2:
-        out.append(f"  note: the quartiles spread {100 * spread:.0f} % around the median: the machine is "
-                   "busy; rerun with more --rounds or on a quiet machine for a stable figure")
+    note = busy_note(e, c)
+    if note:
+        out.append("  " + note)
     out += ["", "where the time goes, by operator class (each column sums to 100 %):"]
     out += ["  " + x for x in class_table(data)]
     out += [f"  eager: ATen ops' self time {_ms(tot['eager_op_ns'])} of {_ms(tot['eager_wall_ns'])} "

@@ -16,6 +16,7 @@ With debug on, each pass's output is written to the debug folder.
 from __future__ import annotations
 
 import itertools
+import logging
 import pathlib
 import time
 from typing import Callable
@@ -24,7 +25,7 @@ import torch
 
 from .. import stats
 from ..codegen.target import Target, get_target
-from ..config import Options
+from ..config import Options, configure_logging
 from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
 from ..scheduler.cost import describe_bytes, kernel_bytes
@@ -34,6 +35,7 @@ from . import graph_cache, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
+log = logging.getLogger("trebuchet")
 
 
 def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forward") -> Callable:
@@ -44,6 +46,8 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     profiling, whose wrapper counts into this process's profiler)."""
     start = time.perf_counter()
     graph_id = next(_graph_ids)
+    configure_logging()
+    log.debug("graph %d (%s): compiling %d ATen ops", graph_id, kind, _op_count(gm))
     target = get_target(options.resolved_target())
     if target.executes_ir:
         counts = OpCounts()
@@ -68,11 +72,19 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
         if key:
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
-    stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
+             graph_id, kind, _op_count(gm), artifact.n_kernels, sum(artifact.op_counts["extern"].values()),
+             sum(artifact.op_counts["fallback"].values()), seconds, " (graph cache hit)" if hit else "")
+    stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=seconds,
                  graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
                  extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
                  kernel_ops=artifact.kernel_ops)
     return fn
+
+
+def _op_count(gm: torch.fx.GraphModule) -> int:
+    return sum(1 for n in gm.graph.nodes if n.op == "call_function")
 
 
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,
