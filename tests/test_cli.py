@@ -187,3 +187,19 @@ def test_bench_runs_a_case_with_progress(tmp_path: pathlib.Path) -> None:
 def test_bench_rejects_cases_for_all(capsys: pytest.CaptureFixture) -> None:
     code, _, err = _run(["bench", "--suite", "all", "--cases", "x"], capsys)
     assert code == 2 and "--suite micro" in err
+
+
+def test_log_each_compiled_graph(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    trebuchet.reset()
+    monkeypatch.setenv("TREBUCHET_LOG", "info")
+    with caplog.at_level("INFO", logger="trebuchet"):
+        f = trebuchet.compile(lambda x: torch.softmax(x * 2, -1) @ x.t(), strict=True)
+        f(torch.randn(8, 8))
+    lines = [r.getMessage() for r in caplog.records if r.name == "trebuchet"]
+    assert any("ATen ops -> 1 kernels, 1 library calls, 0 fallback ops in" in m for m in lines), lines
+    trebuchet.reset()
+
+
+def test_public_api_only() -> None:
+    names = [n for n in dir(trebuchet) if not n.startswith("_")]
+    assert sorted(names) == sorted(trebuchet.__all__)
