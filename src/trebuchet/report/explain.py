@@ -20,13 +20,14 @@ from ..runtime import profiler
 from ..runtime.profiler import plural, short_op
 from ..scheduler.describe import kernel_shape
 from ..scheduler.kernels import Kernel, NotFused, Schedule
+from .run import step_fn
 from .zoo import Model
 
 
 def graph_breaks(model: Model) -> dict[str, Any]:
     """TorchDynamo's view: graphs, breaks, reasons with the user's frame."""
     torch._dynamo.reset()
-    with torch.no_grad():
+    with torch.set_grad_enabled(_training(model)):
         out = torch._dynamo.explain(model.module)(*model.args, **model.kwargs)
     breaks = []
     for r in out.break_reasons:
@@ -34,6 +35,10 @@ def graph_breaks(model: Model) -> dict[str, Any]:
         breaks.append({"reason": str(r.reason).strip(), "where": frames[-1] if frames else ""})
     torch._dynamo.reset()
     return {"graphs": out.graph_count, "breaks": breaks}
+
+
+def _training(model: Model) -> bool:
+    return isinstance(model.module, torch.nn.Module) and model.module.training
 
 
 def pair_reason(sched: Schedule, a: Any, b: Any) -> str:
@@ -97,8 +102,7 @@ def explain_model(model: Model, target: str = "c", out_dir: str | pathlib.Path =
     profiler.reset(forget=True)
     compiled = trebuchet.compile(model.module, target=target, profile=True, debug=True,
                                  debug_dir=str(out_dir))
-    with torch.no_grad():
-        compiled(*model.args, **model.kwargs)
+    step_fn(lambda: compiled(*model.args, **model.kwargs), model.module, _training(model))()
     graphs = [g for g in profiler.graphs() if g.schedule is not None]
     for g in graphs:
         lines += explain_graph(g.label, g.schedule) + [""]

@@ -21,7 +21,9 @@ from .classes import CLASSES
 from .zoo import Model
 
 
-def _step_fn(fn: Callable[[], Any], module: Any, train: bool) -> Callable[[], Any]:
+def step_fn(fn: Callable[[], Any], module: Any, train: bool) -> Callable[[], Any]:
+    """One model step: the forward under no_grad, or (train) forward and the backward of the
+    first floating-point output's sum, gradients dropped after."""
     if not train:
         def step() -> Any:
             with torch.no_grad():
@@ -70,14 +72,14 @@ def measure(model: Model, target: str = "c", rounds: int = 10, profile_runs: int
             progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Everything the report shows, per model step (a forward, or forward + backward)."""
     train = model.module.training if isinstance(model.module, torch.nn.Module) else False
-    eager_step = _step_fn(model, model.module, train)
+    eager_step = step_fn(model, model.module, train)
     progress("measuring the machine (copy bandwidth, matmul FLOP/s)")
     roofs = machine.measure()
     progress("compiling with Trebuchet")
     torch._dynamo.reset()
     stats_reset()
     t0 = time.perf_counter()
-    comp_step = _step_fn(_compile(model, target, profile=False), model.module, train)
+    comp_step = step_fn(_compile(model, target, profile=False), model.module, train)
     out_c = comp_step()
     compile_s = time.perf_counter() - t0
     counters = stats_snapshot()
@@ -91,7 +93,7 @@ def measure(model: Model, target: str = "c", rounds: int = 10, profile_runs: int
     progress("profiling the compiled graphs (profile=True)")
     torch._dynamo.reset()
     profiler.reset(forget=True)
-    prof_step = _step_fn(_compile(model, target, profile=True), model.module, train)
+    prof_step = step_fn(_compile(model, target, profile=True), model.module, train)
     prof_step()
     cprof = compiled.profile(prof_step, runs=profile_runs)
     profiler.reset(forget=True)
