@@ -5,6 +5,7 @@ and bytes as the profiled wrapper measured them, its FLOPs from the IR
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 from ..ir.nodes import Extern
@@ -39,10 +40,8 @@ class CompiledProfile:
 
 
 def profile(step: Callable[[], Any], runs: int) -> CompiledProfile:
-    """Run an already warmed-up step compiled with profile=True `runs` times and keep
-    the run of median wall time (as eager.py does)."""
-    import time
-
+    """Run an already warmed-up step compiled with profile=True `runs` times, each counted
+    on its own, and keep the run of median wall time (as eager.py does)."""
     samples = []
     for _ in range(runs):
         profiler.reset()
@@ -50,13 +49,12 @@ def profile(step: Callable[[], Any], runs: int) -> CompiledProfile:
         step()
         samples.append((time.perf_counter_ns() - start, profiler.snapshot()))
     wall, data = sorted(samples, key=lambda x: x[0])[runs // 2]
-    runs = 1
     detail = {g.label: g for g in profiler.graphs()}
     steps = []
     for s in data["steps"]:
         g = detail.get(s["graph"])
         obj = _find(g, s["name"]) if g is not None else None
-        flops = trans = None
+        flops = trans = None          # per call
         if isinstance(obj, Kernel):
             flops, trans = kernel_flops(obj)
             cls = classify_kernel(s["kind"], s["ops"])
@@ -64,12 +62,11 @@ def profile(step: Callable[[], Any], runs: int) -> CompiledProfile:
             if isinstance(obj, Extern) and g is not None and g.ir is not None:
                 flops, trans = extern_flops(g.ir, obj)
             cls = classify_op(s["ops"][0]) if s["ops"] else "other"
-        per_call = s["calls"] / runs
-        steps.append(Step(s["graph"], s["name"], s["kind"], cls,
-                          [short_name(o) for o in s["ops"]], round(per_call), s["ns"] / runs,
-                          s["bytes"] / runs, None if flops is None else int(flops * per_call),
-                          None if trans is None else int(trans * per_call)))
-    graph_ns = sum(g["ns"] for g in data["graphs"]) / runs
+        calls = s["calls"]
+        steps.append(Step(s["graph"], s["name"], s["kind"], cls, [short_name(o) for o in s["ops"]],
+                          calls, s["ns"], s["bytes"], None if flops is None else flops * calls,
+                          None if trans is None else trans * calls))
+    graph_ns = sum(g["ns"] for g in data["graphs"])
     return CompiledProfile(steps, graph_ns, wall, len(data["graphs"]))
 
 
