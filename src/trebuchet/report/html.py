@@ -141,6 +141,11 @@ def page(data: dict[str, Any]) -> str:
         f"<title>trebuchet report: {esc(data['model'])}</title>", f"<style>{_STYLE}</style></head><body>",
         f"<h1>trebuchet report: {esc(data['model'])}</h1>",
         f'<div class="charts"><div id="roofline">{roof}</div><div>{bars}</div></div>',
+        "<p>Roofline: one marker per generated kernel (circle) and library call (square), per "
+        "model step; x: FLOPs per minimal byte moved, y: achieved GFLOP/s; the lines are the copy "
+        "bandwidth times the intensity and the float32 matmul rate, both measured in this run. "
+        "Steps without floating-point work (copies, gathers) sit at the left edge, at the height "
+        "of their bandwidth. Bars: each class's share of FLOPs, bytes and time.</p>",
         "<h2>operator classes (each column sums to 100 %)</h2>",
         f"<pre>{esc(chr(10).join(class_table(data)))}</pre>",
         "<h2>kernels and library calls</h2>",
