@@ -133,9 +133,12 @@ def test_explain_layer_norm_then_matmul(user_file: pathlib.Path, capsys: pytest.
     lines = out.splitlines()
     k = next(i for i, line in enumerate(lines) if line.strip().startswith("kernel0 [row]"))
     assert "var_mean" in lines[k]
-    why = lines[k + 2]
-    assert "not fused:" in why and "library call (aten.mm.default)" in why
-    assert lines[k + 3].strip().endswith("[library call]: mm")
+    # the normalized rows are stored for the matmul, the one reader of them
+    mm = next(line.split()[0] for line in lines if line.strip().endswith("[library call]: mm"))
+    assert lines[k + 2].strip().startswith("stores ") and f"(read by {mm})" in lines[k + 2]
+    why = lines[k + 3]
+    assert "not fused:" in why and f"{mm} is a library call (aten.mm.default)" in why
+    assert lines[k + 4].strip().endswith("[library call]: mm")
 
 
 def test_scheduler_records_why_kernels_split() -> None:

@@ -2,7 +2,8 @@
 
 Per model: the graph breaks with TorchDynamo's reasons and the user's line
 (`torch._dynamo.explain`). Per compiled graph: each step in execution order (a
-generated kernel with the ATen ops fused into it, or a library call), and between
+generated kernel with the ATen ops fused into it and the values it stores for later
+steps, with their readers, or a library call), and between
 each two adjacent steps, why they are not one kernel, as the scheduler recorded it
 when it decided (`Schedule.decisions`, scheduler/kernels.py). It ends with the
 folders of the generated code (the `debug` option's output).
@@ -15,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..ir.nodes import Extern, ExternOutput
+from ..ir.nodes import Extern, ExternOutput, GraphIR
 from ..runtime import profiler
 from ..runtime.profiler import plural, short_op
 from ..scheduler.describe import kernel_shape
-from ..scheduler.kernels import Kernel, NotFused, Schedule
+from ..scheduler.kernels import Kernel, NotFused, Schedule, kernel_reads
 from .run import step_fn
 from .zoo import Model
 
@@ -57,22 +58,43 @@ def pair_reason(sched: Schedule, a: Any, b: Any) -> str:
     return f"{first} was not tried against {a.name}" + (f": {stops[-1]}" if stops else "")
 
 
-def _describe(step: Any) -> str:
+def readers(graph: GraphIR, sched: Schedule) -> dict[str, list[str]]:
+    """Buffer -> the steps that read it from memory (a kernel's own values are not listed),
+    "output" for a graph output."""
+    out: dict[str, list[str]] = {}
+    for step in sched.steps:
+        for name in sorted(kernel_reads(step) if isinstance(step, Kernel) else step.reads()):
+            out.setdefault(name, []).append(step.name)
+    for o in graph.outputs:
+        if o.kind == "ref" and o.ref is not None:
+            out.setdefault(o.ref.buf, []).append("output")
+    return out
+
+
+def _describe(step: Any, read_by: dict[str, list[str]]) -> str:
     if isinstance(step, Kernel):
         ops = ", ".join(short_op(o) for o in step.origins()) or "(no ATen op recorded)"
         bufs = ", ".join(n.buf.name for n in step.nodes)
-        return f"{step.name} [{kernel_shape(step)}]: {ops}\n      computes {bufs}"
+        text = f"{step.name} [{kernel_shape(step)}]: {ops}\n      computes {bufs}"
+        stored = [f"{n.buf.name} (read by {', '.join(read_by[n.buf.name])})" for n in step.nodes
+                  if n.buf.name in read_by]
+        if stored:
+            text += "\n      stores " + "; ".join(stored)
+        return text
     if isinstance(step, Extern):
         return f"{step.name} [library call]: {short_op(step.target)}"
     return f"{step.name} [output {getattr(step, 'item', '')} of {getattr(step, 'source', '')}]"
 
 
-def explain_graph(label: str, sched: Schedule) -> list[str]:
+def explain_graph(label: str, graph: GraphIR, sched: Schedule) -> list[str]:
+    """A graph's steps in order, what each kernel computes and stores (and who reads it
+    from memory), and between adjacent steps why they are not one kernel."""
+    read_by = readers(graph, sched)
     kernels = [s for s in sched.steps if isinstance(s, Kernel)]
     calls = [s for s in sched.steps if isinstance(s, Extern)]
     out = [f"graph {label}: {plural(len(kernels), 'kernel')}, {plural(len(calls), 'library call')}"]
     for i, step in enumerate(sched.steps):
-        out.append("  " + _describe(step))
+        out.append("  " + _describe(step, read_by))
         if i + 1 < len(sched.steps):
             why = pair_reason(sched, step, sched.steps[i + 1])
             out.append(textwrap.fill(why, width=100, initial_indent="    | not fused: ",
@@ -105,7 +127,7 @@ def explain_model(model: Model, target: str = "c", out_dir: str | pathlib.Path =
     step_fn(lambda: compiled(*model.args, **model.kwargs), model.module, _training(model))()
     graphs = [g for g in profiler.graphs() if g.schedule is not None]
     for g in graphs:
-        lines += explain_graph(g.label, g.schedule) + [""]
+        lines += explain_graph(g.label, g.ir, g.schedule) + [""]
     if not graphs:
         lines += ["no graph was compiled by Trebuchet (every graph fell back to eager: see the "
                   "warnings above)", ""]
