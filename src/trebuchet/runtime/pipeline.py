@@ -47,7 +47,8 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     start = time.perf_counter()
     graph_id = next(_graph_ids)
     configure_logging()
-    log.debug("graph %d (%s): compiling %d ATen ops", graph_id, kind, _op_count(gm))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("graph %d (%s): compiling %d ATen ops", graph_id, kind, _op_count(gm))
     target = get_target(options.resolved_target())
     if target.executes_ir:
         counts = OpCounts()
@@ -73,9 +74,11 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
     seconds = time.perf_counter() - start
-    log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
-             graph_id, kind, _op_count(gm), artifact.n_kernels, sum(artifact.op_counts["extern"].values()),
-             sum(artifact.op_counts["fallback"].values()), seconds, " (graph cache hit)" if hit else "")
+    if log.isEnabledFor(logging.INFO):
+        log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
+                 graph_id, kind, _op_count(gm), artifact.n_kernels,
+                 sum(artifact.op_counts["extern"].values()), sum(artifact.op_counts["fallback"].values()),
+                 seconds, " (graph cache hit)" if hit else "")
     stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=seconds,
                  graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
                  extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
@@ -83,8 +86,9 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     return fn
 
 
-def _op_count(gm: torch.fx.GraphModule) -> int:
-    return sum(1 for n in gm.graph.nodes if n.op == "call_function")
+def _op_count(gm: torch.fx.GraphModule | None) -> int:
+    graph = getattr(gm, "graph", None)      # tests hand lowering a prepared graph, no FX graph
+    return sum(1 for n in graph.nodes if n.op == "call_function") if graph is not None else 0
 
 
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,
