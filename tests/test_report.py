@@ -139,8 +139,10 @@ def _chromium() -> str | None:
     return None
 
 
+# runs as the last thing in <body>: everything above is parsed, and getBoundingClientRect
+# lays the page out
 _PROBE = """<script>
-window.addEventListener('load', () => {
+(() => {
   // matplotlib writes each marker as a <use> of a shape in <defs>, or (few points) a <path>
   const marks = id => `#${id} > use, #${id} > path, #${id} > g > use, #${id} > g > path`;
   const visible = sel => [...document.querySelectorAll(sel)].filter(e => {
@@ -148,7 +150,7 @@ window.addEventListener('load', () => {
   document.title = 'PROBE ' + JSON.stringify({
     kernels: visible(marks('roofline-kernels')), library: visible(marks('roofline-library')),
     bars: visible('#bars [id^="bar-"]'), svgs: document.querySelectorAll('svg').length});
-});
+})();
 </script>"""
 
 
@@ -174,6 +176,7 @@ def test_html_page_renders_in_chromium(bert_report: dict, tmp_path: pathlib.Path
     seen = json.loads(html.unescape_title(dom[start:dom.index("</title>", start)]))
     kernels = [k for k in bert_report["kernels"] if k["kind"] != "extern"]
     library = [k for k in bert_report["kernels"] if k["kind"] == "extern"]
+    assert seen["svgs"] == 2                            # the roofline and the bars, inline
     assert seen["kernels"] == len(kernels) and seen["library"] == len(library)
     # one bar segment per (eager/trebuchet, FLOPs/bytes/time, class) with a share
     # above 0 (bars of no share are not drawn)
