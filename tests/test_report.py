@@ -58,6 +58,7 @@ def test_every_kernel_once_and_totals_add_up(bert_report: dict) -> None:
     for k in rows:
         assert k["bytes"] > 0 and k["calls"] >= 1 and k["bound"] in ("memory", "compute")
         assert k["gbps"] == pytest.approx(k["bytes"] / k["ns"])
+        assert k["bytes_written"] > 0 and k["bytes_read"] > 0
     assert bert_report["timing"]["max_abs_diff"] < 1e-4
 
 
@@ -93,6 +94,7 @@ def test_known_matmul_flops_exact() -> None:
     # bytes: the matmul reads x and w and writes the product
     assert mm[0]["bytes"] == 4 * (m * k + n * k + m * n)
     assert externs[0]["bytes"] == 4 * (m * k + n * k + m * n)
+    assert externs[0]["bytes_written"] == 4 * m * n
 
 
 def test_counting_conventions() -> None:

@@ -8,8 +8,12 @@ import dataclasses
 import time
 from typing import Any, Callable
 
-from ..ir.nodes import Extern
+import sympy
+
+from ..ir.nodes import Extern, ExternOutput, GraphIR
 from ..runtime import profiler
+from ..scheduler.cost import buffer_bytes
+from ..scheduler.describe import internal_buffers
 from ..scheduler.kernels import Kernel
 from .classes import classify_kernel, classify_op, short_name
 from .counting import extern_flops, kernel_flops
@@ -29,6 +33,7 @@ class Step:
     bytes: float
     flops: int | None
     transcendentals: int | None
+    bytes_written: float | None = None      # of `bytes`; the rest is read
 
 
 @dataclasses.dataclass
@@ -50,6 +55,7 @@ def profile(step: Callable[[], Any], runs: int) -> CompiledProfile:
         samples.append((time.perf_counter_ns() - start, profiler.snapshot()))
     wall, data = sorted(samples, key=lambda x: x[0])[runs // 2]
     detail = {g.label: g for g in profiler.graphs()}
+    internal: dict[str, set[str]] = {}
     steps = []
     for s in data["steps"]:
         g = detail.get(s["graph"])
@@ -62,12 +68,33 @@ def profile(step: Callable[[], Any], runs: int) -> CompiledProfile:
             if isinstance(obj, Extern) and g is not None and g.ir is not None:
                 flops, trans = extern_flops(g.ir, obj)
             cls = classify_op(s["ops"][0]) if s["ops"] else "other"
+        written = None
+        if g is not None and g.ir is not None and obj is not None:
+            if s["graph"] not in internal:
+                internal[s["graph"]] = internal_buffers(g.ir, g.schedule)
+            written = written_bytes(g.ir, obj, internal[s["graph"]])
         calls = s["calls"]
         steps.append(Step(s["graph"], s["name"], s["kind"], cls, [short_name(o) for o in s["ops"]],
                           calls, s["ns"], s["bytes"], None if flops is None else flops * calls,
-                          None if trans is None else trans * calls))
+                          None if trans is None else trans * calls,
+                          None if written is None else written * calls))
     graph_ns = sum(g["ns"] for g in data["graphs"])
     return CompiledProfile(steps, graph_ns, wall, len(data["graphs"]))
+
+
+def written_bytes(graph: GraphIR, step: object, internal: set[str]) -> int | None:
+    """Bytes a kernel stores (its buffers that are not register-only) or a library call
+    writes (its outputs), per call; None with symbolic sizes."""
+    if isinstance(step, Kernel):
+        names = [n.buf.name for n in step.nodes if n.buf.name not in internal]
+    elif isinstance(step, Extern) and step.multi:
+        names = [b.name for b in graph.buffers if isinstance(b, ExternOutput) and b.source == step.name]
+    elif isinstance(step, Extern):
+        names = [step.name]
+    else:
+        return None
+    total = sum((buffer_bytes(graph, n) for n in names), sympy.Integer(0))
+    return int(total) if sympy.sympify(total).is_number else None
 
 
 def _find(g: profiler.GraphStats, name: str) -> object:

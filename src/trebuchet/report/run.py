@@ -184,7 +184,9 @@ def _kernel_row(s: compiled.Step, bw: float, peak: float) -> dict[str, Any]:
     gbps = s.bytes / s.ns if s.ns else 0.0
     intensity = (s.flops / s.bytes) if s.flops is not None and s.bytes else None
     row = dict(graph=s.graph, name=s.name, kind=s.kind, cls=s.cls, ops=s.ops, calls=s.calls,
-               ns=s.ns, bytes=s.bytes, flops=s.flops, transcendentals=s.transcendentals,
+               ns=s.ns, bytes=s.bytes, bytes_written=s.bytes_written,
+               bytes_read=None if s.bytes_written is None else s.bytes - s.bytes_written,
+               flops=s.flops, transcendentals=s.transcendentals,
                gbps=gbps, copy_fraction=gbps / bw if bw else None, intensity=intensity,
                gflops=(s.flops / s.ns) if s.flops is not None and s.ns else None)
     if s.flops is not None and s.ns:

@@ -48,13 +48,14 @@ def class_table(data: dict[str, Any]) -> list[str]:
 def kernel_table(data: dict[str, Any], limit: int | None = 25, ops_width: int = 34) -> list[str]:
     from ..runtime.profiler import short_ops
 
-    head = ["graph", "step", "class", "fused ATen ops", "calls", "bytes", "time", "GB/s", "% copy",
-            "FLOP/B", "bound", "% bound"]
+    head = ["graph", "step", "class", "fused ATen ops", "calls", "read", "written", "time", "GB/s",
+            "% copy", "FLOP/B", "bound", "% bound"]
     rows = []
     kernels = data["kernels"]
     for k in kernels[:limit] if limit else kernels:
         rows.append([k["graph"], k["name"], LABELS[k["cls"]], short_ops(k["ops"], ops_width),
-                     str(k["calls"]), _si(k["bytes"], "B"), f"{k['ns'] / 1e3:.1f} us",
+                     str(k["calls"]), _si(k["bytes_read"], "B"), _si(k["bytes_written"], "B"),
+                     f"{k['ns'] / 1e3:.1f} us",
                      f"{k['gbps']:.1f}", f"{100 * k['copy_fraction']:.0f} %" if k["copy_fraction"] else "-",
                      f"{k['intensity']:.2f}" if k["intensity"] is not None else "-",
                      k["bound"] or "-", f"{100 * k['of_bound']:.0f} %" if k["of_bound"] else "-"])
