@@ -94,12 +94,14 @@ def render(data: dict[str, Any], kernel_limit: int | None = 25) -> str:
             f"{_ms(tot['compiled_graph_ns'])} inside compiled graphs: margin {tot['margin_pct']:.1f} % "
             "(wrapper overhead and profiler probes); graphs: "
             f"{_ms(tot['compiled_graph_ns'])} of {_ms(tot['compiled_wall_ns'])} per profiled step"]
-    out += ["", "fusion: the most it can win is the time outside tensor contractions:",
-            f"  eager      {f['eager_non_contraction_ms']:.3f} ms = {e['median_ms']:.3f} ms end to end "
-            f"- {f['eager_contraction_ms']:.3f} ms contractions",
-            f"  trebuchet  {f['trebuchet_non_contraction_ms']:.3f} ms = {c['median_ms']:.3f} ms end to end "
-            f"- {f['trebuchet_contraction_ms']:.3f} ms library contractions",
+    out += ["", "fusion: the most it can win is the time outside tensor contractions (end-to-end median "
+            "x the share of a profiled step outside them):",
+            f"  eager      {f['eager_non_contraction_ms']:.3f} ms = {e['median_ms']:.3f} ms x "
+            f"(1 - {100 * f['eager_contraction_share']:.1f} % in contractions)",
+            f"  trebuchet  {f['trebuchet_non_contraction_ms']:.3f} ms = {c['median_ms']:.3f} ms x "
+            f"(1 - {100 * f['trebuchet_contraction_share']:.1f} % in library contractions)",
             f"  fusion removed {f['removed_pct']:.1f} % of the non-contraction time"]
-    out += ["", "kernels and library calls of the compiled graphs (per model step, by time):"]
+    out += ["", "kernels and library calls of the compiled graphs (per model step, by time; "
+            "% copy above 100: data served from cache):"]
     out += ["  " + x for x in kernel_table(data, kernel_limit)]
     return "\n".join(out) + "\n"
