@@ -132,6 +132,15 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.6em; }
 """
 
 
+def _summary(data: dict[str, Any]) -> str:
+    t, f, m = data["timing"], data["fusion"], data["machine"]
+    return (f"Target {data['target']}: speedup {t['speedup']:.2f}x (eager {t['eager']['median_ms']:.3f} ms, "
+            f"Trebuchet {t['trebuchet']['median_ms']:.3f} ms, medians of {t['eager']['rounds']} "
+            f"interleaved rounds); fusion removed {f['removed_pct']:.1f} % of the time outside "
+            f"tensor contractions. Machine: copy {m['copy_gbps']:.1f} GB/s, float32 matmul "
+            f"{m['peak_gflops']:.1f} GFLOP/s, {m['threads']} threads (measured in this run).")
+
+
 def page(data: dict[str, Any]) -> str:
     """The whole page as one string."""
     esc = html.escape
@@ -140,6 +149,7 @@ def page(data: dict[str, Any]) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>trebuchet report: {esc(data['model'])}</title>", f"<style>{_STYLE}</style></head><body>",
         f"<h1>trebuchet report: {esc(data['model'])}</h1>",
+        f"<p>{esc(_summary(data))}</p>",
         f'<div class="charts"><div id="roofline">{roof}</div><div>{bars}</div></div>',
         "<p>Roofline: one marker per generated kernel (circle) and library call (square), per "
         "model step; x: FLOPs per minimal byte moved, y: achieved GFLOP/s; the lines are the copy "
