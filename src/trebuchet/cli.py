@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
             trebuchet explain my_script.py:fn         # a function in a file, (fn, inputs) returned by it
             """))
     _model_args(exp)
+    exp.add_argument("--out", default="trebuchet-explain", metavar="DIR",
+                     help="folder for the generated code of each graph (default ./trebuchet-explain)")
 
     ben = sub.add_parser(
         "bench", help="run the benchmark suite (benchmarks/): eager vs torch.compile vs Trebuchet",
@@ -228,7 +230,7 @@ def explain(args: argparse.Namespace) -> int:
     from .report.explain import explain_model
 
     model = _load_model(args)
-    print(explain_model(model, target=args.target))
+    print(explain_model(model, target=args.target, out_dir=args.out))
     return EXIT_OK
 
 
