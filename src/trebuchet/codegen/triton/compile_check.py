@@ -341,35 +341,39 @@ def _signature(fn: Any, launch: dict[str, Any]) -> tuple[dict, dict, dict, dict]
         if name not in values:
             raise TypeError(f"{fn.__name__}: no value for parameter {name!r}")
         kind, *rest = values[name]
-        if name in constexpr_params:
+        if name in constexpr_params or kind in ("none", "constexpr"):
             sig[name], constexprs[name] = "constexpr", rest[0] if rest else None
-        elif kind == "ptr":
-            from triton._utils import type_canonicalisation_dict as canon
-            sig[name] = "*" + canon[rest[0]]
-            if rest[1] and name not in no_align:
-                attrs[(i,)] = div16
-        elif kind == "bool":
-            sig[name] = "u1" if "u1" in _canon_values() else "i1"
-        elif kind == "int":
-            v = rest[0]
-            if v == 1 and name not in no_spec:
-                sig[name], constexprs[name] = "constexpr", 1
-                continue
-            sig[name] = ("i32" if -2 ** 31 <= v < 2 ** 31 else "u64" if v >= 2 ** 63 else "i64")
-            if v % 16 == 0 and name not in no_spec:
-                attrs[(i,)] = div16
-        elif kind == "float":
-            sig[name] = "fp32"
-        elif kind in ("none", "constexpr"):
-            sig[name], constexprs[name] = "constexpr", rest[0] if rest else None
+            continue
+        if kind == "ptr":
+            ty, div = signature_of(kind, rest[0], aligned=rest[1] and name not in no_align)
         else:
-            raise TypeError(f"unknown argument kind {kind!r}")
+            ty, div = signature_of(kind, rest[0], specialize=name not in no_spec)
+        sig[name] = ty
+        if ty == "constexpr":
+            constexprs[name] = rest[0]
+        elif div:
+            attrs[(i,)] = div16
     return sig, constexprs, attrs, options
 
 
-def _canon_values() -> set[str]:
-    from triton._utils import type_canonicalisation_dict
-    return set(type_canonicalisation_dict.values())
+def signature_of(kind: str, value: Any, *, aligned: bool = False, specialize: bool = True
+                 ) -> tuple[str, bool]:
+    """(Triton type, divisible by 16) of one described argument, as the JIT specializes it:
+    a pointer by its dtype (divisible when aligned), an int as i32/i64/u64 by its value
+    (the value 1 a constexpr, divisible when a multiple of 16) unless not specialized."""
+    if kind == "ptr":
+        from triton._utils import type_canonicalisation_dict as canon
+        return "*" + canon[value], aligned
+    if kind == "bool":
+        return "u1", False
+    if kind == "float":
+        return "fp32", False
+    if kind != "int":
+        raise TypeError(f"unknown argument kind {kind!r}")
+    if value == 1 and specialize:
+        return "constexpr", False
+    ty = "i32" if -2 ** 31 <= value < 2 ** 31 else "u64" if value >= 2 ** 63 else "i64"
+    return ty, specialize and value % 16 == 0
 
 
 def _ast_source(fn: Any, sig: dict, constexprs: dict, attrs: dict) -> Any:
@@ -466,7 +470,7 @@ def triton_version() -> str:
 
 
 __all__ = ["Launch", "KernelReport", "capture", "capture_label", "module_launches",
-           "compile_launches", "available", "ptxas_path", "kernel_comment", "describe_arg",
+           "compile_launches", "available", "ptxas_path", "signature_of", "kernel_comment", "describe_arg",
            "triton_version", "ARCH"]
 
 if __name__ == "__main__":
