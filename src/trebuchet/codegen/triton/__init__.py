@@ -3,7 +3,8 @@ the cache folder and launched with `kernel[grid](...)`.
 
     ops.py       the op table and Triton types (expressions go through codegen/emitter.py)
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
-    kernels.py   the kernel shapes: pointwise (reductions raise: not handled yet)
+    kernels.py   the pointwise kernel shape (and what every kernel shape shares)
+    reductions.py  row, column and scalar reduction kernels
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
 
@@ -22,6 +23,7 @@ from ..target import GeneratedCode, Target
 from . import launch
 from .kernels import MAX_XBLOCK
 from .module import generate
+from .reductions import PERSISTENT_RBLOCK
 from .ops import NOT_YET, TRITON_OPS, TritonUnsupported
 
 if TYPE_CHECKING:
@@ -37,13 +39,13 @@ class TritonTarget(Target):
     device = "cuda"
     float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float32
     ops = TRITON_OPS
-    limits = {"xblock": MAX_XBLOCK}
+    limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK}
     source_file = "kernels.py"
-    shapes = ("pointwise",)               # kernel shapes it generates (others: not yet)
+    shapes = ("pointwise", "row", "column", "scalar")   # kernel shapes it generates
 
     def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
                  notes: dict[str, str]) -> GeneratedCode:
-        return generate(kernels, internal, params, notes)
+        return generate(kernels, internal, params, notes, self.limits)
 
     def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
         return launch.load(code, options)

@@ -1,12 +1,14 @@
 """The Triton target's types and op table: how each IR primitive, constant, cast and
 load is written in Triton (the shared expression emitter, codegen/emitter.py, calls it).
 
-Every value is a block of XBLOCK lanes; float16/bfloat16 are loaded into float32 and
-computed there (as the C target computes them in float). Primitives Triton has no
-operation for call the prelude's `@triton.jit` helpers (prelude.py). Integer floor
-division and remainder fix up Triton's truncating `//` and `%`; a divisor of 0 or -1 is
-taken apart as in the C prelude. Checks that set the kernel's error bits (an index out
-of range, an integer divisor of zero) are written by `ERROR_CHECKS`, next to the value.
+Every value is a block (1-D in pointwise kernels, 2-D in reductions); constants are
+typed one-element blocks (`tl.full([1], ...)`) that broadcast against either;
+float16/bfloat16 are loaded into float32 and computed there (as the C target computes
+them in float). Primitives Triton has no operation for call the prelude's `@triton.jit`
+helpers (prelude.py). Integer floor division and remainder fix up Triton's truncating
+`//` and `%`; a divisor of 0 or -1 is taken apart as in the C prelude. Checks that set
+the kernel's error bits (an index out of range, an integer divisor of zero) are written
+by `ERROR_CHECKS`, next to the value.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def const_code(value: float | int | bool, dtype: torch.dtype) -> str:
         info = torch.iinfo(dtype)                  # wrapped into the type, as C's cast
         n = int(value) & ((1 << info.bits) - 1)
         v = str(n - (1 << info.bits) if info.min < 0 and n > info.max else n)
-    return f"tl.full([XBLOCK], {v}, {tl_type(dtype)})"
+    return f"tl.full([1], {v}, {tl_type(dtype)})"
 
 
 def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
@@ -136,9 +138,9 @@ def _int_division(node: Op, a: list[str]) -> str:
     t = tl_type(node.dtype)
     signed = node.dtype not in UNSIGNED
     special = f"(({y} == 0) | ({y} == -1))" if signed else f"({y} == 0)"
-    d = f"tl.where({special}, tl.full([XBLOCK], 1, {t}), {y})"
+    d = f"tl.where({special}, tl.full([1], 1, {t}), {y})"
     q, r = f"({x} // {d})", f"({x} % {d})"
-    zero = f"tl.full([XBLOCK], 0, {t})"
+    zero = f"tl.full([1], 0, {t})"
     wrong_sign = f"(({r} != 0) & (({r} < 0) != ({d} < 0)))"
     if node.op == "fmod":
         value = f"tl.where({special}, {zero}, {r})"
@@ -192,7 +194,7 @@ def _shift(node: Op, a: list[str]) -> str:
     out = f"(({a[1]} < 0) | ({a[1]} >= {bits}))"
     n = f"tl.where({out}, 0, {a[1]}).to({t})"
     if node.op == "lshift":
-        return f"tl.where({out}, tl.full([XBLOCK], 0, {t}), {a[0]} << {n})"
+        return f"tl.where({out}, tl.full([1], 0, {t}), {a[0]} << {n})"
     fill = f"tl.where({a[0]} < 0, -1, 0).to({t})"
     return f"tl.where({out}, {fill}, {a[0]} >> {n})"
 
@@ -228,7 +230,7 @@ def _round(node: Op, a: list[str]) -> str:
 
 
 def _rsqrt(node: Op, a: list[str]) -> str:
-    return _truediv(node, [f"tl.full([XBLOCK], 1.0, {tl_type(node.dtype)})", _sqrt(a[0], node)])
+    return _truediv(node, [f"tl.full([1], 1.0, {tl_type(node.dtype)})", _sqrt(a[0], node)])
 
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",

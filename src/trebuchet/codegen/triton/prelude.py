@@ -15,7 +15,9 @@ import triton.language as tl
 __all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16", "_t_expm1", "_t_log1p",
            "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
-           "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan"]
+           "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan", "_t_sum", "_t_prod", "_t_max",
+           "_t_min", "_t_max_nan", "_t_min_nan", "_t_max_int", "_t_min_int", "_t_first_index",
+           "_t_num_warps"]
 
 
 @triton.jit
@@ -242,3 +244,52 @@ def _t_atanh(x):
 @triton.jit
 def _t_tan(x):
     return tl.sin(x) / tl.cos(x)
+
+
+# ---- reductions (codegen/triton/reductions.py) ----
+# The combine functions of tl.reduce: Triton's own (core.reduce with them is what tl.sum
+# and tl.max do; the interpreter recognises them and reduces with numpy).
+_t_sum = tl.standard._sum_combine
+_t_prod = tl.standard._prod_combine
+_t_max = tl.standard._elementwise_max
+_t_min = tl.standard._elementwise_min
+
+
+@triton.jit
+def _t_max_nan(v, AXIS: tl.constexpr):
+    """The maximum along AXIS (kept as size 1), NaN if any element is NaN (Triton's max
+    drops NaN; eager propagates it)."""
+    m = tl.reduce(v, AXIS, _t_max, keep_dims=True)
+    nan = tl.reduce((v != v).to(tl.int8), AXIS, _t_max, keep_dims=True)
+    return tl.where(nan != 0, float("nan"), m)
+
+
+@triton.jit
+def _t_min_nan(v, AXIS: tl.constexpr):
+    m = tl.reduce(v, AXIS, _t_min, keep_dims=True)
+    nan = tl.reduce((v != v).to(tl.int8), AXIS, _t_max, keep_dims=True)
+    return tl.where(nan != 0, float("nan"), m)
+
+
+@triton.jit
+def _t_max_int(v, AXIS: tl.constexpr):
+    return tl.reduce(v, AXIS, _t_max, keep_dims=True)
+
+
+@triton.jit
+def _t_min_int(v, AXIS: tl.constexpr):
+    return tl.reduce(v, AXIS, _t_min, keep_dims=True)
+
+
+@triton.jit
+def _t_first_index(v, pos, m, AXIS: tl.constexpr):
+    """argmax/argmin: the smallest position `pos` (int64) whose value `v` is the extreme
+    `m` (when m is NaN: whose value is NaN), as eager's first index."""
+    hit = tl.where(m != m, v != v, v == m)
+    return tl.reduce(tl.where(hit, pos, 9223372036854775807), AXIS, _t_min, keep_dims=True)
+
+
+def _t_num_warps(elements: int) -> int:
+    """Warps of a program working on a block of `elements` (launch heuristic: 8 to 32
+    elements per thread, e.g. a persistent row of 4096 float32 on 8 warps)."""
+    return 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 8192 else 16
