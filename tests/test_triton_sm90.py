@@ -48,6 +48,7 @@ class Case:
     dtype: torch.dtype = torch.float32
     train: bool = False
     slow: bool = False               # only under --full
+    execute: bool = False            # run the kernels (interpreter) while recording them
 
     def run(self) -> None:
         torch._dynamo.reset()
@@ -161,8 +162,9 @@ def _model_case(model: str, train: bool, slow: bool) -> Case:
         ids, labels = batch
         return module(input_ids=ids, labels=labels if train else None)
 
+    # run for real: with garbage results, later steps may index with computed values
     case = Case(f"{model}-{'training' if train else 'inference'}", None, make, train=train,
-                slow=slow)
+                slow=slow, execute=True)
 
     def run() -> None:
         torch._dynamo.reset()
@@ -201,7 +203,7 @@ def collect(cases: list[Case]) -> tuple[list[cc.Launch], dict[str, str], dict[st
     skipped, failed = {}, {}
     with cc.capture(execute=False) as launches:
         for case in cases:
-            with cc.capture_label(case.name):
+            with cc.capture_case(case.name, case.execute):
                 try:
                     case.run()
                 except pytest.skip.Exception as e:

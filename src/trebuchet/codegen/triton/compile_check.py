@@ -127,7 +127,7 @@ class _Recorder:
     launch, then runs the kernel (or not, when `execute` is off)."""
 
     def __init__(self, jit: Any, module_path: str, name: str, sink: list[Launch],
-                 label: Callable[[], str], execute: bool) -> None:
+                 label: Callable[[], str], execute: Callable[[], bool]) -> None:
         self.jit, self.module_path, self.name, self.sink = jit, module_path, name, sink
         self.label, self.execute = label, execute
 
@@ -136,7 +136,7 @@ class _Recorder:
             self.sink.append(Launch(self.module_path, self.name, [describe_arg(a) for a in args],
                                     {k: _plain(v) for k, v in kwargs.items()},
                                     _grid(grid, args, kwargs), self.label()))
-            if self.execute:
+            if self.execute():
                 return self.jit[grid](*args, **kwargs)
             return None
         return launch
@@ -145,8 +145,8 @@ class _Recorder:
         return getattr(self.jit, name)
 
 
-def _patch_module(module: Any, sink: list[Launch], label: Callable[[], str], execute: bool,
-                  undo: list[Callable[[], None]]) -> None:
+def _patch_module(module: Any, sink: list[Launch], label: Callable[[], str],
+                  execute: Callable[[], bool], undo: list[Callable[[], None]]) -> None:
     """Replace the module's own jit kernels (not the prelude's helpers) by recorders."""
     path = getattr(module, "__file__", "") or ""
     for name, obj in list(vars(module).items()):
@@ -159,8 +159,9 @@ def _patch_module(module: Any, sink: list[Launch], label: Callable[[], str], exe
 def capture(execute: bool = True) -> Iterator[list[Launch]]:
     """Record every Triton kernel launch of graphs loaded (built or found in a cache) by
     the Triton target while the block runs. With `execute=False` kernels are not run (the
-    results are garbage; for collecting launches of large shapes cheaply). The list's
-    entries are labelled with `capture_label`'s current value."""
+    results are garbage, so a graph whose later steps index with computed values can fail:
+    for collecting launches of large shapes cheaply). `capture_case` labels the entries
+    and can change `execute` for a block."""
     from . import TARGET
     sink: list[Launch] = []
     undo: list[Callable[[], None]] = []
@@ -170,29 +171,36 @@ def capture(execute: bool = True) -> Iterator[list[Launch]]:
         callables = original(code, options)
         module = callables.get("_module")
         if module is not None and not any(isinstance(v, _Recorder) for v in vars(module).values()):
-            _patch_module(module, sink, lambda: _LABEL[0], execute, undo)
+            _patch_module(module, sink, lambda: _STATE["label"], lambda: _STATE["execute"], undo)
         return callables
 
     TARGET.load = load                      # type: ignore[method-assign]
+    old = _STATE["execute"]
+    _STATE["execute"] = execute
     try:
         yield sink
     finally:
+        _STATE["execute"] = old
         del TARGET.load                     # back to the class's method
         for fn in reversed(undo):
             fn()
 
 
-_LABEL = [""]
+_STATE: dict[str, Any] = {"label": "", "execute": True}
 
 
 @contextlib.contextmanager
-def capture_label(label: str) -> Iterator[None]:
-    """Label the launches recorded inside the block (a test case's name)."""
-    old, _LABEL[0] = _LABEL[0], label
+def capture_case(label: str, execute: bool | None = None) -> Iterator[None]:
+    """Label the launches recorded inside the block (a test case's name); `execute`, when
+    given, says whether its kernels run."""
+    old = dict(_STATE)
+    _STATE["label"] = label
+    if execute is not None:
+        _STATE["execute"] = execute
     try:
         yield
     finally:
-        _LABEL[0] = old
+        _STATE.update(old)
 
 
 def module_launches(module: Any, calls: dict[str, tuple], label: str = "") -> list[Launch]:
@@ -201,7 +209,7 @@ def module_launches(module: Any, calls: dict[str, tuple], label: str = "") -> li
     block sizes and warps its launcher picks for those sizes."""
     sink: list[Launch] = []
     undo: list[Callable[[], None]] = []
-    _patch_module(module, sink, lambda: label, False, undo)
+    _patch_module(module, sink, lambda: label, lambda: False, undo)
     try:
         for name, args in calls.items():
             getattr(module, name)(*args)
@@ -469,7 +477,7 @@ def triton_version() -> str:
         return "not installed"
 
 
-__all__ = ["Launch", "KernelReport", "capture", "capture_label", "module_launches",
+__all__ = ["Launch", "KernelReport", "capture", "capture_case", "module_launches",
            "compile_launches", "available", "ptxas_path", "signature_of", "kernel_comment", "describe_arg",
            "triton_version", "ARCH"]
 
