@@ -64,8 +64,8 @@ LIMITS = {"correctness": 120, "launch": 60, "micro": 200, "bert": 120, "gpt2_tra
           "compile": 200}                 # seconds per part at most (SIGALRM)
 
 
-class PartTimeout(Exception):
-    pass
+class PartTimeout(BaseException):
+    """A part ran past its limit (not an Exception: the per-case guards must not catch it)."""
 
 
 # ---------------------------------------------------------------- settings of a run

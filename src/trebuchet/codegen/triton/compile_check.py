@@ -234,11 +234,22 @@ def kernel_comment(source: str, function: str) -> str:
     return ""
 
 
-def _function_source(source: str, function: str) -> str:
-    """The text of `def function(...)` up to the next top-level statement, name removed."""
-    m = re.search(rf"^def {re.escape(function)}\(.*?(?=^\S)", source + "\nEND", re.S | re.M)
-    body = m.group(0) if m else source
-    return body.replace(f"def {function}(", "def _(", 1)
+def kernel_key(source: str, function: str, args: list, kwargs: dict) -> str:
+    """What compiling a launch depends on, with the kernel's name and buffer names (`bufN`,
+    `inN`, `v_bufN`) renamed in order of appearance in its body and the parameters paired
+    with their arguments in that order: kernels of repeated layers differ only in those
+    names (and the order of their parameters), and compile alike."""
+    m = re.search(rf"^def {re.escape(function)}\((.*?)\):\n(.*?)(?=^\S)", source + "\nEND",
+                  re.S | re.M)
+    if m is None:
+        return json.dumps([source, function, args, kwargs], sort_keys=True, default=str)
+    params = [p.split(":")[0].strip() for p in m.group(1).split(",")]
+    names: dict[str, str] = {}
+    body = re.sub(r"\b(?:v_)?(?:buf|in)\d+\b",
+                  lambda t: names.setdefault(t.group(0), f"b{len(names)}"), m.group(2))
+    pairs = sorted((names.get(p, p), args[i] if i < len(args) else None)
+                   for i, p in enumerate(params))
+    return json.dumps([body, pairs, kwargs], sort_keys=True, default=str)
 
 
 def ptxas_path() -> str | None:
@@ -284,8 +295,7 @@ def compile_launches(launches: list[Launch], timeout: float | None = None) -> li
     for ln in launches:
         if ln.module_path not in sources:
             sources[ln.module_path] = pathlib.Path(ln.module_path).read_text()
-        key = json.dumps([_function_source(sources[ln.module_path], ln.function),
-                          ln.args, ln.kwargs], sort_keys=True, default=str)
+        key = kernel_key(sources[ln.module_path], ln.function, ln.args, ln.kwargs)
         if key not in index:
             index[key] = len(jobs)
             jobs.append(dataclasses.asdict(ln))
