@@ -1,7 +1,8 @@
 """Compiles the Triton kernels of the canonical cases and the tiny models for sm_90 (no GPU:
 Triton's own pipeline and the wheel's ptxas, codegen/triton/compile_check.py) and prints
 a table: kernel, the ATen ops it fuses, warps and block sizes, registers, spill bytes,
-128-bit vector loads and stores in its PTX, compile time.
+128-bit vector loads and stores in its PTX, compile time; `--markdown` writes a summary
+per case and the per-kernel table.
 
     PYTHONPATH=$PWD/src python scripts/triton_kernel_report.py
     PYTHONPATH=$PWD/src python scripts/triton_kernel_report.py --groups canonical,fusion,models \
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = [["case", "kernel", "ops", "warps", "blocks", "regs", "spills", "v4 ld", "v4 st",
              "launches", "compile s"]]
+    summary = [["case", "kernels", "launches", "max regs", "spill bytes", "with v4 loads",
+                "compile s"]]
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     everything = []
@@ -73,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                 everything.append({"group": group, "case": case, **r.__dict__})
                 key = json.dumps([r.signature, r.constexprs, r.registers, r.ops.split(":", 1)[-1]])
                 unique.setdefault(key, []).append(r)
+            ok = [same[0] for same in unique.values() if not same[0].error]
+            if ok:
+                summary.append([case, str(len(ok)), str(len(reports)),
+                                str(max(r.registers or 0 for r in ok)),
+                                str(sum(r.spill_bytes or 0 for r in ok)),
+                                str(sum(1 for r in ok if r.v4_loads)),
+                                f"{sum(r.compile_seconds for r in ok):.1f}"])
             for same in unique.values():
                 r = same[0]
                 if r.error:
@@ -95,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         date = datetime.date.today().isoformat()
         text = [f"Compiled {date}, triton {cc.triton_version()}, `{pathlib.Path(cc.ptxas_path() or '').name}"
                 f" -arch=sm_90a -v`; {len(rows) - 1} distinct kernels, {elapsed:.0f} s.", ""]
-        text += markdown_table(rows)
+        text += markdown_table(summary)
+        text += ["", "<details><summary>Every distinct kernel</summary>", ""]
+        text += markdown_table(rows) + ["", "</details>"]
         if notes:
             text += [""] + [f"- {n}" for n in notes]
         pathlib.Path(args.markdown).write_text("\n".join(text) + "\n")
