@@ -60,8 +60,8 @@ PARTS = ("env", "correctness", "copy", "launch", "micro", "bert", "gpt2_train", 
 # Rough seconds each part needs at least on the GPU (skipped when less is left).
 NEEDS = {"env": 1, "correctness": 20, "copy": 3, "launch": 15, "micro": 40, "bert": 40,
          "gpt2_train": 60, "compile": 60}
-LIMITS = {"correctness": 120, "launch": 60, "micro": 200, "bert": 120, "gpt2_train": 180,
-          "compile": 200}                 # seconds per part at most (SIGALRM)
+LIMITS = {"correctness": 90, "launch": 40, "micro": 170, "bert": 100, "gpt2_train": 150,
+          "compile": 150}                 # seconds per part at most (SIGALRM)
 
 
 class PartTimeout(BaseException):
@@ -246,6 +246,13 @@ def _trebuchet_stats() -> dict[str, Any]:
     return {k: s.get(k) for k in ("graphs", "kernels", "graph_fallbacks", "fallback_ops")}
 
 
+def _reset() -> None:
+    """Forget compiled graphs (TorchDynamo) and Trebuchet's counters."""
+    import trebuchet
+    torch._dynamo.reset()
+    trebuchet.reset()
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -295,9 +302,7 @@ def part_correctness(run: Run) -> dict[str, Any]:
         fn, shapes = MICRO[name]
         entry: dict[str, Any] = {"case": f"{name} {_dtype_name(dtype)}{' fwd+bwd' if train else ''}"}
         try:
-            torch._dynamo.reset()
-            import trebuchet
-            trebuchet.reset()
+            _reset()
             base = _inputs(run, shapes(rows, cols), dtype, seed=1)
             a, b, c = ([t.clone().to(d).requires_grad_(train) for t in base]
                        for d in (dtype, dtype, torch.float64))
@@ -332,9 +337,7 @@ def part_correctness(run: Run) -> dict[str, Any]:
 def _tiny_bert_check(run: Run, train: bool) -> dict[str, Any]:
     import transformers
 
-    import trebuchet
-    torch._dynamo.reset()
-    trebuchet.reset()
+    _reset()
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=128,
@@ -381,9 +384,7 @@ def part_launch(run: Run) -> dict[str, Any]:
     def tiny(x):
         return torch.relu(x * 2.0 + 1.0)
 
-    import trebuchet
-    torch._dynamo.reset()
-    trebuchet.reset()
+    _reset()
     fns = {b: run.make(b, tiny) for b in run.backends}
     for fn in fns.values():
         fn(x)
@@ -416,7 +417,7 @@ def part_micro(run: Run) -> dict[str, Any]:
         entry: dict[str, Any] = {"case": name, "dtype": _dtype_name(dtype), "shape": f"{r}x{c}"}
         out.append(entry)
         try:
-            torch._dynamo.reset()
+            _reset()
             inputs = _inputs(run, shapes(r, c), dtype)
             want = fn(*inputs)
             entry["min_bytes"] = _min_bytes(inputs, want)
@@ -478,7 +479,7 @@ def part_bert(run: Run) -> dict[str, Any]:
     out: dict[str, Any] = {"model": "BertModel " + ("tiny" if run.tiny else "base 12 layers"),
                            "batch": tuple(inputs["input_ids"].shape), "dtype": _dtype_name(dtype),
                            "attn": model.config._attn_implementation}
-    torch._dynamo.reset()
+    _reset()
     fns, errors = {}, {}
     with torch.no_grad():
         want = model(**inputs).last_hidden_state
@@ -525,7 +526,7 @@ def part_gpt2_train(run: Run) -> dict[str, Any]:
         ids = torch.randint(0, config.vocab_size, (batch, seq), generator=gen, device=run.device)
         entry: dict[str, Any] = {"batch": [batch, seq], "attn": base.config._attn_implementation}
         out[mode] = entry
-        torch._dynamo.reset()
+        _reset()
         steps, errors = {}, {}
         for b in run.backends:
             try:
@@ -703,11 +704,12 @@ def markdown(results: dict[str, Any]) -> str:
     if mi.get("cases"):
         lines += ["## Memory-bound micro cases", ""]
         rows = [["case", "dtype", "shape", "eager ms", "inductor ms", "trebuchet ms",
-                 "vs inductor", "trebuchet GB/s", "of copy BW", "inductor of copy BW", "correct"]]
+                 "vs inductor", "trebuchet GB/s", "of copy BW", "inductor of copy BW", "correct",
+                 "kernels (graph fallbacks)"]]
         for e in mi["cases"]:
             if "ms" not in e:
                 rows.append([e["case"], e.get("dtype", ""), e.get("shape", ""), "", "", "", "", "",
-                             "", "", e.get("skipped") or (e.get("error") or "")[:80]])
+                             "", "", e.get("skipped") or (e.get("error") or "")[:80], ""])
                 continue
             t = e["ms"]
             rows.append([e["case"], e["dtype"], e["shape"], _f(t.get("eager")),
@@ -717,13 +719,14 @@ def markdown(results: dict[str, Any]) -> str:
                          _f(e["gbs"].get("trebuchet"), "{:.0f}"),
                          _f(e.get("of_copy_bw", {}).get("trebuchet"), "{:.0%}"),
                          _f(e.get("of_copy_bw", {}).get("inductor"), "{:.0%}"),
-                         {True: "ok", False: "MISMATCH"}.get(e.get("correct"), "n/a")])
+                         {True: "ok", False: "MISMATCH"}.get(e.get("correct"), "n/a"),
+                         _kernels(e.get("trebuchet"))])
         lines += markdown_table(rows) + [""]
         if "geomean_inductor_over_trebuchet" in mi:
             lines += [f"Geomean of inductor time / Trebuchet time: "
                       f"{mi['geomean_inductor_over_trebuchet']:.2f}x.", ""]
     model_rows = [["model", "eager ms", "inductor ms", "trebuchet ms", "inductor vs eager",
-                   "trebuchet vs eager", "correct"]]
+                   "trebuchet vs eager", "correct", "kernels (graph fallbacks)"]]
     be = parts.get("bert", {})
     if "ms" in be:
         t = be["ms"]
@@ -731,7 +734,8 @@ def markdown(results: dict[str, Any]) -> str:
                            _f(t.get("inductor")), _f(t.get("trebuchet")),
                            _f(_r(t, "eager", "inductor"), "{:.2f}x"),
                            _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
-                           {True: "ok", False: "MISMATCH"}.get(be.get("correct"), "n/a")])
+                           {True: "ok", False: "MISMATCH"}.get(be.get("correct"), "n/a"),
+                           _kernels(be.get("trebuchet"))])
     for mode, e in parts.get("gpt2_train", {}).items():
         if isinstance(e, dict) and "ms" in e:
             t = e["ms"]
@@ -739,7 +743,8 @@ def markdown(results: dict[str, Any]) -> str:
                                _f(t.get("inductor")), _f(t.get("trebuchet")),
                                _f(_r(t, "eager", "inductor"), "{:.2f}x"),
                                _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
-                               {True: "ok", False: "MISMATCH"}.get(e.get("loss_matches_eager"), "n/a")])
+                               {True: "ok", False: "MISMATCH"}.get(e.get("loss_matches_eager"), "n/a"),
+                               _kernels(e.get("trebuchet"))])
     if len(model_rows) > 1:
         lines += ["## Models", ""] + markdown_table(model_rows) + [""]
     co = parts.get("compile", {})
@@ -753,6 +758,10 @@ def markdown(results: dict[str, Any]) -> str:
                              if "compile_s" in v else v.get("error") or v.get("skipped") or ""])
         lines += markdown_table(rows) + [""]
     return "\n".join(lines) + "\n"
+
+
+def _kernels(stats: dict[str, Any] | None) -> str:
+    return "n/a" if not stats else f"{stats.get('kernels')} ({stats.get('graph_fallbacks')})"
 
 
 def _r(t: dict[str, float], num: str, den: str) -> float | None:
