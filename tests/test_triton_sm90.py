@@ -17,6 +17,7 @@ training and GPT-2 inference and training.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -308,6 +309,8 @@ def test_signature_follows_the_jits_specialization() -> None:
         ty, attr = native.native_specialize_impl(backend, value, False, True, True)
         got = cc.signature_of("int", value, specialize=True)
         assert got == (ty, attr == "D"), (value, got, ty, attr)
+    from triton._utils import type_canonicalisation_dict
+    assert {k: type_canonicalisation_dict[k] for k in cc.PTR_TYPES} == cc.PTR_TYPES
     base = torch.empty(64, dtype=torch.bfloat16)
     for t in (base, base[1:], base[8:]):
         ty, attr = native.native_specialize_impl(backend, t, False, True, True)
@@ -327,16 +330,30 @@ def _bad(x, y, n, XBLOCK: tl.constexpr):
 def _good(x, y, n, XBLOCK: tl.constexpr):
     i = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
     tl.store(y + i, tl.load(x + i, mask=i < n) * 2.0, mask=i < n)
+
+
+def good(x, y, n):
+    _good[(triton.cdiv(n, 1024),)](x, y, n, XBLOCK=1024, num_warps=8)
 ''')
     args = [["ptr", "float32", True], ["ptr", "float32", True], ["int", 4096]]
     # unaligned pointers and a size that is no multiple of 16: no 128-bit vector loads
     odd = [["ptr", "float32", False], ["ptr", "float32", False], ["int", 4095]]
-    bad, good, again, plain = cc.compile_launches([
+    # what the module's launch function passes for a size, without running the kernel
+    spec = importlib.util.spec_from_file_location("tb_handmade", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.empty(0)
+    (launched,) = cc.module_launches(module, {"good": (x, x, 2048)})
+    assert launched.kwargs == {"XBLOCK": 1024, "num_warps": 8} and launched.grid == [2]
+    assert launched.args == [["ptr", "float32", True], ["ptr", "float32", True], ["int", 2048]]
+    bad, good, again, plain, direct = cc.compile_launches([
         cc.Launch(path, "_bad", args, {"XBLOCK": 32}),
         cc.Launch(path, "_good", args, {"XBLOCK": 1024}),
         cc.Launch(path, "_good", args, {"XBLOCK": 1024}),
-        cc.Launch(path, "_good", odd, {"XBLOCK": 1024})])
+        cc.Launch(path, "_good", odd, {"XBLOCK": 1024}),
+        launched])
     assert not bad.ok and "arange" in bad.error
     assert good.ok and good.registers and good.spill_bytes == 0 and good.v4_loads > 0
     assert again.cached and not good.cached and again.registers == good.registers
     assert plain.ok and not plain.cached and plain.v4_loads == 0, plain
+    assert direct.ok and direct.num_warps == 8 and not direct.cached

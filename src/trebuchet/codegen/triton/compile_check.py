@@ -38,6 +38,9 @@ WARP_SIZE = 32
 V4_LOAD = re.compile(r"\bld\.global\.(?:[\w:]+\.)*v4\.")
 V4_STORE = re.compile(r"\bst\.global\.(?:[\w:]+\.)*v4\.")
 ANY_LOAD = re.compile(r"\bld\.global\.")
+PTR_TYPES = {"bool": "u1", "float16": "fp16", "bfloat16": "bf16", "float32": "fp32",
+             "float64": "fp64", "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64",
+             "uint8": "u8", "uint16": "u16", "uint32": "u32", "uint64": "u64"}
 
 
 @dataclasses.dataclass
@@ -380,7 +383,10 @@ def signature_of(kind: str, value: Any, *, aligned: bool = False, specialize: bo
     a pointer by its dtype (divisible when aligned), an int as i32/i64/u64 by its value
     (the value 1 a constexpr, divisible when a multiple of 16) unless not specialized."""
     if kind == "ptr":
-        from triton._utils import type_canonicalisation_dict as canon
+        try:
+            from triton._utils import type_canonicalisation_dict as canon
+        except ImportError:         # the names Triton 3.x gives torch's dtypes
+            canon = PTR_TYPES
         return "*" + canon[value], aligned
     if kind == "bool":
         return "u1", False
