@@ -99,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     notes += [f"FAILED: {case}: {why}" for case, why in failed.items()]
     for line in notes:
         print(line)
-    print(f"{len(rows) - 1} distinct kernels compiled for sm_90 in {elapsed:.0f} s "
-          f"(triton {cc.triton_version()})")
+    compiled = sum(1 for r in everything if not r["cached"])
+    counts = (f"{len(everything)} launches, {compiled} distinct kernels compiled, "
+              f"{len(rows) - 1} rows (identical kernels of a case merged)")
+    print(f"{counts} for sm_90 in {elapsed:.0f} s (triton {cc.triton_version()})")
     if args.markdown:
         date = datetime.date.today().isoformat()
         text = [f"Compiled {date}, triton {cc.triton_version()}, `{pathlib.Path(cc.ptxas_path() or '').name}"
-                f" -arch=sm_90a -v`; {len(rows) - 1} distinct kernels, {elapsed:.0f} s.", ""]
+                f" -arch=sm_90a -v`; {counts}; {elapsed:.0f} s.", ""]
         text += markdown_table(summary)
         text += ["", "<details><summary>Every distinct kernel</summary>", ""]
         text += markdown_table(rows) + ["", "</details>"]
