@@ -5,6 +5,7 @@ the cache folder and launched with `kernel[grid](...)`.
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
     kernels.py   the pointwise kernel shape (and what every kernel shape shares)
     reductions.py  row, column and scalar reduction kernels
+    split.py     scalar reductions over many elements: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
 
@@ -24,6 +25,7 @@ from . import launch
 from .kernels import MAX_XBLOCK
 from .module import generate
 from .reductions import PERSISTENT_RBLOCK
+from .split import SCALAR_SPLIT
 from .ops import NOT_YET, TRITON_OPS, TritonUnsupported
 
 if TYPE_CHECKING:
@@ -39,7 +41,8 @@ class TritonTarget(Target):
     device = "cuda"
     float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float32
     ops = TRITON_OPS
-    limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK}
+    limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK,
+              "scalar_split": SCALAR_SPLIT}
     source_file = "kernels.py"
     shapes = ("pointwise", "row", "column", "scalar")   # kernel shapes it generates
 

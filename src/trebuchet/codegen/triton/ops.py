@@ -123,6 +123,20 @@ def _unsupported(name: str) -> Rule:
     return rule
 
 
+def _float32_in_float64(fn: str) -> Rule:
+    """A function whose prelude routine is a float64 one accurate to about 1e-13 (erfc,
+    lgamma): float32 (and float16/bfloat16) values computed in it; float64 values are not
+    generated yet (the graph falls back)."""
+    def rule(node: Op, a: list[str]) -> str:
+        if not is_float(_arg_dtype(node)):
+            return a[0]
+        if tl_type(node.dtype) != "tl.float32":
+            raise TritonUnsupported(f"the Triton target does not implement the {node.op} "
+                                    f"primitive on {node.dtype} yet (float32 and narrower only)")
+        return f"{fn}({a[0]}.to(tl.float64)).to(tl.float32)"
+    return rule
+
+
 def _neg(node: Op, a: list[str]) -> str:
     return f"(-{a[0]})"
 
@@ -201,15 +215,17 @@ def _shift(node: Op, a: list[str]) -> str:
 
 def _call2(fn: str) -> Rule:
     """pow, atan2: float32 computed in float64 (2^(y log2 x) in float32 loses up to
-    |y log2 x| ulp and flushes results in the subnormal range); float64 as it is: pow
-    would be off by up to |y log2 x| * 2^-53 relative (3e-14 measured at 1e30 ** 5), so
-    float64 and integer pow are not generated yet."""
+    |y log2 x| ulp and flushes results in the subnormal range); float64 pow through
+    double-double logarithms (`_t_pow64`: 2^(y log2 x) in float64 was 3e-14 off at
+    1e30 ** 5); integer pow is not generated yet."""
     def rule(node: Op, a: list[str]) -> str:
         if tl_type(node.dtype) == "tl.float32":
             return f"{fn}({a[0]}.to(tl.float64), {a[1]}.to(tl.float64)).to(tl.float32)"
+        if fn == "_t_pow" and node.dtype == torch.float64:
+            return f"_t_pow64({a[0]}, {a[1]})"
         if fn == "_t_pow":
             raise TritonUnsupported(f"the Triton target does not implement the pow primitive "
-                                    f"on {node.dtype} yet (float32 and narrower only)")
+                                    f"on {node.dtype} yet (floating types only)")
         return f"{fn}({a[0]}, {a[1]})"
     return rule
 
@@ -245,14 +261,15 @@ _CALLS = {
     "tan": "_t_tan({})", "atan": "_t_atan({})", "asin": "_t_asin({})", "acos": "_t_acos({})",
     "asinh": "_t_asinh({})", "acosh": "_t_acosh({})", "atanh": "_t_atanh({})",
 }
-# primitives this slice does not generate: a graph using one falls back to eager
-_NOT_YET = ("erfc", "lgamma")
+# primitives this target does not generate: a graph using one falls back to eager
+_NOT_YET: tuple[str, ...] = ()
 
 # primitive -> Triton (every name of ir/expr.py OPS; tests/test_ir.py checks)
 TRITON_OPS: dict[str, Rule] = {
     **{name: _infix(sym) for name, sym in _INFIX.items()},
     **{name: _float_only(fmt.format, name) for name, fmt in _CALLS.items()},
     **{name: _unsupported(name) for name in _NOT_YET},
+    "erfc": _float32_in_float64("_t_erfc"), "lgamma": _float32_in_float64("_t_lgamma"),
     "truediv": _truediv, "sqrt": lambda node, a: _sqrt(a[0], node), "rsqrt": _rsqrt,
     "neg": _neg, "abs": _abs, "pow": _call2("_t_pow"), "atan2": _call2("_t_atan2"),
     "fmod": _division, "floordiv": _division, "remainder": _division,

@@ -214,7 +214,7 @@ class TritonReductionWriter(Emitter):
         r = ar if start == "" else f"{start} + {ar}"
         if self.r_int64:
             r = f"({r}).to(tl.int64)"
-        out = [f"rindex = {r}", "rmask = rindex < rnumel"]
+        out = [f"rindex = {r}", f"rmask = rindex < {self.rend if start else self.rnumel}"]
         rest: sympy.Expr = sympy.Integer(1)
         for v, size in reversed(list(zip(self.k.inner_vars, self.k.inner))):
             q = "rindex" if rest == 1 else f"(rindex // {index_code(rest)})"
@@ -257,7 +257,7 @@ class TritonReductionWriter(Emitter):
                 self.lines.append(f"{ind}pos_{n.buf.name} = tl.full({self.block}, 0, tl.int64)")
         self.level = "row"
         self._hoist(nodes)
-        self.lines.append(f"{ind}for roffset in range(0, rnumel, RBLOCK):")
+        self.lines.append(f"{ind}for roffset in range({self.rstart}, {self.rend}, RBLOCK):")
         self.indent = ind + IND
         self.lines.extend(f"{self.indent}{s}" for s in self._rindex("roffset"))
         self.scopes.append({})
@@ -299,7 +299,11 @@ class TritonReductionWriter(Emitter):
         self.indent = ind
         self.level = "row"
         for n in reductions:
-            self._finish(n, self._final(n, f"acc_{n.buf.name}", f"pos_{n.buf.name}"))
+            self._loop_result(n)
+
+    def _loop_result(self, n: KernelNode) -> None:
+        """After the loop over the row: the reduction of n's elementwise accumulators."""
+        self._finish(n, self._final(n, f"acc_{n.buf.name}", f"pos_{n.buf.name}"))
 
     def _hoist(self, nodes: list[KernelNode]) -> None:
         """Emit before a loop the largest subexpressions that do not vary along the row
@@ -355,12 +359,17 @@ class TritonReductionWriter(Emitter):
                 return True
         return False
 
-    def _function(self, fn: str, persistent: bool, rbound: int | None) -> list[str]:
-        k = self.k
+    def _reset(self, rbound: int | None) -> None:
+        """Fresh emitter state for one jit function."""
         self.r_int64 = self._needs_int64_r(rbound)
         self.lines, self.scopes, self.local, self.tmp = [], [{}], {}, 0
         self.reduced: dict[tuple[str, Expr], str] = {}
         self.indent = IND
+        self.level = "row"
+
+    def _function(self, fn: str, persistent: bool, rbound: int | None) -> list[str]:
+        k = self.k
+        self._reset(rbound)
         n_loops = k.num_loops
         for stage in range(n_loops + 1):
             self._row_nodes(stage)
@@ -375,7 +384,7 @@ class TritonReductionWriter(Emitter):
         head = [*jit_head(fn, [*names, "xnumel", "rnumel"], sizes, ["XBLOCK", "RBLOCK"]),
                 f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)"
                 f"{'[None, :]' if self.column else '[:, None]'}",
-                f"{IND}xmask = xindex < xnumel"]
+                f"{IND}xmask = xindex < {self.xnumel}"]
         text = "\n".join(body)
         rest: sympy.Expr = sympy.Integer(1)
         for v, size in reversed(list(zip(k.outer_vars, k.outer))):
@@ -393,11 +402,23 @@ class TritonReductionWriter(Emitter):
         return head + body
 
     def write(self) -> str:
+        """The kernel's jit functions and its launch function."""
+        functions, launch = self.parts()
+        return "\n".join(functions + launch)
+
+    def parts(self) -> tuple[list[str], list[str]]:
+        """The lines of the jit functions (with the comment above them) and of the launch
+        function."""
         k = self.k
         names = [p.name for p in self.param_list]
         numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
         rnumel = sympy.Mul(*k.inner)
         const = rnumel.is_number
+        # constant sizes written into the code: the compiler then knows the masks' (and so
+        # the loads') alignment, e.g. vector loads along a row of 768
+        self.xnumel = str(int(numel)) if numel.is_number else "xnumel"
+        self.rnumel = str(int(rnumel)) if const else "rnumel"
+        self.rstart, self.rend = "0", self.rnumel          # a looped row's range
         persistent = not self.column and (not const or int(rnumel) <= self.limit)
         looped = self.column or not const or int(rnumel) > self.limit
         out = kernel_comment(k, self.note)
@@ -421,7 +442,7 @@ class TritonReductionWriter(Emitter):
             launch += [f"{IND}xblock = min({COLUMN_XBLOCK}, triton.next_power_of_2(xnumel))",
                        f"{IND}rblock = min(rblock, max(1, {COLUMN_TILE} // xblock))",
                        f"{IND}{fns['looped']}[(triton.cdiv(xnumel, xblock),)]{call}"]
-            return "\n".join(out + launch)
+            return out, launch
         ind = IND * 2 if persistent and looped else IND
         go_persistent = [f"{ind}xblock = min(triton.next_power_of_2(xnumel), "
                          f"max(1, {ROW_TILE} // rblock))",
@@ -433,7 +454,7 @@ class TritonReductionWriter(Emitter):
                        *go_persistent, f"{IND}else:", *go_looped]
         else:
             launch += go_persistent if persistent else go_looped
-        return "\n".join(out + launch)
+        return out, launch
 
 
 __all__ = ["TritonReductionWriter", "PERSISTENT_RBLOCK"]
