@@ -5,6 +5,9 @@ checks correctness and then times eager, torch.compile's default backend and Tre
     python benchmarks/gpu.py --dry-run --out /tmp/g   # everything tiny on CPU, target "c"
     python benchmarks/gpu.py --parts copy,micro --budget 200
 
+On the lent GPU machine (the device tool), from the repository root:
+    PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --out $OUT      (timeout_s 540)
+
 Parts, in this order (each guarded: a failure is recorded and the others go on; a global
 time budget skips what no longer fits, and each part has its own time limit):
 
@@ -55,7 +58,14 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import markdown_table  # noqa: E402
 
+try:                                    # a checkout without the package installed
+    import trebuchet  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "src"))
+
 BACKENDS = ("eager", "inductor", "trebuchet")
+CUDAGRAPHS = "trebuchet_cudagraphs"     # Trebuchet with cudagraphs=True (launch, BERT; CUDA)
 PARTS = ("env", "correctness", "copy", "launch", "micro", "bert", "gpt2_train", "compile")
 # Rough seconds each part needs at least on the GPU (skipped when less is left).
 NEEDS = {"env": 1, "correctness": 20, "copy": 3, "launch": 15, "micro": 40, "bert": 40,
@@ -106,7 +116,14 @@ class Run:
             return torch.compile(fn, backend=backend)
         if backend == "trebuchet":
             return self.trebuchet(fn)
+        if backend == CUDAGRAPHS:
+            return self.trebuchet(fn, cudagraphs=True)
         raise ValueError(f"unknown backend {backend!r}")
+
+    def static_backends(self) -> list[str]:
+        """The backends, plus Trebuchet with CUDA graphs on CUDA (static-shape inference)."""
+        extra = [CUDAGRAPHS] if self.device == "cuda" and "trebuchet" in self.backends else []
+        return self.backends + extra
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -385,16 +402,23 @@ def part_launch(run: Run) -> dict[str, Any]:
         return torch.relu(x * 2.0 + 1.0)
 
     _reset()
-    fns = {b: run.make(b, tiny) for b in run.backends}
-    for fn in fns.values():
-        fn(x)
+    fns = {}
+    errors = {}
+    for b in run.static_backends():
+        try:
+            fns[b] = run.make(b, tiny)
+            fns[b](x)
+        except Exception as e:           # noqa: BLE001
+            fns.pop(b, None)
+            errors[b] = f"{type(e).__name__}: {e}"[:300]
     kernels = _trebuchet_stats()["kernels"] if "trebuchet" in fns else None
     calls = 200 if run.tiny else 2000
     host = {b: host_time_per_call(run, lambda f=f: f(x), calls) for b, f in fns.items()}
     gpu = time_calls(run, {b: (lambda f=f: f(x)) for b, f in fns.items()}, run.repeats)
     return {"elements": x.numel(), "trebuchet_kernels": kernels,
             "host_us_per_call": {b: t * 1e6 for b, t in host.items()},
-            "timed_us_per_call": {b: t * 1e6 for b, t in gpu.items()}}
+            "timed_us_per_call": {b: t * 1e6 for b, t in gpu.items()},
+            **({"errors": errors} if errors else {})}
 
 
 def _min_bytes(inputs: list[torch.Tensor], out: Any) -> int:
@@ -483,7 +507,7 @@ def part_bert(run: Run) -> dict[str, Any]:
     fns, errors = {}, {}
     with torch.no_grad():
         want = model(**inputs).last_hidden_state
-        for b in run.backends:
+        for b in run.static_backends():
             try:
                 f = run.make(b, model)
                 t0 = time.perf_counter()
@@ -736,6 +760,9 @@ def markdown(results: dict[str, Any]) -> str:
                            _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
                            {True: "ok", False: "MISMATCH"}.get(be.get("correct"), "n/a"),
                            _kernels(be.get("trebuchet"))])
+        if CUDAGRAPHS in t:
+            model_rows.append([f"{be['model']}, Trebuchet with cudagraphs=True", "", "", _f(t[CUDAGRAPHS]),
+                               "", _f(_r(t, "eager", CUDAGRAPHS), "{:.2f}x"), "", ""])
     for mode, e in parts.get("gpt2_train", {}).items():
         if isinstance(e, dict) and "ms" in e:
             t = e["ms"]
