@@ -16,7 +16,8 @@ tensor's dtype with a divisibility-by-16 attribute when the data pointer is 16-b
 integers i32/i64 (u64 past 2^63) with the divisibility attribute when a multiple of 16 and
 the value 1 a constexpr, except parameters in `do_not_specialize` (sizes), which get
 neither. Works with the ASTSource forms of Triton 3.x (named signature with `constexprs=`;
-`constants=` where that is the keyword).
+`constants=` where that is the keyword); tests/test_triton_sm90.py --full passes with
+triton 3.6.0 and 3.9.0 (both wheels carry `ptxas-blackwell`, which is used).
 """
 from __future__ import annotations
 
