@@ -250,10 +250,12 @@ _RESULTS: dict[str, GroupResult] = {}
 
 @pytest.fixture
 def group_result(request: pytest.FixtureRequest) -> GroupResult:
-    group = request.node.callspec.params["group"]
-    if group not in _RESULTS:
-        _RESULTS[group] = compile_group(_selected(request, group))
-    return _RESULTS[group]
+    """The selected cases of every group, collected and compiled at the first request
+    (one compile process for all: Python and torch start once)."""
+    if not _RESULTS:
+        selected = {group: _selected(request, group) for group in GROUPS}
+        _RESULTS["all"] = compile_group([c for cases in selected.values() for c in cases])
+    return _RESULTS["all"]
 
 
 def _params(group: str) -> list:
