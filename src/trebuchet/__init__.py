@@ -28,12 +28,14 @@ def compile(model_or_fn: Callable, target: str | None = None, strict: bool | Non
             dynamic: bool | None = None, **options: Any) -> Callable:
     """`torch.compile` with the Trebuchet backend.
 
-    target: "auto" (C on CPU), "c", or "reference" (the IR executed with torch ops);
-        default from TREBUCHET_TARGET, else "auto".
+    target: "auto" (C for CPU tensors, Triton for CUDA tensors), "c", "triton" (CUDA
+        tensors, or CPU tensors under TRITON_INTERPRET=1; needs `pip install
+        trebuchet[triton]`), or "reference" (the IR executed with torch ops); default from
+        TREBUCHET_TARGET, else "auto".
     strict: raise TrebuchetCompileError instead of falling back to eager; default from
         TREBUCHET_STRICT, else False.
     Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit, graph_cache,
-    profile) are documented in trebuchet.config.Options; they may also come as
+    profile, cudagraphs) are documented in trebuchet.config.Options; they may also come as
     `options={...}`, PyTorch's convention. Types are checked here: booleans must be bool,
     inline_limit an int, paths str or os.PathLike, cflags a list of str or one str split
     as a shell would ("-O1 -g"). `mode` ("default", "reduce-overhead", "max-autotune",
@@ -70,7 +72,9 @@ def _raise_our_errors(fn: Callable) -> Callable:
 def stats() -> dict[str, Any]:
     """Counters since the last reset: graphs, kernels, compile_seconds, graph_fallbacks,
     graph_cache_hits (graphs found compiled in the disk cache), lowered_ops / extern_ops /
-    fallback_ops (ATen op -> count), kernel_ops (ops per kernel)."""
+    fallback_ops (ATen op -> count), kernel_ops (ops per kernel), and by_target (target
+    name -> its graphs, kernels, compile_seconds, graph_fallbacks, graph_cache_hits; a graph
+    that fails before its target is known, e.g. one mixing devices, counts in the totals only)."""
     return _stats.snapshot()
 
 

@@ -7,9 +7,11 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_GRAPH_CACHE=0  do not reuse whole compiled graphs from the cache (the C build
                            cache still applies)
   TREBUCHET_TARGET         a target of codegen/target.py ("c", "reference", "triton") or "auto"
-                           (default: c; "triton" runs CPU tensors under TRITON_INTERPRET=1 only)
+                           (the default: c for CPU tensors, triton for CUDA tensors; "triton"
+                           runs CPU tensors under TRITON_INTERPRET=1 only)
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
+  TREBUCHET_CUDAGRAPHS=1   replay static-shape CUDA inference graphs as CUDA graphs
   CC                       the C compiler (default: cc)
   TREBUCHET_CFLAGS         extra C compiler flags
 
@@ -25,6 +27,7 @@ import pathlib
 import shlex
 from typing import Any
 
+from .codegen.target import AUTO as AUTO_TARGETS
 from .codegen.target import DEFAULT as DEFAULT_TARGET
 from .codegen.target import NAMES as TARGET_NAMES
 
@@ -54,6 +57,10 @@ class Options:
     inline_limit: int = 8          # ops a multi-use value may hold before it is stored
     graph_cache: bool = True       # reuse compiled graphs found on disk (runtime/graph_cache.py)
     profile: bool = False          # time each kernel/extern call (trebuchet.profile_report())
+    # CUDA inference graphs with static shapes: captured in a torch.cuda.CUDAGraph after a
+    # warm-up call, then replayed (one launch for the whole graph); other graphs run as
+    # usual, with a warning (runtime/cudagraphs.py). Not yet run on a GPU.
+    cudagraphs: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
@@ -65,6 +72,7 @@ class Options:
             target=os.environ.get("TREBUCHET_TARGET", "auto"),
             strict=_env_flag("TREBUCHET_STRICT"),
             profile=_env_flag("TREBUCHET_PROFILE"),
+            cudagraphs=_env_flag("TREBUCHET_CUDAGRAPHS"),
             debug=_env_flag("TREBUCHET_DEBUG") or bool(os.environ.get("TREBUCHET_DEBUG_DIR")),
             debug_dir=os.environ.get("TREBUCHET_DEBUG_DIR"),
             cache_dir=os.environ.get("TREBUCHET_CACHE_DIR"),
@@ -81,8 +89,11 @@ class Options:
             raise ValueError(f"unknown target {opts.target!r}: expected {_TARGETS_TEXT}")
         return opts
 
-    def resolved_target(self) -> str:
-        return DEFAULT_TARGET if self.target == "auto" else self.target
+    def resolved_target(self, device_type: str | None = None) -> str:
+        """The target's name; "auto" by the device type of the graph's tensors (None: CPU)."""
+        if self.target != "auto":
+            return self.target
+        return AUTO_TARGETS.get(device_type or "cpu", DEFAULT_TARGET)
 
     def cache_path(self) -> pathlib.Path:
         if self.cache_dir:
@@ -97,7 +108,7 @@ class Options:
         return self.cc or "cc"
 
 
-_BOOLS = ("strict", "debug", "graph_cache", "profile")
+_BOOLS = ("strict", "debug", "graph_cache", "profile", "cudagraphs")
 _PATHS = ("debug_dir", "cache_dir", "cc")
 
 

@@ -5,6 +5,12 @@ table, or becomes an `Extern` (the eager ATen op) when there is no rule or the
 rule declines. Records which ops were lowered, run as externs by design, or
 fell back. How values that must be in memory are stored (extern arguments,
 outputs) is `storage.py`'s part.
+
+Devices: `graph_device` says which device a graph computes on (the pipeline picks the
+target by it); a graph whose tensors are on several devices fails to compile, except for
+0-d CPU tensors, which eager lets meet tensors of any device (a CPU scalar tensor times a
+CUDA tensor). An op that reads or makes a tensor off the target's device (such a scalar)
+runs as an extern, the eager op, so generated kernels only touch the target's memory.
 """
 from __future__ import annotations
 
@@ -71,8 +77,36 @@ def op_name(target: Any) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8) -> GraphIR:
-    """`inline_limit`: ops a value read by several consumers may hold before it is stored."""
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def graph_device(gm: torch.fx.GraphModule) -> torch.device | None:
+    """The device of the graph's tensors (inputs, results and constants), not counting 0-d
+    CPU tensors; None when it has no others. LoweringError for tensors on several devices."""
+    found: dict[torch.device, str] = {}
+    for node in gm.graph.nodes:
+        values = _tensors(node.meta.get("val"))
+        if node.op == "get_attr":
+            values = _tensors(_fetch_attr(gm, node.target))
+        for t in values:
+            if t.device.type == "cpu" and t.ndim == 0:
+                continue
+            found.setdefault(t.device, node.name)
+    if len(found) > 1:
+        where = ", ".join(f"{d} ({n})" for d, n in found.items())
+        raise LoweringError(f"the graph's tensors are on several devices: {where}")
+    return next(iter(found), None)
+
+
+def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8,
+                device: str = "cpu") -> GraphIR:
+    """`inline_limit`: ops a value read by several consumers may hold before it is stored;
+    `device`: the device type the target's kernels run on (ops off it run as externs)."""
     ctx = LoweringContext(inline_limit=inline_limit)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
@@ -88,7 +122,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
             env[node] = _placeholder(node, meta, position, inputs, symbol_sources, ctx)
             position += 1
         elif node.op == "call_function":
-            env[node] = _call(ctx, node, meta, env, counts)
+            env[node] = _call(ctx, node, meta, env, counts, device)
             if (node in returned and op_short_name(node.target) not in VIEW_OPS
                     and isinstance(env[node], TensorValue) and env[node].ref is None):
                 # Stored where it is computed (a saved activation, in the kernel that
@@ -98,7 +132,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
                     and env[node].ndim):
                 ctx.realize(env[node])     # returned through a view (a saved activation)
         elif node.op == "get_attr":
-            env[node] = _constant(ctx, _fetch_attr(gm, node.target))
+            env[node] = _constant(ctx, _fetch_attr(gm, node.target), device)
         elif node.op == "output":
             outputs = graph_outputs(ctx, _as_list(node.args[0]), env, early)
     free = set()
@@ -173,11 +207,12 @@ def _fetch_attr(gm: torch.fx.GraphModule, target: str) -> Any:
     return obj
 
 
-def _constant(ctx: LoweringContext, value: Any) -> Any:
+def _constant(ctx: LoweringContext, value: Any, device: str = "cpu") -> Any:
     if not isinstance(value, torch.Tensor):
         raise LoweringError(f"constant of type {type(value).__name__}")
-    if value.device.type != "cpu" or value.is_complex() or value.layout != torch.strided:
-        raise LoweringError("constant tensor that is not a dense CPU tensor")
+    if value.device.type != device or value.is_complex() or value.layout != torch.strided:
+        raise LoweringError(f"constant tensor that is not a dense {device} tensor "
+                            f"({value.device}, {value.dtype}, {value.layout})")
     name = ctx.new_name("const")
     shape = tuple(sympy.Integer(s) for s in value.shape)
     stride = tuple(sympy.Integer(s) for s in value.stride())
@@ -186,7 +221,8 @@ def _constant(ctx: LoweringContext, value: Any) -> Any:
     return value_from_ref(BufferRef(name, shape, stride, sympy.Integer(0)), value.dtype)
 
 
-def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, counts: OpCounts) -> Any:
+def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, counts: OpCounts,
+          device: str = "cpu") -> Any:
     target = node.target
     if target is operator.getitem:
         return env[node.args[0]][node.args[1]]
@@ -209,7 +245,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
     kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: env[n])
     name = op_name(target)
     rule = lookup(target)
-    if rule is not None and _fake_ok(meta):
+    if rule is not None and _fake_ok(meta, device) and _on_device(node, device):
         ctx.current_source = source_line(node)
         ctx.current_origin = Origin(name, ctx.current_source)
         ctx.current_target, ctx.current_meta = target, meta
@@ -249,11 +285,21 @@ def source_line(node: torch.fx.Node) -> str:
     return f"{path.rsplit('/', 1)[-1]}:{line} ({fn})"
 
 
-def _fake_ok(meta: Any) -> bool:
+def _fake_ok(meta: Any, device: str = "cpu") -> bool:
+    """Whether an op's results are tensors a kernel of the target can write."""
     vals = meta if isinstance(meta, (list, tuple)) else [meta]
-    return all(v is None or (isinstance(v, torch.Tensor) and v.device.type == "cpu"
+    return all(v is None or (isinstance(v, torch.Tensor) and v.device.type == device
                              and not v.is_complex() and v.layout == torch.strided)
                for v in vals)
+
+
+def _on_device(node: torch.fx.Node, device: str) -> bool:
+    """Whether every tensor an op reads is on the target's device (a 0-d CPU tensor meeting
+    CUDA tensors is not: its op runs as the eager op)."""
+    read: list[torch.Tensor] = []
+    torch.fx.node.map_aggregate((node.args, node.kwargs), lambda a: read.extend(
+        _tensors(a.meta.get("val"))) if isinstance(a, torch.fx.Node) else None)
+    return all(t.device.type == device for t in read)
 
 
 def _matches_meta(result: Any, meta: Any) -> bool:

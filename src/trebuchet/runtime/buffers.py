@@ -1,12 +1,13 @@
 """Buffer recycling across calls of one compiled graph, behind fresh tensor objects.
 
-Fresh memory is expensive on a CPU: the first write to each page faults, and the
-kernel zeroes it (about 9 ms for 32 MB on the 2-core machine we measure on, more
-than the kernel that fills it). Each allocation site of a compiled graph keeps a
-private tensor over the memory it made last time, and the next call reuses that
-memory when nothing else can reach it any more: no tensor over its storage but
-ours (no returned result, view, numpy array or tensor saved for backward) and no
-Python reference to the storage itself (`out.untyped_storage()` kept by a user).
+Buffers are allocated on the graph's device. Fresh memory is expensive on a CPU: the
+first write to each page faults, and the kernel zeroes it (about 9 ms for 32 MB on
+the 2-core machine we measure on, more than the kernel that fills it). Each
+allocation site of a compiled graph keeps a private tensor over the memory it made
+last time, and the next call reuses that memory when nothing else can reach it any
+more: no tensor over its storage but ours (no returned result, view, numpy array or
+tensor saved for backward) and no Python reference to the storage itself
+(`out.untyped_storage()` kept by a user).
 Otherwise it allocates anew.
 
 What a call hands out is always a new tensor object over that memory (`alias`),
@@ -45,13 +46,14 @@ _PRIVATE = _storage_refs(torch.empty(1)) if _use_count is not None else None
 class BufferSlots:
     """One kept tensor per allocation site (slot) of a wrapper."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, device: str = "cpu"):
         self.slots: list[torch.Tensor | None] = [None] * n
+        self.device = torch.device(device)
 
     def alloc(self, slot: int, shape: tuple, stride: tuple, dtype: torch.dtype) -> torch.Tensor:
         t = self.slots[slot]
         if (t is None or _PRIVATE is None or t.dtype != dtype or t.size() != shape
                 or t.stride() != stride or _storage_refs(t) != _PRIVATE):
-            t = torch.empty_strided(shape, stride, dtype=dtype)
+            t = torch.empty_strided(shape, stride, dtype=dtype, device=self.device)
             self.slots[slot] = t
         return t.detach()

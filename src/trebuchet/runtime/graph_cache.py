@@ -97,9 +97,10 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
         return hashlib.sha256(data.numpy().tobytes()).digest()
 
 
-def graph_key(gm: torch.fx.GraphModule, options: Options) -> str:
+def graph_key(gm: torch.fx.GraphModule, options: Options, target_name: str | None = None) -> str:
+    """The cache key of `gm` compiled for `target_name` (None: the options' target for CPU)."""
     h = hashlib.sha256()
-    target = get_target(options.resolved_target())
+    target = get_target(target_name or options.resolved_target())
     h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{target.name}|"
              f"{options.inline_limit}|{target.options_key(options)}\n".encode())
     for node in gm.graph.nodes:

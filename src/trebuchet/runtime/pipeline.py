@@ -10,8 +10,12 @@ The first four produce an Artifact (plain data), which the whole-graph cache
 (runtime/graph_cache.py) stores, so a new process compiling the same graph skips
 them; `instantiate_artifact` then builds the kernels and binds the wrapper.
 
+Before the passes, the target is chosen by the device of the graph's tensors
+(`codegen/target.py` `choose`: "auto" is C for CPU tensors, Triton for CUDA tensors).
 A target that executes the IR itself (the reference) stops after `lower`.
-With debug on, each pass's output is written to the debug folder.
+With debug on, each pass's output is written to the debug folder. With the
+`cudagraphs` option, a static-shape CUDA inference graph is then captured and
+replayed as a CUDA graph (runtime/cudagraphs.py).
 """
 from __future__ import annotations
 
@@ -23,14 +27,15 @@ from typing import Callable
 import torch
 
 from .. import stats
-from ..codegen.target import Target, get_target
+from ..codegen.target import Target, choose, get_target
 from ..config import Options
 from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
+from ..lowering.graph import graph_device
 from ..scheduler.cost import describe_bytes, kernel_bytes
 from ..scheduler.describe import internal_buffers, kernel_params
 from ..scheduler.kernels import Kernel, schedule
-from . import graph_cache, profiler
+from . import cudagraphs, graph_cache, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
@@ -44,45 +49,64 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     profiling, whose wrapper counts into this process's profiler)."""
     start = time.perf_counter()
     graph_id = next(_graph_ids)
-    target = get_target(options.resolved_target())
+    device = graph_device(gm) if gm is not None else None
+    target = choose(options.target, device.type if device else None)
+    try:
+        return _compile(gm, options, kind, graph_id, target, device, start)
+    except Exception:
+        if not options.strict:       # it falls back to eager: counted for its target too
+            stats.record_target(target.name, graph_fallbacks=1)
+        raise
+
+
+def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: int,
+             target: Target, device: torch.device | None, start: float) -> Callable:
     if target.executes_ir:
         counts = OpCounts()
         debug = _debug_dir(options, graph_id, kind, gm)
-        graph = lower_graph(gm, counts, options.inline_limit)
+        graph = lower_graph(gm, counts, options.inline_limit, _type(device))
         if debug:
             (debug / "ir.txt").write_text(format_ir(graph))
         stats.record(graphs=1, kernels=sum(1 for b in graph.buffers if hasattr(b, "body")),
                      compile_seconds=time.perf_counter() - start, lowered_ops=counts.lowered,
-                     extern_ops=counts.extern, fallback_ops=counts.fallback)
+                     extern_ops=counts.extern, fallback_ops=counts.fallback, target=target.name)
         return target.run_ir(graph)
     key, artifact = None, None
     if options.graph_cache and not options.debug and not options.profile:
         try:
-            key = graph_cache.graph_key(gm, options)
+            key = graph_cache.graph_key(gm, options, target.name)
         except graph_cache.Uncacheable:
             key = None
         artifact = graph_cache.load(options.cache_path(), key) if key else None
     hit = artifact is not None
     if artifact is None:
-        artifact = compile_artifact(gm, options, graph_id, kind, target)
+        artifact = compile_artifact(gm, options, graph_id, kind, target, device)
         if key:
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
+    if options.cudagraphs:
+        fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device,
+                             options.profile)
     stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=time.perf_counter() - start,
                  graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
                  extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
-                 kernel_ops=artifact.kernel_ops)
+                 kernel_ops=artifact.kernel_ops, target=target.name)
     return fn
 
 
+def _type(device: torch.device | None) -> str:
+    return device.type if device is not None else "cpu"
+
+
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,
-                     kind: str = "forward", target: Target | None = None) -> graph_cache.Artifact:
+                     kind: str = "forward", target: Target | None = None,
+                     device: torch.device | None = None) -> graph_cache.Artifact:
     """Run the passes: lower, schedule, codegen, write the wrapper (the build is left
-    to `instantiate_artifact`)."""
+    to `instantiate_artifact`). `device`: where the graph's tensors are (None: CPU)."""
     target = target or get_target(options.resolved_target())
     counts = OpCounts()
     debug = _debug_dir(options, graph_id, kind, gm)
-    graph = lower_graph(gm, counts, options.inline_limit)             # lower
+    graph = lower_graph(gm, counts, options.inline_limit, _type(device))   # lower
     if debug:
         (debug / "ir.txt").write_text(format_ir(graph))
     sched = schedule(graph)                                           # schedule
@@ -93,7 +117,8 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
              for k in kernels}
     code = target.generate(kernels, internal, params, notes)          # codegen
     plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
-    wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan)  # wrap
+    wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan,  # wrap
+                            device=str(device or "cpu"), defers_errors=target.defers_errors)
     if debug:
         (debug / target.source_file).write_text(code.source)
         (debug / "wrapper.py").write_text(wrapper.source)

@@ -5,6 +5,15 @@ allocate buffers, call kernels (their arguments written by the target's
 `launch_arg`) and externs as ATen calls, drop buffers after their last use
 (reusing same-sized kernel buffers), and return the outputs. No per-op interpretation happens at run time.
 
+Buffers are allocated on the graph's device. Kernels that check data (out-of-range
+indices, integer division by zero) set error bits that the wrapper turns into eager's
+exception. Where the flag is host memory (C) it is read after each such kernel; where
+the target keeps it in device memory (`Target.defers_errors`: Triton), each checking
+kernel gets its own slot and the wrapper reads them all once, at the end of the call,
+a synchronization per call rather than per kernel. It reads them earlier only before a
+library call that is not a matmul, convolution or attention (an op that might itself
+fail on values computed from a bad index, e.g. a device-side assert on the GPU).
+
 With a `ProfilePlan` (the `profile` option) each kernel call and each extern
 call is bracketed by clock reads that add its time and bytes to the profiler,
 and the whole call is timed too; without one the source has no timing code.
@@ -22,7 +31,7 @@ import torch
 from ..codegen.indexing import print_index
 from ..ir.expr import INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR
 from ..ir.nodes import (SOURCE_VALUE, Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput,
-                        contiguous_strides, product)
+                        contiguous_strides, op_short_name, product)
 from ..scheduler.describe import ErrorFlag, Param
 from ..scheduler.kernels import Kernel, Schedule, kernel_reads
 from ..scheduler.reuse import owned_buffers, writes_in_place
@@ -51,10 +60,13 @@ def shape_code(shape: Any) -> str:
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
                  params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
-                 profile: ProfilePlan | None = None):
+                 profile: ProfilePlan | None = None, defers_errors: bool = False):
         self.g, self.sched, self.internal, self.params = graph, sched, internal, params
         self.launch_arg = launch_arg
         self.profile = profile
+        self.defers_errors = defers_errors
+        self.error_ops: list[str] = []     # deferred checks: the ops of each checking kernel
+        self.pending = False               # a checking kernel ran since the flags were read
         self.lines: list[str] = []
         self.consts: dict[str, Any] = {}
         self.slots = 0          # allocation sites (see buffers.py)
@@ -104,6 +116,9 @@ class WrapperWriter:
             if source.formula != SOURCE_VALUE:
                 L.append(f"    {sym} = {py(source.formula.subs(SOURCE_VALUE, sym))}")
         L.append("    args.clear()")
+        if self.defers_errors and any(isinstance(p, ErrorFlag) for ps in self.params.values()
+                                      for p in ps):
+            L.append("    kernel_errors = kernel_error.slots")
         last_use = self._last_uses()
         outputs = {o.ref.buf for o in g.outputs if o.kind == "ref"}
         owned = owned_buffers(g, self.sched, self.internal)
@@ -134,6 +149,7 @@ class WrapperWriter:
                     pool.setdefault(self._pool_key(buf), []).append(name)
                     continue   # kept alive for reuse by a later buffer of the same size
                 L.append(f"    del {name}")
+        self._check_pending()
         rets = []
         for o in g.outputs:
             if o.kind == "none":
@@ -184,9 +200,17 @@ class WrapperWriter:
                          f"{shape_code(b.stride)}, {host}.storage_offset())")
             else:
                 self._allocate(b, pool)
-        args = [self.launch_arg(p) for p in self.params[k.name]]
+        checks = any(isinstance(p, ErrorFlag) for p in self.params[k.name])
+        if checks and self.defers_errors:
+            slot = f"kernel_errors[{len(self.error_ops)}]"
+            args = [slot if isinstance(p, ErrorFlag) else self.launch_arg(p)
+                    for p in self.params[k.name]]
+            self.error_ops.append(", ".join(k.origins()))
+            self.pending = True
+        else:
+            args = [self.launch_arg(p) for p in self.params[k.name]]
         self._timed(k.name, [f"    {k.name}({', '.join(args)})"])
-        if any(isinstance(p, ErrorFlag) for p in self.params[k.name]):
+        if checks and not self.defers_errors:
             L.append(f"    if kernel_error: raise_kernel_error(kernel_error.take(), "
                      f"{', '.join(k.origins())!r})")
         for host in hosts:
@@ -204,7 +228,15 @@ class WrapperWriter:
                               f"{shape_code(b.stride)}, {self.const(b.dtype, 'dt')})")
             self.slots += 1
 
+    def _check_pending(self) -> None:
+        """Read the deferred error flags, when a checking kernel ran since the last read."""
+        if self.pending:
+            self.lines.append("    check_kernel_errors(kernel_error, kernel_error_ops)")
+            self.pending = False
+
     def _extern(self, e: Extern, pool: dict[tuple, list[str]]) -> None:
+        if op_short_name(e.target) not in VALUE_SAFE:
+            self._check_pending()
         args = ", ".join(self.arg_code(a) for a in e.args)
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
         out_variant = OUT_VARIANTS.get(e.target)
@@ -252,6 +284,27 @@ OUT_VARIANTS = {
 }
 
 
+# Library calls that compute garbage, never fail, on values computed from a bad index: the
+# deferred error flags need not be read before them.
+VALUE_SAFE = {"mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "dot", "mv", "addmv",
+              "convolution", "convolution_backward", "linear",
+              "_scaled_dot_product_flash_attention_for_cpu",
+              "_scaled_dot_product_flash_attention_for_cpu_backward",
+              "_scaled_dot_product_attention_math", "_scaled_dot_product_efficient_attention",
+              "_scaled_dot_product_efficient_attention_backward",
+              "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
+              "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward"}
+
+
+def check_kernel_errors(kernel_error: Any, ops: list[str]) -> None:
+    """Raise for the first checking kernel (in call order) whose flag slot has bits set;
+    one read of the flags (`take_all`, None while a CUDA graph is being captured)."""
+    bits = kernel_error.take_all()
+    for b, o in zip(bits or (), ops):
+        if b:
+            raise_kernel_error(b, o)
+
+
 def raise_kernel_error(bits: int, ops: str) -> None:
     """Raise what eager raises for the error bits a kernel set (ir/expr.py INDEX_ERRORS;
     any other bit: integer division by zero). The flag itself is the target's: its
@@ -281,24 +334,50 @@ class WrapperCode:
     source: str
     consts: dict[str, Any]
     slots: int
+    device: str = "cpu"                  # where its buffers are allocated
+    error_ops: list[str] = dataclasses.field(default_factory=list)  # deferred checks' kernels
 
 
 def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
                   params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
-                  profile: ProfilePlan | None = None) -> WrapperCode:
+                  profile: ProfilePlan | None = None, device: str = "cpu",
+                  defers_errors: bool = False) -> WrapperCode:
     """The wrapper of a scheduled graph; `params` and `launch_arg` say how each kernel is
-    called."""
-    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile)
+    called; `device`: where the graph's buffers go; `defers_errors`: the target's error
+    flag is device memory, read once per call (`Target.defers_errors`)."""
+    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile, defers_errors)
     source = w.write()
-    return WrapperCode(source, w.consts, w.slots)
+    return WrapperCode(source, w.consts, w.slots, device, w.error_ops)
 
 
 def instantiate(code: WrapperCode, kernels: dict[str, Callable]) -> Callable:
-    """The callable of a wrapper, bound to its kernels and fresh buffer slots."""
-    slots = BufferSlots(code.slots)
+    """The callable of a wrapper, bound to its kernels and fresh buffer slots; on a CUDA
+    device, run with that device current (kernels launch on the current device)."""
+    slots = BufferSlots(code.slots, code.device)
+    if code.error_ops:
+        kernels["kernel_error"].bind(code.device, len(code.error_ops))
     namespace: dict[str, Any] = {"alloc": slots.alloc, "raise_kernel_error": raise_kernel_error,
+                                 "check_kernel_errors": check_kernel_errors,
+                                 "kernel_error_ops": code.error_ops,
                                  "as_strided": torch.as_strided, "alias": alias,
                                  "fix_layout": fix_layout,
                                  "ns": time.perf_counter_ns, **code.consts, **kernels}
     exec(compile(code.source, "<trebuchet-wrapper>", "exec"), namespace)
-    return namespace["call"]
+    call = namespace["call"]
+    device = torch.device(code.device)
+    if device.type == "cuda":
+        call = _on_device(call, device.index if device.index is not None else 0)
+    if code.error_ops:       # for a caller replaying the calls' kernels (runtime/cudagraphs.py)
+        error, ops = kernels["kernel_error"], code.error_ops
+        call.check_errors = lambda: check_kernel_errors(error, ops)
+    return call
+
+
+def _on_device(call: Callable, index: int) -> Callable:
+    """`call` run with CUDA device `index` current."""
+    def call_on_device(args: list) -> Any:
+        if torch.cuda.current_device() == index:
+            return call(args)
+        with torch.cuda.device(index):
+            return call(args)
+    return call_on_device

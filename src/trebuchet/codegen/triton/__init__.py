@@ -1,16 +1,19 @@
 """The Triton target: one Python module of `@triton.jit` kernels per graph, imported from
-the cache folder and launched with `kernel[grid](...)`.
+the cache folder; on a GPU each kernel is compiled once per specialization and launched
+through its compiled form (launch.py), under Triton's interpreter with `kernel[grid](...)`.
 
     ops.py       the op table and Triton types (expressions go through codegen/emitter.py)
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
     kernels.py   the pointwise kernel shape (and what every kernel shape shares)
     reductions.py  row, column and scalar reduction kernels
-    split.py     scalar reductions over many elements: partial results, then combined
+    split.py     scalar and column reductions with few outputs: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
 
-This slice runs pointwise kernels on CPU tensors under TRITON_INTERPRET=1; `target="auto"`
-stays the C target (it is meant to pick this one for CUDA tensors once they are lowered).
+It runs CUDA tensors (`target="auto"` picks it for them) and, under TRITON_INTERPRET=1,
+CPU tensors (how CI runs it). The CUDA path (compiled launch, device-resident error flag,
+CUDA graphs) is written for Triton 3.6-3.9 but has not yet been run on a GPU: only the
+interpreter path and code generation for fake CUDA tensors are tested.
 Nothing here imports triton at import time: only the generated module and prelude.py do.
 """
 from __future__ import annotations
@@ -45,6 +48,14 @@ class TritonTarget(Target):
               "scalar_split": SCALAR_SPLIT}
     source_file = "kernels.py"
     shapes = ("pointwise", "row", "column", "scalar")   # kernel shapes it generates
+    defers_errors = True                  # the error flag is device memory: read once per call
+    devices_text = "CUDA tensors, and CPU tensors under Triton's interpreter (TRITON_INTERPRET=1)"
+
+    def runs_on(self, device_type: str) -> bool:
+        return device_type == "cuda" or (device_type == "cpu" and launch.interpreting())
+
+    def unavailable(self) -> str | None:
+        return launch.triton_missing()
 
     def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
                  notes: dict[str, str]) -> GeneratedCode:

@@ -33,6 +33,11 @@ IND = "    "
 def index_code(expr: sympy.Expr) -> str:
     """An index expression over the loop variables and sizes, in int64 Triton arithmetic
     (indices are non-negative, so Triton's truncating // and % are floor division)."""
+    return print_index(expr, "triton")
+
+
+def launch_code(expr: sympy.Expr) -> str:
+    """A size expression in the (plain Python) launch function."""
     return print_index(expr, "py")
 
 
@@ -151,7 +156,7 @@ class TritonKernelWriter(Emitter):
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
                         "mask=xmask & (tb_bad != 0))")
         launch = [f"def {k.name}({', '.join(names)}):",
-                  f"{IND}xnumel = {index_code(numel)}",
+                  f"{IND}xnumel = {launch_code(numel)}",
                   f"{IND}if xnumel > 0:",
                   f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
                   f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
@@ -159,4 +164,4 @@ class TritonKernelWriter(Emitter):
         return "\n".join(head + body + ["", ""] + launch)
 
 
-__all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "Pointer"]
+__all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "launch_code", "Pointer"]

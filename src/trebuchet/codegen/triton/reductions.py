@@ -33,7 +33,7 @@ from ...ir.nodes import Reduction
 from ...scheduler.describe import ErrorFlag, Param, SizeSymbol, kernel_shape
 from ...scheduler.kernels import Kernel, KernelNode
 from ..emitter import Emitter
-from .kernels import IND, index_code, jit_head, kernel_comment, store_value
+from .kernels import IND, index_code, jit_head, kernel_comment, launch_code, store_value
 from .ops import ERROR_CHECKS, TRITON_OPS, cast_code, tl_type
 from .ops import const_code as tl_const
 
@@ -367,6 +367,21 @@ class TritonReductionWriter(Emitter):
         self.indent = IND
         self.level = "row"
 
+    def _x_head(self, body: list[str]) -> list[str]:
+        """xindex (this program's outputs), xmask and the outer loop variables `body` uses."""
+        out = [f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)"
+               f"{'[None, :]' if self.column else '[:, None]'}",
+               f"{IND}xmask = xindex < {self.xnumel}"]
+        text = "\n".join(body)
+        rest: sympy.Expr = sympy.Integer(1)
+        for v, size in reversed(list(zip(self.k.outer_vars, self.k.outer))):
+            if str(v) in text:
+                q = "xindex" if rest == 1 else f"(xindex // {index_code(rest)})"
+                out.append(f"{IND}{v} = {q}" if v == self.k.outer_vars[0] else
+                           f"{IND}{v} = {q} % {index_code(size)}")
+            rest = rest * size
+        return out
+
     def _function(self, fn: str, persistent: bool, rbound: int | None) -> list[str]:
         k = self.k
         self._reset(rbound)
@@ -382,17 +397,7 @@ class TritonReductionWriter(Emitter):
         names = [p.name for p in self.param_list]
         sizes = [p.name for p in self.param_list if isinstance(p, SizeSymbol)]
         head = [*jit_head(fn, [*names, "xnumel", "rnumel"], sizes, ["XBLOCK", "RBLOCK"]),
-                f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)"
-                f"{'[None, :]' if self.column else '[:, None]'}",
-                f"{IND}xmask = xindex < {self.xnumel}"]
-        text = "\n".join(body)
-        rest: sympy.Expr = sympy.Integer(1)
-        for v, size in reversed(list(zip(k.outer_vars, k.outer))):
-            if str(v) in text:
-                q = "xindex" if rest == 1 else f"(xindex // {index_code(rest)})"
-                head.append(f"{IND}{v} = {q}" if v == k.outer_vars[0] else
-                            f"{IND}{v} = {q} % {index_code(size)}")
-            rest = rest * size
+                *self._x_head(body)]
         if persistent:
             head += [f"{IND}{s}" for s in self._rindex("")]
         if self.checks:
@@ -433,8 +438,8 @@ class TritonReductionWriter(Emitter):
         call = f"({', '.join([*names, 'xnumel', 'rnumel'])}, XBLOCK=xblock, RBLOCK=rblock, " \
                "num_warps=_t_num_warps(xblock * rblock), enable_fp_fusion=False)"
         launch = [f"def {k.name}({', '.join(names)}):",
-                  f"{IND}xnumel = {index_code(numel)}",
-                  f"{IND}rnumel = {index_code(rnumel)}",
+                  f"{IND}xnumel = {launch_code(numel)}",
+                  f"{IND}rnumel = {launch_code(rnumel)}",
                   f"{IND}if xnumel <= 0:",
                   f"{IND}{IND}return",
                   f"{IND}rblock = triton.next_power_of_2(max(rnumel, 1))"]
