@@ -229,7 +229,7 @@ class GroupResult:
 def compile_group(cases: list[Case]) -> GroupResult:
     launches, skipped, failed = collect(cases)
     reports: dict[str, list[cc.KernelReport]] = {c.name: [] for c in cases}
-    for r in cc.compile_launches(launches):
+    for r in cc.compile_sm90(launches):
         reports[r.label].append(r)
     return GroupResult(reports, skipped, failed)
 
@@ -348,7 +348,7 @@ def good(x, y, n):
     (launched,) = cc.module_launches(module, {"good": (x, x, 2048)})
     assert launched.kwargs == {"XBLOCK": 1024, "num_warps": 8} and launched.grid == [2]
     assert launched.args == [["ptr", "float32", True], ["ptr", "float32", True], ["int", 2048]]
-    bad, good, again, plain, direct = cc.compile_launches([
+    bad, good, again, plain, direct = cc.compile_sm90([
         cc.Launch(path, "_bad", args, {"XBLOCK": 32}),
         cc.Launch(path, "_good", args, {"XBLOCK": 1024}),
         cc.Launch(path, "_good", args, {"XBLOCK": 1024}),

@@ -7,7 +7,7 @@ Data flow: a kernel launch is recorded as a `Launch` (the module file, the jit f
 its arguments described as plain data, the constexprs and options the launch function
 chose) either while graphs compiled with target="triton" run (`capture()`, which wraps
 the target's loader; `execute=False` records without running the interpreter) or from a
-module and sizes (`module_launches`). `compile_launches` compiles them, de-duplicated, in
+module and sizes (`module_launches`). `compile_sm90` compiles them, de-duplicated, in
 a child process that imports the modules with TRITON_INTERPRET unset (so the kernels and
 the prelude's helpers are real JIT functions) and returns a `KernelReport` per launch.
 
@@ -289,7 +289,7 @@ def available() -> str | None:
     return None
 
 
-def compile_launches(launches: list[Launch], timeout: float | None = None) -> list[KernelReport]:
+def compile_sm90(launches: list[Launch], timeout: float | None = None) -> list[KernelReport]:
     """Compile each launch's kernel for sm_90 (identical kernels once) in a child process
     without TRITON_INTERPRET; one report per launch, in order."""
     sources: dict[str, str] = {}
@@ -495,7 +495,7 @@ def triton_version() -> str:
 
 
 __all__ = ["Launch", "KernelReport", "capture", "capture_case", "module_launches",
-           "compile_launches", "available", "ptxas_path", "signature_of", "kernel_comment", "describe_arg",
+           "compile_sm90", "available", "ptxas_path", "signature_of", "kernel_comment", "describe_arg",
            "triton_version", "ARCH"]
 
 if __name__ == "__main__":
