@@ -139,6 +139,10 @@ def _fusion() -> list[Case]:
         ("log_softmax", lambda x: F.log_softmax(x, -1), [(R, H)], False),
         ("matmul_epilogue", lambda x, w, b: F.gelu(x @ w + b), [(R, 32), (32, H), (H,)], False),
         ("column_sum", lambda x: x.sum(0), [(R, H)], False),
+        # sizes the launcher splits over programs (partial results, then a combine)
+        ("scalar_sum_split", lambda x: x.sum(), [(512, 512)], False),
+        ("column_sum_split", lambda x: x.sum(0), [(4096, 64)], False),
+        ("column_sum_wide", lambda x: x.sum(0), [(2048, 4096)], False),
         ("swiglu", _swiglu, [(R, H), (R, H)], False),
         ("layer_norm_train", _layer_norm, [(R, H), (H,), (H,)], True),
         ("softmax_train", _softmax, [(R, H)], True),
