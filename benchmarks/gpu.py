@@ -404,14 +404,16 @@ def part_launch(run: Run) -> dict[str, Any]:
     _reset()
     fns = {}
     errors = {}
+    kernels = None
     for b in run.static_backends():
         try:
             fns[b] = run.make(b, tiny)
             fns[b](x)
+            if b == "trebuchet":
+                kernels = _trebuchet_stats()["kernels"]
         except Exception as e:           # noqa: BLE001
             fns.pop(b, None)
             errors[b] = f"{type(e).__name__}: {e}"[:300]
-    kernels = _trebuchet_stats()["kernels"] if "trebuchet" in fns else None
     calls = 200 if run.tiny else 2000
     host = {b: host_time_per_call(run, lambda f=f: f(x), calls) for b, f in fns.items()}
     gpu = time_calls(run, {b: (lambda f=f: f(x)) for b, f in fns.items()}, run.repeats)
@@ -724,6 +726,8 @@ def markdown(results: dict[str, Any]) -> str:
         for b, t in la["host_us_per_call"].items():
             rows.append([b, f"{t:.1f}", _f(la["timed_us_per_call"].get(b), "{:.1f}")])
         lines += markdown_table(rows) + [""]
+        lines += [f"- {b} failed: {err}" for b, err in la.get("errors", {}).items()]
+        lines += [""] if la.get("errors") else []
     mi = parts.get("micro", {})
     if mi.get("cases"):
         lines += ["## Memory-bound micro cases", ""]
