@@ -788,7 +788,29 @@ def markdown(results: dict[str, Any]) -> str:
                              _f(v.get("added_over_aot_eager_s"), "{:.2f}")
                              if "compile_s" in v else v.get("error") or v.get("skipped") or ""])
         lines += markdown_table(rows) + [""]
+    failures = _failures(parts)
+    if failures:
+        lines += ["## Failures", ""] + [f"- {where}: {text}" for where, text in failures] + [""]
     return "\n".join(lines) + "\n"
+
+
+def _failures(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every error recorded in the results: (where, the first line of its message)."""
+    out: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        label = " ".join(str(node[k]) for k in ("case", "dtype", "shape") if k in node)
+        here = f"{path}/{label}" if label else path
+        for k, v in node.items():
+            if k == "error" and isinstance(v, str):
+                out.append((here or "/", v.splitlines()[0][:300]))
+            elif k == "errors" and isinstance(v, dict):
+                out += [(f"{here} [{b}]", str(e).splitlines()[0][:300]) for b, e in v.items()]
+            elif k not in ("traceback", "case", "dtype", "shape"):
+                out += _failures(v, f"{here}/{k}" if isinstance(v, (dict, list)) else here)
+    elif isinstance(node, list):
+        for v in node:
+            out += _failures(v, path)
+    return out
 
 
 def _kernels(stats: dict[str, Any] | None) -> str:
