@@ -23,6 +23,7 @@ Integer division by -1 of the smallest integer traps in the CPU's divide instruc
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -36,7 +37,11 @@ import torch.nn.functional as F
 
 import trebuchet
 
-TARGETS = ["c", "reference"]   # a new target (triton) is added here
+# the triton target runs on CPU tensors under Triton's interpreter, where triton is installed
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+if HAS_TRITON:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+TARGETS = ["c", "reference", *(["triton"] if HAS_TRITON else [])]
 FLOATS = [torch.float32, torch.float64]   # float16/bfloat16 inputs: docs/numerics.md
 INTS = [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8]
 PAD = 64    # every length a multiple of the widest vector loop: eager's vector path throughout
@@ -221,6 +226,19 @@ XFAIL: dict[tuple[str, str, torch.dtype | None, str | None], str] = {
         "eager adds alpha * b with a fused multiply-add; in float64 the IR multiplies, then "
         "adds (the C compiler contracts the two into a fused multiply-add, the reference "
         "target does not)"),
+    ("unary", "sigmoid", torch.float64, "triton"): (
+        "the Triton target's sigmoid is e^x / (1 + e^x) below 0: at -710 it keeps the "
+        "subnormal result 4.5e-309 where eager's 1 / (1 + e^-x) gives 0"),
+    ("unary", "silu", torch.float64, "triton"): "x * sigmoid(x): as sigmoid",
+    ("binary", "add_alpha", torch.float64, "triton"): (
+        "eager adds alpha * b with a fused multiply-add; Triton kernels are compiled "
+        "without contraction (enable_fp_fusion=False), so they multiply, then add"),
+}
+# (target, op, dtype) -> why the target does not generate it (its graph would fall back):
+# left out of the group, the test skipped
+NOT_GENERATED: dict[tuple[str, str, torch.dtype], str] = {
+    ("triton", "erfc", torch.float64): "the Triton target's erfc is float32 only (not yet)",
+    ("triton", "lgamma", torch.float64): "the Triton target's lgamma is float32 only (not yet)",
 }
 
 
@@ -304,7 +322,8 @@ def xfail(request: pytest.FixtureRequest, group: str, name: str, dtype: torch.dt
 @functools.lru_cache(maxsize=None)
 def unary_float(target: str, dtype: torch.dtype) -> tuple:
     (x,) = pad(float_values(dtype))
-    got, stats = run_group(target, {n: f for n, (f, _) in UNARY_FLOAT.items()}, x)
+    got, stats = run_group(target, {n: f for n, (f, _) in UNARY_FLOAT.items()
+                                    if (target, n, dtype) not in NOT_GENERATED}, x)
     return x, got, stats
 
 
@@ -344,6 +363,8 @@ def binary_int(target: str, dtype: torch.dtype) -> tuple:
 @pytest.mark.parametrize("name", list(UNARY_FLOAT))
 def test_unary_float(name: str, dtype: torch.dtype, target: str,
                      request: pytest.FixtureRequest) -> None:
+    if (target, name, dtype) in NOT_GENERATED:
+        pytest.skip(NOT_GENERATED[target, name, dtype])
     xfail(request, "unary", name, dtype, target)
     x, got, stats = unary_float(target, dtype)
     lowered(stats)

@@ -12,7 +12,8 @@ from torch.utils._sympy import functions as F
 
 
 def print_index(expr: sympy.Expr, lang: str = "c", name: Callable[[sympy.Symbol], str] = str) -> str:
-    """`lang` is "c" (int64_t arithmetic) or "py" (Python ints)."""
+    """`lang` is "c" (int64_t arithmetic), "py" (Python ints) or "triton" (Python
+    arithmetic on Triton values: min/max as tl.minimum/tl.maximum, elementwise)."""
     p = _Printer(lang, name)
     return p.doprint(sympy.sympify(expr))
 
@@ -69,6 +70,8 @@ class _Printer:
             if self.lang == "c":
                 cmp = ">" if fn == "max" else "<"
                 out = f"(({out}) {cmp} ({p}) ? ({out}) : ({p}))"
+            elif self.lang == "triton":
+                out = f"tl.{fn}imum({out}, {p})"
             else:
                 out = f"{fn}({out}, {p})"
         return out

@@ -4,7 +4,9 @@ through its compiled form (launch.py), under Triton's interpreter with `kernel[g
 
     ops.py       the op table and Triton types (expressions go through codegen/emitter.py)
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
-    kernels.py   the kernel shapes: pointwise (reductions raise: not handled yet)
+    kernels.py   the pointwise kernel shape (and what every kernel shape shares)
+    reductions.py  row, column and scalar reduction kernels
+    split.py     scalar and column reductions with few outputs: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
 
@@ -25,6 +27,8 @@ from ..target import GeneratedCode, Target
 from . import launch
 from .kernels import MAX_XBLOCK
 from .module import generate
+from .reductions import PERSISTENT_RBLOCK
+from .split import SCALAR_SPLIT
 from .ops import NOT_YET, TRITON_OPS, TritonUnsupported
 
 if TYPE_CHECKING:
@@ -40,9 +44,10 @@ class TritonTarget(Target):
     device = "cuda"
     float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float32
     ops = TRITON_OPS
-    limits = {"xblock": MAX_XBLOCK}
+    limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK,
+              "scalar_split": SCALAR_SPLIT}
     source_file = "kernels.py"
-    shapes = ("pointwise",)               # kernel shapes it generates (others: not yet)
+    shapes = ("pointwise", "row", "column", "scalar")   # kernel shapes it generates
     defers_errors = True                  # the error flag is device memory: read once per call
     devices_text = "CUDA tensors, and CPU tensors under Triton's interpreter (TRITON_INTERPRET=1)"
 
@@ -54,7 +59,7 @@ class TritonTarget(Target):
 
     def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
                  notes: dict[str, str]) -> GeneratedCode:
-        return generate(kernels, internal, params, notes)
+        return generate(kernels, internal, params, notes, self.limits)
 
     def load(self, code: GeneratedCode, options: Options) -> dict[str, Callable]:
         return launch.load(code, options)

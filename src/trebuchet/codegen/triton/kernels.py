@@ -22,7 +22,7 @@ from ...scheduler.describe import ErrorFlag, Param, Pointer, SizeSymbol, kernel_
 from ...scheduler.kernels import Kernel
 from ..emitter import Emitter
 from ..indexing import print_index
-from .ops import ERROR_CHECKS, HALF, TRITON_OPS, TritonUnsupported, cast_code
+from .ops import ERROR_CHECKS, HALF, TRITON_OPS, cast_code
 from .ops import const_code as tl_const
 from .ops import tl_type
 
@@ -33,7 +33,48 @@ IND = "    "
 def index_code(expr: sympy.Expr) -> str:
     """An index expression over the loop variables and sizes, in int64 Triton arithmetic
     (indices are non-negative, so Triton's truncating // and % are floor division)."""
+    return print_index(expr, "triton")
+
+
+def launch_code(expr: sympy.Expr) -> str:
+    """A size expression in the (plain Python) launch function."""
     return print_index(expr, "py")
+
+
+def store_value(v: str, dtype: torch.dtype) -> str:
+    """A computed value as stored into a buffer of `dtype` (float16/bfloat16 are computed
+    in float32 and already rounded to their type by their cast)."""
+    if dtype == torch.bfloat16:
+        return f"_t_to_bf16({cast_code(v, torch.float32, dtype)})"
+    if dtype == torch.float16:
+        return f"{v}.to(tl.float16)"
+    return v
+
+
+def no_dim_reduction(buf: Reduction, body: Expr) -> Expr:
+    """A reduction over no dimensions: the element itself (argmax/argmin: position 0,
+    any/all: whether it is nonzero), in the buffer's dtype."""
+    from ...ir.expr import cast, op
+    if buf.reduce_type in ("argmax", "argmin"):
+        return Const(0, torch.int64)
+    if buf.reduce_type in ("any", "all"):
+        return op("ne", body, Const(0, body.dtype)) if body.dtype != torch.bool else body
+    return body if body.dtype == buf.dtype else cast(body, buf.dtype)
+
+
+def kernel_comment(k: Kernel, note: str) -> list[str]:
+    """The lines above a kernel: its ATen ops, the scheduler's note, the user's lines."""
+    return [f"# {k.name}: " + ", ".join(k.origins()),
+            *([f"# {note}"] if note else []),
+            *([f"# from: {'; '.join(k.sources()[:6])}"] if k.sources() else [])]
+
+
+def jit_head(fn: str, args: list[str], sizes: list[str], constexprs: list[str]) -> list[str]:
+    """The decorator and signature of a jit function, and its size arguments in int64.
+    Sizes are not specialized (one compiled kernel serves every size)."""
+    return [f"@triton.jit{f'(do_not_specialize={sizes!r})' if sizes else ''}",
+            f"def {fn}({', '.join([*args, *(f'{c}: tl.constexpr' for c in constexprs)])}):",
+            *[f"{IND}{s} = {s}.to(tl.int64)" for s in sizes]]
 
 
 class TritonKernelWriter(Emitter):
@@ -41,14 +82,7 @@ class TritonKernelWriter(Emitter):
 
     def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
         super().__init__(TRITON_OPS)
-        shape = kernel_shape(kernel)
-        if shape != "pointwise":
-            raise TritonUnsupported(f"the Triton target does not handle {shape} reduction "
-                                    f"kernels yet ({kernel.name}: {', '.join(kernel.origins())})")
-        for n in kernel.nodes:
-            if isinstance(n.buf, Reduction):
-                raise TritonUnsupported("the Triton target does not handle reductions over no "
-                                        f"dimensions yet ({kernel.name})")
+        assert kernel_shape(kernel) == "pointwise", kernel.name
         self.k, self.internal, self.param_list, self.note = kernel, internal, params, note
         self.loop_vars = {str(v) for v in kernel.outer_vars}
         self.checks = any(isinstance(p, ErrorFlag) for p in params)
@@ -94,23 +128,18 @@ class TritonKernelWriter(Emitter):
         numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
         self.lines = []
         for n in k.nodes:
-            v = self.var(n.body, IND)
+            if isinstance(n.buf, Reduction):      # over no dimensions: the element itself
+                v = self.var(no_dim_reduction(n.buf, n.body), IND)
+            else:
+                v = self.var(n.body, IND)
             self.local[n.buf.name] = v
             if n.buf.name not in self.internal:
-                value = v
-                if n.buf.dtype == torch.bfloat16:
-                    value = f"_t_to_bf16({cast_code(v, torch.float32, n.buf.dtype)})"
-                elif n.buf.dtype == torch.float16:
-                    value = f"{v}.to(tl.float16)"
                 offset = self._block(index_code(n.store_index), n.store_index)
-                self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, {value}, mask=xmask)")
+                self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, "
+                                  f"{store_value(v, n.buf.dtype)}, mask=xmask)")
         body = self.lines
-        head = [f"# {k.name}: " + ", ".join(k.origins()),
-                *([f"# {self.note}"] if self.note else []),
-                *([f"# from: {'; '.join(k.sources()[:6])}"] if k.sources() else []),
-                f"@triton.jit{f'(do_not_specialize={sizes!r})' if sizes else ''}",
-                f"def _{k.name}({', '.join([*names, 'xnumel', 'XBLOCK: tl.constexpr'])}):",
-                *[f"{IND}{s} = {s}.to(tl.int64)" for s in sizes],
+        head = [*kernel_comment(k, self.note),
+                *jit_head(f"_{k.name}", [*names, "xnumel"], sizes, ["XBLOCK"]),
                 f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)",
                 f"{IND}xmask = xindex < xnumel"]
         rest = sympy.Integer(1)
@@ -127,7 +156,7 @@ class TritonKernelWriter(Emitter):
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
                         "mask=xmask & (tb_bad != 0))")
         launch = [f"def {k.name}({', '.join(names)}):",
-                  f"{IND}xnumel = {index_code(numel)}",
+                  f"{IND}xnumel = {launch_code(numel)}",
                   f"{IND}if xnumel > 0:",
                   f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
                   f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
@@ -135,4 +164,4 @@ class TritonKernelWriter(Emitter):
         return "\n".join(head + body + ["", ""] + launch)
 
 
-__all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "Pointer"]
+__all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "launch_code", "Pointer"]

@@ -126,13 +126,15 @@ def _quiet(fn: Callable) -> Callable:
 
 def compile_launches(module: Any, launch_functions: Any, cache: pathlib.Path) -> None:
     """Replace, in `module`, each jit kernel a launch function starts (named `_<launch
-    function>`, kernels.py's convention) by a `CompiledLaunch`; the launch functions find
+    function>`, kernels.py's convention, or `_<launch function>_<variant>`: a reduction's
+    looped, partial and combine kernels) by a `CompiledLaunch`; the launch functions find
     it there when they run."""
     from triton.runtime.jit import JITFunction
-    for fn in set(launch_functions):
-        jit = getattr(module, f"_{fn}", None)
-        if isinstance(jit, JITFunction):
-            setattr(module, f"_{fn}", CompiledLaunch(jit, cache))
+    prefixes = {f"_{fn}" for fn in launch_functions}
+    for name, jit in list(vars(module).items()):
+        if isinstance(jit, JITFunction) and (name in prefixes or any(
+                name.startswith(p + "_") for p in prefixes)):
+            setattr(module, name, CompiledLaunch(jit, cache))
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """The Triton target's types and op table: how each IR primitive, constant, cast and
 load is written in Triton (the shared expression emitter, codegen/emitter.py, calls it).
 
-Every value is a block of XBLOCK lanes; float16/bfloat16 are loaded into float32 and
-computed there (as the C target computes them in float). Primitives Triton has no
-operation for call the prelude's `@triton.jit` helpers (prelude.py). Integer floor
-division and remainder fix up Triton's truncating `//` and `%`; a divisor of 0 or -1 is
-taken apart as in the C prelude. Checks that set the kernel's error bits (an index out
-of range, an integer divisor of zero) are written by `ERROR_CHECKS`, next to the value.
+Every value is a block (1-D in pointwise kernels, 2-D in reductions); constants are
+typed one-element blocks (`tl.full([1], ...)`) that broadcast against either;
+float16/bfloat16 are loaded into float32 and computed there (as the C target computes
+them in float). Primitives Triton has no operation for call the prelude's `@triton.jit`
+helpers (prelude.py). Integer floor division and remainder fix up Triton's truncating
+`//` and `%`; a divisor of 0 or -1 is taken apart as in the C prelude. Checks that set
+the kernel's error bits (an index out of range, an integer divisor of zero) are written
+by `ERROR_CHECKS`, next to the value.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def const_code(value: float | int | bool, dtype: torch.dtype) -> str:
         info = torch.iinfo(dtype)                  # wrapped into the type, as C's cast
         n = int(value) & ((1 << info.bits) - 1)
         v = str(n - (1 << info.bits) if info.min < 0 and n > info.max else n)
-    return f"tl.full([XBLOCK], {v}, {tl_type(dtype)})"
+    return f"tl.full([1], {v}, {tl_type(dtype)})"
 
 
 def cast_code(x: str, src: torch.dtype, dst: torch.dtype) -> str:
@@ -121,6 +123,20 @@ def _unsupported(name: str) -> Rule:
     return rule
 
 
+def _float32_in_float64(fn: str) -> Rule:
+    """A function whose prelude routine is a float64 one accurate to about 1e-13 (erfc,
+    lgamma): float32 (and float16/bfloat16) values computed in it; float64 values are not
+    generated yet (the graph falls back)."""
+    def rule(node: Op, a: list[str]) -> str:
+        if not is_float(_arg_dtype(node)):
+            return a[0]
+        if tl_type(node.dtype) != "tl.float32":
+            raise TritonUnsupported(f"the Triton target does not implement the {node.op} "
+                                    f"primitive on {node.dtype} yet (float32 and narrower only)")
+        return f"{fn}({a[0]}.to(tl.float64)).to(tl.float32)"
+    return rule
+
+
 def _neg(node: Op, a: list[str]) -> str:
     return f"(-{a[0]})"
 
@@ -136,9 +152,9 @@ def _int_division(node: Op, a: list[str]) -> str:
     t = tl_type(node.dtype)
     signed = node.dtype not in UNSIGNED
     special = f"(({y} == 0) | ({y} == -1))" if signed else f"({y} == 0)"
-    d = f"tl.where({special}, tl.full([XBLOCK], 1, {t}), {y})"
+    d = f"tl.where({special}, tl.full([1], 1, {t}), {y})"
     q, r = f"({x} // {d})", f"({x} % {d})"
-    zero = f"tl.full([XBLOCK], 0, {t})"
+    zero = f"tl.full([1], 0, {t})"
     wrong_sign = f"(({r} != 0) & (({r} < 0) != ({d} < 0)))"
     if node.op == "fmod":
         value = f"tl.where({special}, {zero}, {r})"
@@ -192,22 +208,24 @@ def _shift(node: Op, a: list[str]) -> str:
     out = f"(({a[1]} < 0) | ({a[1]} >= {bits}))"
     n = f"tl.where({out}, 0, {a[1]}).to({t})"
     if node.op == "lshift":
-        return f"tl.where({out}, tl.full([XBLOCK], 0, {t}), {a[0]} << {n})"
+        return f"tl.where({out}, tl.full([1], 0, {t}), {a[0]} << {n})"
     fill = f"tl.where({a[0]} < 0, -1, 0).to({t})"
     return f"tl.where({out}, {fill}, {a[0]} >> {n})"
 
 
 def _call2(fn: str) -> Rule:
     """pow, atan2: float32 computed in float64 (2^(y log2 x) in float32 loses up to
-    |y log2 x| ulp and flushes results in the subnormal range); float64 as it is: pow
-    would be off by up to |y log2 x| * 2^-53 relative (3e-14 measured at 1e30 ** 5), so
-    float64 and integer pow are not generated yet."""
+    |y log2 x| ulp and flushes results in the subnormal range); float64 pow through
+    double-double logarithms (`_t_pow64`: 2^(y log2 x) in float64 was 3e-14 off at
+    1e30 ** 5); integer pow is not generated yet."""
     def rule(node: Op, a: list[str]) -> str:
         if tl_type(node.dtype) == "tl.float32":
             return f"{fn}({a[0]}.to(tl.float64), {a[1]}.to(tl.float64)).to(tl.float32)"
+        if fn == "_t_pow" and node.dtype == torch.float64:
+            return f"_t_pow64({a[0]}, {a[1]})"
         if fn == "_t_pow":
             raise TritonUnsupported(f"the Triton target does not implement the pow primitive "
-                                    f"on {node.dtype} yet (float32 and narrower only)")
+                                    f"on {node.dtype} yet (floating types only)")
         return f"{fn}({a[0]}, {a[1]})"
     return rule
 
@@ -228,7 +246,7 @@ def _round(node: Op, a: list[str]) -> str:
 
 
 def _rsqrt(node: Op, a: list[str]) -> str:
-    return _truediv(node, [f"tl.full([XBLOCK], 1.0, {tl_type(node.dtype)})", _sqrt(a[0], node)])
+    return _truediv(node, [f"tl.full([1], 1.0, {tl_type(node.dtype)})", _sqrt(a[0], node)])
 
 
 _INFIX = {"add": "+", "sub": "-", "mul": "*", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
@@ -243,14 +261,15 @@ _CALLS = {
     "tan": "_t_tan({})", "atan": "_t_atan({})", "asin": "_t_asin({})", "acos": "_t_acos({})",
     "asinh": "_t_asinh({})", "acosh": "_t_acosh({})", "atanh": "_t_atanh({})",
 }
-# primitives this slice does not generate: a graph using one falls back to eager
-_NOT_YET = ("erfc", "lgamma")
+# primitives this target does not generate: a graph using one falls back to eager
+_NOT_YET: tuple[str, ...] = ()
 
 # primitive -> Triton (every name of ir/expr.py OPS; tests/test_ir.py checks)
 TRITON_OPS: dict[str, Rule] = {
     **{name: _infix(sym) for name, sym in _INFIX.items()},
     **{name: _float_only(fmt.format, name) for name, fmt in _CALLS.items()},
     **{name: _unsupported(name) for name in _NOT_YET},
+    "erfc": _float32_in_float64("_t_erfc"), "lgamma": _float32_in_float64("_t_lgamma"),
     "truediv": _truediv, "sqrt": lambda node, a: _sqrt(a[0], node), "rsqrt": _rsqrt,
     "neg": _neg, "abs": _abs, "pow": _call2("_t_pow"), "atan2": _call2("_t_atan2"),
     "fmod": _division, "floordiv": _division, "remainder": _division,

@@ -9,13 +9,18 @@ Imported only by generated modules, never by the rest of the package, so the C t
 works without triton installed. Each helper computes in its argument's dtype (the
 kernels pass float16/bfloat16 values as float32).
 """
+import torch
 import triton
 import triton.language as tl
 
-__all__ = ["triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16", "_t_expm1", "_t_log1p",
-           "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
+__all__ = ["torch", "triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16",
+           "_t_expm1", "_t_log1p",
+           "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_pow64", "_t_erfc", "_t_lgamma",
+           "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
-           "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan"]
+           "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan", "_t_sum", "_t_prod", "_t_max",
+           "_t_min", "_t_max_nan", "_t_min_nan", "_t_max_int", "_t_min_int", "_t_first_index",
+           "_t_num_warps"]
 
 
 @triton.jit
@@ -100,12 +105,11 @@ def _t_cosh(x):
 
 
 @triton.jit
-def _t_pow(x, y):
-    """x ** y as C's pow: 2^(y log2 |x|) with the sign of an odd integer power of a
-    negative base, NaN for a finite negative base and a non-integer power, and pow's
-    special cases (x == 1 or y == 0 give 1; |x| == 1 with y = +-inf gives 1)."""
+def _t_pow_cases(x, y, r):
+    """pow's sign and special cases on r = |x| ** y, as C's pow: the sign of an odd
+    integer power of a negative base, NaN for a finite negative base and a non-integer
+    power, x == 1 or y == 0 give 1, |x| == 1 with y = +-inf gives 1."""
     ax = tl.abs(x)
-    r = tl.exp2(y * tl.log2(ax))
     is_int = tl.floor(y) == y
     half = y * 0.5
     odd = is_int & (tl.floor(half) != half)
@@ -113,6 +117,109 @@ def _t_pow(x, y):
     r = tl.where((x < 0) & (ax != float("inf")) & (~is_int), float("nan"), r)
     r = tl.where((ax == 1) & (tl.abs(y) == float("inf")), 1.0, r)
     return tl.where((x == 1) | (y == 0), 1.0, r)
+
+
+@triton.jit
+def _t_pow(x, y):
+    """x ** y as 2^(y log2 |x|): float32 values computed in float64 (so within half an
+    ulp of float32 after rounding)."""
+    return _t_pow_cases(x, y, tl.exp2(y * tl.log2(tl.abs(x))))
+
+
+@triton.jit
+def _t_split(a):
+    """Veltkamp's split of a float64 into two halves of 26 bits (hi + lo == a exactly)."""
+    t = a * 134217729.0
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+@triton.jit
+def _t_two_prod(a, b):
+    """p + e == a * b exactly (Dekker's product: no fused multiply-add needed)."""
+    p = a * b
+    ah, al = _t_split(a)
+    bh, bl = _t_split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@triton.jit
+def _t_two_sum(a, b):
+    """s + e == a + b exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@triton.jit
+def _t_log_dd(a):
+    """log(a) for finite a > 0 in float64 as a double-double (hi, lo), to about 2^-100
+    relative: a = 2^e m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s) = 2s + 2s^3/3 +
+    ..., s = (m-1)/(m+1) held in double-double."""
+    sub = a < 2.2250738585072014e-308
+    a = tl.where(sub, a * 18014398509481984.0, a)                  # 2^54: normal now
+    bits = a.to(tl.int64, bitcast=True)
+    e = ((bits >> 52) & 0x7FF) - 1023
+    m = ((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000).to(tl.float64, bitcast=True)
+    big = m > 1.4142135623730951
+    m = tl.where(big, m * 0.5, m)
+    e = tl.where(big, e + 1, e) - tl.where(sub, 54, 0)
+    f = m - 1.0                                                    # exact
+    d_hi, d_lo = _t_two_sum(m, 1.0)
+    s = f / d_hi
+    p, pe = _t_two_prod(s, d_hi)
+    s_lo = (((f - p) - pe) - s * d_lo) / d_hi
+    # 2s^3/3 (below 1% of 2s) in double-double too; the rest (below 2e-4 of 2s) in float64
+    z, z_e = _t_two_prod(s, s)
+    c, c_e = _t_two_prod(s, z)
+    c_e = c_e + s * z_e
+    t3 = (2 * c) / 3
+    p3, p3e = _t_two_prod(t3, 3.0)
+    t3_lo = ((2 * c - p3) - p3e) / 3 + 2 * c_e / 3 + 2 * z * s_lo
+    q = 1.0 / 25
+    q = q * z + 1.0 / 23
+    q = q * z + 1.0 / 21
+    q = q * z + 1.0 / 19
+    q = q * z + 1.0 / 17
+    q = q * z + 1.0 / 15
+    q = q * z + 1.0 / 13
+    q = q * z + 1.0 / 11
+    q = q * z + 1.0 / 9
+    q = q * z + 1.0 / 7
+    q = q * z + 1.0 / 5
+    rest = 2 * c * z * q
+    ef = e.to(tl.float64)
+    # ln 2 = 0.6931467056274414 (20 bits: e * it is exact) + 4.7493250390316726e-07
+    hi, e1 = _t_two_sum(ef * 0.6931467056274414, 2 * s)
+    hi, e2 = _t_two_sum(hi, t3)
+    return hi, e1 + e2 + (2 * s_lo + t3_lo + rest + ef * 4.7493250390316726e-07)
+
+
+@triton.jit
+def _t_pow64(x, y):
+    """float64 x ** y within about an ulp: e^(y log |x|) with log |x| and its product by y
+    held in double-double, e^(hi + lo) = e^hi (1 + lo). Bases 0, inf and NaN, and powers
+    beyond 1e290 (whose results are 0, 1 or inf), go the plain way."""
+    ax = tl.abs(x)
+    plain = (ax == 0) | (ax == float("inf")) | (ax != ax) | (y != y) | (tl.abs(y) > 1e290)
+    a = tl.where(plain, 1.0, ax)
+    b = tl.where(plain, 1.0, y)
+    l_hi, l_lo = _t_log_dd(a)
+    p_hi, p_lo = _t_two_prod(b, l_hi)
+    p_lo = p_lo + b * l_lo
+    h = p_hi + p_lo
+    lo = p_lo - (h - p_hi)
+    eh = tl.exp(h)
+    r = eh + eh * lo
+    # near overflow: e^(h - ln 2) * 2, so that results beyond the largest float give inf
+    # (h - 0.6931467056274414 is exact; e^c - 1 for the small rest c by its series)
+    c = lo - 4.7493250390316726e-07
+    eh2 = tl.exp(h - 0.6931467056274414)
+    r = tl.where(h > 700, (eh2 + eh2 * (c + c * c * 0.5)) * 2.0, r)
+    r = tl.where(h > 710.5, eh, r)             # beyond the largest float: inf
+    r = tl.where(plain, tl.exp2(y * tl.log2(ax)), r)
+    r = tl.where(y == 1, ax, r)                   # exact (the largest float stays finite)
+    return _t_pow_cases(x, y, r)
 
 
 @triton.jit
@@ -242,3 +349,111 @@ def _t_atanh(x):
 @triton.jit
 def _t_tan(x):
     return tl.sin(x) / tl.cos(x)
+
+
+# ---- reductions (codegen/triton/reductions.py) ----
+# The combine functions of tl.reduce: Triton's own (core.reduce with them is what tl.sum
+# and tl.max do; the interpreter recognises them and reduces with numpy).
+_t_sum = tl.standard._sum_combine
+_t_prod = tl.standard._prod_combine
+_t_max = tl.standard._elementwise_max
+_t_min = tl.standard._elementwise_min
+
+
+@triton.jit
+def _t_max_nan(v, AXIS: tl.constexpr):
+    """The maximum along AXIS (kept as size 1), NaN if any element is NaN (Triton's max
+    drops NaN; eager propagates it): NaNs counted beside, the maximum of the others."""
+    isnan = v != v
+    m = tl.reduce(tl.where(isnan, float("-inf"), v), AXIS, _t_max, keep_dims=True)
+    nan = tl.reduce(isnan.to(tl.int8), AXIS, _t_max, keep_dims=True)
+    return tl.where(nan != 0, float("nan"), m)
+
+
+@triton.jit
+def _t_min_nan(v, AXIS: tl.constexpr):
+    isnan = v != v
+    m = tl.reduce(tl.where(isnan, float("inf"), v), AXIS, _t_min, keep_dims=True)
+    nan = tl.reduce(isnan.to(tl.int8), AXIS, _t_max, keep_dims=True)
+    return tl.where(nan != 0, float("nan"), m)
+
+
+@triton.jit
+def _t_max_int(v, AXIS: tl.constexpr):
+    return tl.reduce(v, AXIS, _t_max, keep_dims=True)
+
+
+@triton.jit
+def _t_min_int(v, AXIS: tl.constexpr):
+    return tl.reduce(v, AXIS, _t_min, keep_dims=True)
+
+
+@triton.jit
+def _t_first_index(v, pos, m, AXIS: tl.constexpr):
+    """argmax/argmin: the smallest position `pos` (int64) whose value `v` is the extreme
+    `m` (when m is NaN: whose value is NaN), as eager's first index."""
+    hit = tl.where(m != m, v != v, v == m)
+    return tl.reduce(tl.where(hit, pos, 9223372036854775807), AXIS, _t_min, keep_dims=True)
+
+
+def _t_num_warps(elements: int) -> int:
+    """Warps of a program working on a block of `elements` (launch heuristic: 8 to 32
+    elements per thread, e.g. a persistent row of 4096 float32 on 8 warps)."""
+    return 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 8192 else 16
+
+
+# ---- erfc and lgamma: float64 routines accurate to ~1e-13 relative; float32 (and half)
+# values are computed in them (ops.py), which rounds to within an ulp of float32. ----
+
+@triton.jit
+def _t_erfc(x):
+    """erfc x: 1 - erf|x| below 4 (its cancellation costs at most 4e8 ulp of float64 at 4,
+    i.e. 1e-8 relative), above 4 e^(-x^2) / sqrt(pi) times Laplace's continued fraction
+    1 / (x + (1/2) / (x + 1 / (x + (3/2) / ...))), 40 terms from the tail (converged to
+    float64 there); erfc(-x) = 2 - erfc(x)."""
+    a = tl.abs(x)
+    big = tl.where(a >= 4, a, 4.0)
+    f = big
+    for k in range(40, 0, -1):
+        f = big + (k * 0.5) / f
+    cf = tl.exp(-big * big) / f * 0.5641895835477563            # 1 / sqrt(pi)
+    r = tl.where(a < 4, 1 - tl.math.erf(a), cf)
+    r = tl.where(a == float("inf"), 0.0, r)
+    r = tl.where(_t_signbit(x) & (x != 0), 2 - r, r)
+    return tl.where(x != x, x, r)
+
+
+@triton.jit
+def _t_lgamma_pos(x):
+    """log Gamma(x) for x > 0: Stirling's series from x + 8 on, shifted down by
+    log(x (x+1) ... (x+7))."""
+    z = x + 8
+    w = 1 / (z * z)
+    s = 691.0 / 360360
+    s = s * w - 1.0 / 1188
+    s = s * w + 1.0 / 1680
+    s = s * w - 1.0 / 1260
+    s = s * w + 1.0 / 360
+    s = s * w - 1.0 / 12
+    st = (z - 0.5) * tl.log(z) - z + 0.9189385332046728 - s / z      # log sqrt(2 pi)
+    p = x * (x + 1) * (x + 2) * (x + 3)
+    q = (x + 4) * (x + 5) * (x + 6) * (x + 7)
+    return st - tl.log(p) - tl.log(q)
+
+
+@triton.jit
+def _t_lgamma(x):
+    """log |Gamma(x)|: 0 at 1 and 2, +inf at the poles (0 and the negative integers) and
+    at +-inf; x < 0 by reflection, log(pi / |sin(pi x)|) - lgamma(1 - x), with x below -1
+    reduced modulo 2 first (exact)."""
+    a = tl.where(x > 0, x, 1 - x)
+    big = a > 1e15
+    lg = _t_lgamma_pos(tl.where(big, 1.0, a))
+    lg = tl.where(big, a * (tl.log(a) - 1), lg)                 # only the magnitude matters
+    r2 = tl.where(x > -1, x, x - 2 * tl.floor(x * 0.5))         # x mod 2, in [0, 2)
+    sn = tl.abs(tl.sin(3.141592653589793 * tl.where(r2 > 1, r2 - 2, r2)))
+    neg = tl.log(3.141592653589793 / sn) - lg
+    r = tl.where(x > 0, lg, neg)
+    r = tl.where((x <= 0) & (tl.floor(x) == x), float("inf"), r)
+    r = tl.where((x == 1) | (x == 2), 0.0, r)
+    return tl.where(tl.abs(x) == float("inf"), float("inf"), r)
