@@ -1,24 +1,32 @@
 # Developer entry points. `make demo` and `make test` work on a fresh machine: they
-# install what they need first (torch pinned to the CPU wheel, then this package).
-# CI runs `make test` (see .ci/run).
+# install what they need first (torch, unless a compatible one is installed, then this
+# package). CI runs `make test` (see .ci/run).
 PYTHON ?= python3
 STAMP := .make-installed
+# How torch is installed when none compatible (2.4 <= version < 3) is: from the default
+# index, which on Linux is a CUDA build; for the CPU-only wheel:
+#   make install TORCH_PIP="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP ?= torch==2.13.0
+# pytest workers for `make test` (default: the machine's cores)
+JOBS ?= $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
 
 .PHONY: install test test-full lint demo bench bench-all coverage
 
-# torch first, pinned: 2.13.0 is the CPU wheel. A bare `torch` would pull a CUDA build.
+# torch first, only when no compatible torch is installed (a bare `torch` requirement
+# could replace a working CPU or CUDA build by another)
 $(STAMP): pyproject.toml
-	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(not (2, 4) <= v < (3, 0))" 2>/dev/null \
+		|| $(PYTHON) -m pip install -q $(TORCH_PIP)
 	$(PYTHON) -m pip install -q -e ".[test,triton]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -q -n 2 tests
+	$(PYTHON) -m pytest -q -n $(JOBS) tests
 
 test-full: $(STAMP)
-	$(PYTHON) -m pytest -q -n 2 tests --full
+	$(PYTHON) -m pytest -q -n $(JOBS) tests --full
 
 lint:
 	ruff check src tests benchmarks scripts

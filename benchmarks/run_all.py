@@ -85,6 +85,23 @@ def section(title: str, markdown: str, status: int, seconds: float) -> list[str]
     return out + lines + ["", f"_Ran in {seconds / 60:.1f} min._", ""]
 
 
+def kept_sections(path: str, written: set[str]) -> list[str]:
+    """The `## ` sections of the existing file that this run does not write (figures
+    recorded by other means: the GPU benchmark, the sm_90 compile report, scripts not
+    chosen with --scripts), so a run never deletes them."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return []
+    kept: list[str] = []
+    for chunk in ("\n" + text).split("\n## ")[1:]:
+        title = chunk.split("\n", 1)[0].strip()
+        if title not in written:
+            kept += [f"## {chunk.rstrip()}", ""]
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every script with --quick")
@@ -126,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     out += ["```", ""]
     for title, status, seconds, markdown, _ in ran:
         out += section(title, markdown, status, seconds)
+    out += kept_sections(args.output, {title for title, *_ in ran})
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")

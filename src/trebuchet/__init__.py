@@ -7,21 +7,31 @@
 """
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+import functools as _functools
+from typing import TYPE_CHECKING
 
-import torch
+import torch as _torch
 
 from . import stats as _stats
 from .errors import TrebuchetCompileError, TrebuchetWarning
-from .frontend.backend import make_backend, register, trebuchet_backend
+from .frontend.backend import make_backend as _make_backend
+from .frontend.backend import register as _register
+from .frontend.backend import trebuchet_backend
 from .runtime import profiler as _profiler
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 __version__ = "0.1.0"
 __all__ = ["compile", "stats", "reset", "profile_report", "profile_reset", "profile_data",
            "trebuchet_backend", "TrebuchetCompileError", "TrebuchetWarning"]
 
-register()
+_register()
+
+
+def __dir__() -> list[str]:
+    """The public API only (not the submodules and imports a module also holds)."""
+    return sorted([*__all__, "__version__"])
 
 
 def compile(model_or_fn: Callable, target: str | None = None, strict: bool | None = None,
@@ -45,8 +55,8 @@ def compile(model_or_fn: Callable, target: str | None = None, strict: bool | Non
         options["target"] = target
     if strict is not None:
         options["strict"] = strict
-    compiled = torch.compile(model_or_fn, backend=make_backend(**options), dynamic=dynamic)
-    if isinstance(compiled, torch.nn.Module):
+    compiled = _torch.compile(model_or_fn, backend=_make_backend(**options), dynamic=dynamic)
+    if isinstance(compiled, _torch.nn.Module):
         compiled.forward = _raise_our_errors(compiled.forward)
         return compiled
     return _raise_our_errors(compiled)
@@ -56,11 +66,11 @@ def _raise_our_errors(fn: Callable) -> Callable:
     """TorchDynamo wraps backend errors in BackendCompilerFailed; give strict-mode
     users the TrebuchetCompileError itself."""
 
-    @functools.wraps(fn)
+    @_functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except torch._dynamo.exc.BackendCompilerFailed as e:
+        except _torch._dynamo.exc.BackendCompilerFailed as e:
             inner = getattr(e, "inner_exception", None)
             if isinstance(inner, TrebuchetCompileError):
                 raise inner from None
@@ -83,7 +93,7 @@ def reset() -> None:
     the profiled graphs."""
     _stats.reset()
     _profiler.reset(forget=True)
-    torch._dynamo.reset()
+    _torch._dynamo.reset()
 
 
 def profile_report() -> str:

@@ -14,6 +14,7 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_CUDAGRAPHS=1   replay static-shape CUDA inference graphs as CUDA graphs
   CC                       the C compiler (default: cc)
   TREBUCHET_CFLAGS         extra C compiler flags
+  TREBUCHET_LOG            info | debug: log each compiled graph (logger "trebuchet") to stderr
 
 Options given in code (`trebuchet.compile(m, strict=True)`, or PyTorch's way,
 `torch.compile(m, backend="trebuchet", options={"strict": True})`) are type-checked
@@ -22,6 +23,7 @@ by `check_option`; environment variables keep their string parsing ("1", "yes", 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
 import shlex
@@ -106,6 +108,29 @@ class Options:
 
     def compiler(self) -> str:
         return self.cc or "cc"
+
+
+LOG_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG, "warning": logging.WARNING}
+_log_handler: logging.Handler | None = None
+
+
+def configure_logging() -> None:
+    """Set the "trebuchet" logger from TREBUCHET_LOG (read when a compile starts): at
+    info, one line per compiled graph; a handler to stderr is added once, and only when
+    the variable is set (an application's own logging setup is otherwise left alone)."""
+    global _log_handler
+    value = os.environ.get("TREBUCHET_LOG", "").strip().lower()
+    if not value:
+        return
+    logger = logging.getLogger("trebuchet")
+    if value not in LOG_LEVELS:
+        logger.warning("TREBUCHET_LOG=%s is not a level: use info or debug (ignored)", value)
+        return
+    logger.setLevel(LOG_LEVELS[value])
+    if _log_handler is None:
+        _log_handler = logging.StreamHandler()
+        _log_handler.setFormatter(logging.Formatter("[trebuchet] %(message)s"))
+        logger.addHandler(_log_handler)
 
 
 _BOOLS = ("strict", "debug", "graph_cache", "profile", "cudagraphs")

@@ -3,7 +3,8 @@
 Builds a random-initialized 2-layer transformer block from plain torch.nn
 (LayerNorm, Linear, GELU, softmax attention written out, residuals), compiles
 it with Trebuchet, checks it against eager (exit code 1 on mismatch), times
-both, and shows what the compiler fused into each generated kernel. With
+both in interleaved rounds (median, quartiles, a warning when the machine is too busy
+for a stable figure), and shows what the compiler fused into each generated kernel. With
 `--profile` (or TREBUCHET_PROFILE=1) it ends with the per-kernel profile of the
 timed calls (`trebuchet.profile_report()`).
 """
@@ -11,19 +12,19 @@ timed calls (`trebuchet.profile_report()`).
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import trebuchet
 from trebuchet.config import Options
+from trebuchet.report.timing import busy_note, interleaved, summary
 
 BATCH, SEQ, HIDDEN, HEADS, LAYERS = 8, 128, 256, 4, 2
+WARMUP, ROUNDS = 3, 21
 ATOL, RTOL = 1e-4, 1e-4
 
 
@@ -62,18 +63,6 @@ class TinyTransformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
-
-
-def median_seconds(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> float:
-    """Median wall time of fn() after warm-up calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _print_fusion(stats: dict) -> None:
@@ -117,12 +106,20 @@ def main(profile: bool = False) -> int:
         print(f"first call (compile + run): {first_call:.2f} s")
         print(f"max abs error vs eager: {max_err:.3g} -> {'PASS' if ok else 'FAIL'}")
 
-        eager_s = median_seconds(lambda: model(x))
-        trebuchet.profile_reset()        # profile the timed calls, not the first one
-        ours_s = median_seconds(lambda: compiled(x))
-    print(f"eager:     {eager_s * 1e3:8.2f} ms (median)")
-    print(f"trebuchet: {ours_s * 1e3:8.2f} ms (median)  speedup {eager_s / ours_s:.2f}x"
+        fns = {"eager": lambda: model(x), "trebuchet": lambda: compiled(x)}
+        interleaved(fns, WARMUP)
+        trebuchet.profile_reset()        # profile the timed calls, not the warm-up
+        times = interleaved(fns, ROUNDS)
+    e, c = summary(times["eager"]), summary(times["trebuchet"])
+    print(f"timing: {ROUNDS} interleaved rounds (eager and Trebuchet alternate), "
+          f"{torch.get_num_threads()} threads; median [quartiles]")
+    print(f"eager:     {e['median_ms']:8.2f} ms  [{e['q1_ms']:.2f} .. {e['q3_ms']:.2f}]")
+    print(f"trebuchet: {c['median_ms']:8.2f} ms  [{c['q1_ms']:.2f} .. {c['q3_ms']:.2f}]  "
+          f"speedup {e['median_ms'] / c['median_ms']:.2f}x"
           + ("  (with profiling probes)" if profile else ""))
+    note = busy_note(e, c)
+    if note:
+        print(note)
 
     _print_fusion(trebuchet.stats())
     if profile:

@@ -20,6 +20,7 @@ replayed as a CUDA graph (runtime/cudagraphs.py).
 from __future__ import annotations
 
 import itertools
+import logging
 import pathlib
 import time
 from typing import Callable
@@ -28,7 +29,7 @@ import torch
 
 from .. import stats
 from ..codegen.target import Target, choose, get_target
-from ..config import Options
+from ..config import Options, configure_logging
 from ..ir.nodes import GraphIR, Reduction
 from ..lowering import OpCounts, lower_graph
 from ..lowering.graph import graph_device
@@ -39,6 +40,7 @@ from . import cudagraphs, graph_cache, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
+log = logging.getLogger("trebuchet")
 
 
 def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forward") -> Callable:
@@ -49,6 +51,9 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     profiling, whose wrapper counts into this process's profiler)."""
     start = time.perf_counter()
     graph_id = next(_graph_ids)
+    configure_logging()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("graph %d (%s): compiling %d ATen ops", graph_id, kind, _op_count(gm))
     device = graph_device(gm) if gm is not None else None
     target = choose(options.target, device.type if device else None)
     try:
@@ -87,7 +92,13 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
     if options.cudagraphs:
         fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device,
                              options.profile)
-    stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    if log.isEnabledFor(logging.INFO):
+        log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
+                 graph_id, kind, _op_count(gm), artifact.n_kernels,
+                 sum(artifact.op_counts["extern"].values()), sum(artifact.op_counts["fallback"].values()),
+                 seconds, " (graph cache hit)" if hit else "")
+    stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=seconds,
                  graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
                  extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
                  kernel_ops=artifact.kernel_ops, target=target.name)
@@ -96,6 +107,11 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
 
 def _type(device: torch.device | None) -> str:
     return device.type if device is not None else "cpu"
+
+
+def _op_count(gm: torch.fx.GraphModule | None) -> int:
+    graph = getattr(gm, "graph", None)      # tests hand lowering a prepared graph, no FX graph
+    return sum(1 for n in graph.nodes if n.op == "call_function") if graph is not None else 0
 
 
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,

@@ -38,11 +38,15 @@ COPY_RUNS = 5
 class GraphStats:
     """Calls of one compiled graph and the time from wrapper entry to return."""
 
-    __slots__ = ("graph_id", "kind", "calls", "ns")
+    __slots__ = ("graph_id", "kind", "calls", "ns", "ir", "schedule")
 
     def __init__(self, graph_id: int, kind: str) -> None:
         self.graph_id, self.kind = graph_id, kind
         self.calls = self.ns = 0
+        # the IR and the scheduler's decisions (kernels, fusion reasons), for the report
+        # and `trebuchet explain`; kept only for graphs compiled with profiling on
+        self.ir: GraphIR | None = None
+        self.schedule: Schedule | None = None
 
     @property
     def label(self) -> str:
@@ -87,7 +91,9 @@ def register(graph_id: int, kind: str, graph: GraphIR, sched: Schedule,
                           kernel_bytes(graph, s, internal)))
         elif isinstance(s, Extern):
             steps.append((s.name, "extern", [str(s.target)], extern_bytes(graph, s)))
-    return plan(graph_id, kind, steps)
+    p = plan(graph_id, kind, steps)
+    p.graph.ir, p.graph.schedule = graph, sched
+    return p
 
 
 def plan(graph_id: int, kind: str,
@@ -122,6 +128,12 @@ def snapshot() -> dict[str, list[dict[str, Any]]]:
                       calls=s.calls, ns=s.ns, bytes=s.bytes) for s in _steps if s.calls]
         graphs = [dict(graph=g.label, calls=g.calls, ns=g.ns) for g in _graphs if g.calls]
     return {"steps": steps, "graphs": graphs}
+
+
+def graphs() -> list[GraphStats]:
+    """The registered graphs (with their IR and schedule), in compile order."""
+    with _lock:
+        return list(_graphs)
 
 
 # ---- machine figures ----

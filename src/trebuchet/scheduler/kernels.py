@@ -16,6 +16,10 @@ inner loops (`r0, ...`) run once per stage. Per outer point:
 
 So layer norm (mean, variance, normalize) and softmax (max, sum, divide) are
 each one kernel, with the row read from cache after the first pass.
+
+Each decision is kept as data (`Schedule.decisions`): for every buffer, the kernel it
+went into and why each earlier step it was tried against did not take it (for
+`trebuchet explain`; recording changes no decision).
 """
 from __future__ import annotations
 
@@ -94,11 +98,60 @@ class Kernel:
         return out
 
 
+# Why a buffer did not join a step: code -> text, formatted with the recorded details.
+REASONS = {
+    "library": "{0} is a library call ({1}): generated kernels are not fused into it",
+    "library_output": "{0} is output {1} of the library call {2} (no work of its own)",
+    "reads_library": "it reads {0}, the result of a library call, so it runs after the call: "
+                     "a generated kernel never spans a library call",
+    "input_later": "it needs {0}, computed after {step}",
+    "input_between": "it needs {0}, computed between {step} and here",
+    "reduction_after_pointwise": "a reduction cannot join the pointwise kernel {step} "
+                                 "(and {step}'s values do not fit its rows)",
+    "space": "different iteration space: {0} against {step}'s {1}",
+    "column_store": "its elements would be stored down a column of {step}, a column reduction "
+                    "(one cache line per element)",
+    "gather": "it reads {0} through data-dependent indices, but {step} computes {0}: a value "
+              "computed in a loop is only available at the element being computed",
+    "reduction_whole": "it needs the whole result of the reduction {0} (read at other positions "
+                       "than {step} computes it)",
+    "other_element": "it reads {0} at other elements than {step} computes it (a transpose, a "
+                     "shift or a broadcast of a computed value)",
+    "row_across": "it reads the per-row value {0} at positions across the row",
+    "row_reads_full": "a per-row value cannot read {0}, computed per element in {step}'s inner loop",
+    "lookback": "it was not tried against steps more than {0} back",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NotFused:
+    """Why buffer `buf` did not join step `step` (a REASONS code and its details)."""
+
+    buf: str
+    step: str
+    code: str
+    detail: tuple = ()
+
+    def text(self) -> str:
+        return REASONS[self.code].format(*map(str, self.detail), step=self.step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Where one buffer went (`step`: a kernel's name, or the buffer itself for a library
+    call) and why the steps tried before it did not take it, nearest first."""
+
+    buf: str
+    step: str
+    rejected: tuple[NotFused, ...] = ()
+
+
 @dataclasses.dataclass
 class Schedule:
     """Execution order: each step is a Kernel or an Extern/ExternOutput buffer."""
 
     steps: list[Kernel | Buffer]
+    decisions: list[Decision] = dataclasses.field(default_factory=list)
 
 
 def _non_one(dims: Sequence[sympy.Expr]) -> list[int]:
@@ -155,35 +208,53 @@ class _Builder:
         self.steps: list[Kernel | Buffer] = []
         self.step_of: dict[str, int] = {b.name: -1 for b in graph.inputs}
         self.count = 0
+        self.decisions: list[Decision] = []
 
     def add(self, buf: Buffer) -> None:
         if isinstance(buf, (Extern, ExternOutput)):
             self.steps.append(buf)
             self.step_of[buf.name] = len(self.steps) - 1
+            why = (NotFused(buf.name, "", "library", (buf.name, buf.target)) if isinstance(buf, Extern)
+                   else NotFused(buf.name, "", "library_output", (buf.name, buf.item, buf.source)))
+            self.decisions.append(Decision(buf.name, buf.name, (why,)))
             return
         assert isinstance(buf, (Pointwise, Reduction))
         deps = buf.reads()
-        for pos in range(len(self.steps) - 1, max(-1, len(self.steps) - 1 - self.LOOKBACK), -1):
+        rejected: list[NotFused] = []
+        last = max(-1, len(self.steps) - 1 - self.LOOKBACK)
+        for pos in range(len(self.steps) - 1, last, -1):
             k = self.steps[pos]
             if not isinstance(k, Kernel):
                 if k.name in deps or (isinstance(k, Extern) and k.multi and any(
                         self.step_of.get(d) == pos for d in deps)):
+                    rejected.append(NotFused(buf.name, k.name, "reads_library", (k.name,)))
                     break
                 continue
             # Everything buf reads from outside k must exist before k runs.
             if any(self.step_of.get(d, -1) >= pos and k.produces(d) is None for d in deps):
                 if any(self.step_of.get(d, -1) > pos for d in deps):
+                    d = next(d for d in deps if self.step_of.get(d, -1) > pos)
+                    rejected.append(NotFused(buf.name, k.name, "input_later", (d,)))
                     break
+                d = next(d for d in deps if self.step_of.get(d, -1) >= pos and k.produces(d) is None)
+                rejected.append(NotFused(buf.name, k.name, "input_between", (d,)))
                 continue
-            node = _place(k, buf)
+            why: list[tuple] = []
+            node = _place(k, buf, why)
             if node is None and isinstance(buf, Reduction) and not k.inner:
                 node = self._regroup(pos, buf)
                 k = self.steps[pos]
             if node is not None:
                 k.nodes.append(node)
                 self.step_of[buf.name] = pos
+                self.decisions.append(Decision(buf.name, k.name, tuple(rejected)))
                 return
+            rejected.extend(NotFused(buf.name, k.name, code, detail) for code, detail in why[:1])
+        else:
+            if last >= 0:
+                rejected.append(NotFused(buf.name, self.steps[last].name, "lookback", (self.LOOKBACK,)))
         self.new_kernel(buf)
+        self.decisions.append(Decision(buf.name, self.steps[-1].name, tuple(rejected)))
 
     def _regroup(self, pos: int, buf: Reduction) -> KernelNode | None:
         """Turn pointwise kernel `pos` into a row kernel that also computes reduction
@@ -215,16 +286,21 @@ class _Builder:
         self.step_of[buf.name] = len(self.steps) - 1
 
 
-def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
-    """Where `buf` goes in kernel k, or None when it cannot join it."""
+def _place(k: Kernel, buf: Pointwise | Reduction, why: list[tuple] | None = None) -> KernelNode | None:
+    """Where `buf` goes in kernel k, or None when it cannot join it (and then, given a
+    `why` list, the REASONS code and its details are appended to it)."""
     outer = list(zip(k.outer_vars, k.outer))
     inner = list(zip(k.inner_vars, k.inner))
+    if why is None:
+        why = []
     if isinstance(buf, Reduction):
         if not k.inner and k.nodes:
+            why.append(("reduction_after_pointwise", ()))
             return None
         m = _map_vars(buf.shape, outer)
         rm = _map_vars(buf.reduce_ranges, inner, "r")
         if m is None or rm is None:
+            why.append(("space", (_Space(buf.shape, buf.reduce_ranges), _Space(k.outer, k.inner))))
             return None
         mapping = {**m, **rm}
         level = "full"
@@ -235,6 +311,7 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
             mapping = _map_vars(buf.shape, outer)
             level = "row"
         if mapping is None:
+            why.append(("space", (_Space(buf.shape, ()), _Space(k.outer, k.inner))))
             return None
     ranges = dict(outer + inner)
     body = rewrite_indices(substitute_indices(buf.body, mapping),
@@ -246,6 +323,7 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
         if step != 0 and step != 1:
             # Its elements would be written across the rows of a strided (column)
             # reduction, one cache line per element: it gets a kernel of its own.
+            why.append(("column_store", ()))
             return None
     stage = 0
     for ld in loads(body):
@@ -253,14 +331,18 @@ def _place(k: Kernel, buf: Pointwise | Reduction) -> KernelNode | None:
         if producer is None:
             continue
         if ld.dynamic is not None or not symbolic.equal(ld.index, producer.store_index):
+            why.append(("gather" if ld.dynamic is not None else "reduction_whole"
+                        if isinstance(producer.buf, Reduction) else "other_element", (ld.buf,)))
             return None
         if producer.level == "row" and level == "full" and ld.index.free_symbols & set(k.inner_vars):
+            why.append(("row_across", (ld.buf,)))
             return None
         if isinstance(producer.buf, Reduction) or producer.level == "row":
             after = producer.stage + (1 if isinstance(producer.buf, Reduction) else 0)
         else:
             after = producer.stage
             if level == "row":
+                why.append(("row_reads_full", (ld.buf,)))
                 return None   # a row-level value cannot read a full-iteration one
         stage = max(stage, after)
     return KernelNode(buf, body, store, stage, level)
@@ -270,7 +352,19 @@ def schedule(graph: GraphIR) -> Schedule:
     b = _Builder(graph)
     for buf in graph.buffers:
         b.add(buf)
-    return Schedule(b.steps)
+    return Schedule(b.steps, b.decisions)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Space:
+    """An iteration space, printed only when a reason is shown: [8, 128] x [768] (reduced)."""
+
+    outer: tuple
+    inner: tuple
+
+    def __str__(self) -> str:
+        text = "[" + ", ".join(map(str, self.outer)) + "]"
+        return text + (" x [" + ", ".join(map(str, self.inner)) + "] (reduced)" if self.inner else "")
 
 
 def kernel_reads(k: Kernel) -> set[str]:
@@ -278,4 +372,5 @@ def kernel_reads(k: Kernel) -> set[str]:
     return {ld.buf for n in k.nodes for ld in loads(n.body)} - produced
 
 
-__all__ = ["Kernel", "KernelNode", "Schedule", "schedule", "kernel_reads"]
+__all__ = ["Kernel", "KernelNode", "Schedule", "Decision", "NotFused", "REASONS", "schedule",
+           "kernel_reads"]
