@@ -234,12 +234,6 @@ XFAIL: dict[tuple[str, str, torch.dtype | None, str | None], str] = {
         "eager adds alpha * b with a fused multiply-add; Triton kernels are compiled "
         "without contraction (enable_fp_fusion=False), so they multiply, then add"),
 }
-# (target, op, dtype) -> why the target does not generate it (its graph would fall back):
-# left out of the group, the test skipped
-NOT_GENERATED: dict[tuple[str, str, torch.dtype], str] = {
-    ("triton", "erfc", torch.float64): "the Triton target's erfc is float32 only (not yet)",
-    ("triton", "lgamma", torch.float64): "the Triton target's lgamma is float32 only (not yet)",
-}
 
 
 # ---- running and comparing --------------------------------------------------------
@@ -322,8 +316,7 @@ def xfail(request: pytest.FixtureRequest, group: str, name: str, dtype: torch.dt
 @functools.lru_cache(maxsize=None)
 def unary_float(target: str, dtype: torch.dtype) -> tuple:
     (x,) = pad(float_values(dtype))
-    got, stats = run_group(target, {n: f for n, (f, _) in UNARY_FLOAT.items()
-                                    if (target, n, dtype) not in NOT_GENERATED}, x)
+    got, stats = run_group(target, {n: f for n, (f, _) in UNARY_FLOAT.items()}, x)
     return x, got, stats
 
 
@@ -363,8 +356,6 @@ def binary_int(target: str, dtype: torch.dtype) -> tuple:
 @pytest.mark.parametrize("name", list(UNARY_FLOAT))
 def test_unary_float(name: str, dtype: torch.dtype, target: str,
                      request: pytest.FixtureRequest) -> None:
-    if (target, name, dtype) in NOT_GENERATED:
-        pytest.skip(NOT_GENERATED[target, name, dtype])
     xfail(request, "unary", name, dtype, target)
     x, got, stats = unary_float(target, dtype)
     lowered(stats)

@@ -123,16 +123,15 @@ def _unsupported(name: str) -> Rule:
     return rule
 
 
-def _float32_in_float64(fn: str) -> Rule:
-    """A function whose prelude routine is a float64 one accurate to about 1e-13 (erfc,
-    lgamma): float32 (and float16/bfloat16) values computed in it; float64 values are not
-    generated yet (the graph falls back)."""
+def _float32_in_float64(fn: str, fn64: str) -> Rule:
+    """A function whose prelude routine `fn` is a float64 one accurate to about 1e-13
+    (erfc, lgamma): float32 (and float16/bfloat16) values computed in it; float64 values
+    through `fn64`, a routine within a few float64 ulp."""
     def rule(node: Op, a: list[str]) -> str:
         if not is_float(_arg_dtype(node)):
             return a[0]
-        if tl_type(node.dtype) != "tl.float32":
-            raise TritonUnsupported(f"the Triton target does not implement the {node.op} "
-                                    f"primitive on {node.dtype} yet (float32 and narrower only)")
+        if node.dtype == torch.float64:
+            return f"{fn64}({a[0]})"
         return f"{fn}({a[0]}.to(tl.float64)).to(tl.float32)"
     return rule
 
@@ -269,7 +268,8 @@ TRITON_OPS: dict[str, Rule] = {
     **{name: _infix(sym) for name, sym in _INFIX.items()},
     **{name: _float_only(fmt.format, name) for name, fmt in _CALLS.items()},
     **{name: _unsupported(name) for name in _NOT_YET},
-    "erfc": _float32_in_float64("_t_erfc"), "lgamma": _float32_in_float64("_t_lgamma"),
+    "erfc": _float32_in_float64("_t_erfc", "_t_erfc64"),
+    "lgamma": _float32_in_float64("_t_lgamma", "_t_lgamma64"),
     "truediv": _truediv, "sqrt": lambda node, a: _sqrt(a[0], node), "rsqrt": _rsqrt,
     "neg": _neg, "abs": _abs, "pow": _call2("_t_pow"), "atan2": _call2("_t_atan2"),
     "fmod": _division, "floordiv": _division, "remainder": _division,

@@ -15,7 +15,8 @@ import triton.language as tl
 
 __all__ = ["torch", "triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16", "_t_to_bf16",
            "_t_expm1", "_t_log1p",
-           "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_pow64", "_t_erfc", "_t_lgamma",
+           "_t_tanh", "_t_sinh", "_t_cosh", "_t_pow", "_t_pow64", "_t_erfc", "_t_erfc64",
+           "_t_lgamma", "_t_lgamma64",
            "_t_round", "_t_trunc", "_t_fmax", "_t_fmin",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
            "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan", "_t_sum", "_t_prod", "_t_max",
@@ -444,16 +445,155 @@ def _t_lgamma_pos(x):
 @triton.jit
 def _t_lgamma(x):
     """log |Gamma(x)|: 0 at 1 and 2, +inf at the poles (0 and the negative integers) and
-    at +-inf; x < 0 by reflection, log(pi / |sin(pi x)|) - lgamma(1 - x), with x below -1
-    reduced modulo 2 first (exact)."""
+    at +-inf; x < 0 by reflection, log(pi / |sin(pi x)|) - lgamma(1 - x), with |sin(pi x)|
+    from x less its nearest integer (exact), so it keeps its precision near the poles."""
     a = tl.where(x > 0, x, 1 - x)
     big = a > 1e15
     lg = _t_lgamma_pos(tl.where(big, 1.0, a))
     lg = tl.where(big, a * (tl.log(a) - 1), lg)                 # only the magnitude matters
-    r2 = tl.where(x > -1, x, x - 2 * tl.floor(x * 0.5))         # x mod 2, in [0, 2)
-    sn = tl.abs(tl.sin(3.141592653589793 * tl.where(r2 > 1, r2 - 2, r2)))
+    d = x - tl.floor(x + 0.5)                  # x less its nearest integer (exact): |d| <= 1/2
+    sn = tl.abs(tl.sin(3.141592653589793 * d))  # |sin(pi x)|
     neg = tl.log(3.141592653589793 / sn) - lg
     r = tl.where(x > 0, lg, neg)
     r = tl.where((x <= 0) & (tl.floor(x) == x), float("inf"), r)
     r = tl.where((x == 1) | (x == 2), 0.0, r)
     return tl.where(tl.abs(x) == float("inf"), float("inf"), r)
+
+
+@triton.jit
+def _t_lgamma2(e):
+    """log Gamma(2 + e) for |e| <= 1/2 (float64): its Taylor series at 2,
+    (1 - euler_gamma) e + sum over k >= 2 of (-1)^k (zeta(k) - 1) / k e^k, to k = 31
+    (the coefficients shrink as 2^-k: the rest is below 1e-20)."""
+    s = -1.5021384080754142e-11
+    s = s * e + 3.1044247747322276e-11
+    s = s * e - 6.4229645638381e-11
+    s = s * e + 1.330476437424449e-10
+    s = s * e - 2.7595228851242334e-10
+    s = s * e + 5.731367241678862e-10
+    s = s * e - 1.1921401405860912e-09
+    s = s * e + 2.4836745438024785e-09
+    s = s * e - 5.183475041970047e-09
+    s = s * e + 1.0838659214896955e-08
+    s = s * e - 2.2711094608943164e-08
+    s = s * e + 4.7698101693639804e-08
+    s = s * e - 1.0043224823968099e-07
+    s = s * e + 2.1207184805554665e-07
+    s = s * e - 4.492469198764566e-07
+    s = s * e + 9.55141213040742e-07
+    s = s * e - 2.039215753801366e-06
+    s = s * e + 4.374866789907488e-06
+    s = s * e - 9.439488275268397e-06
+    s = s * e + 2.050721277567069e-05
+    s = s * e - 4.492623673813314e-05
+    s = s * e + 9.945751278180853e-05
+    s = s * e - 0.00022315475845357939
+    s = s * e + 0.0005096695247430425
+    s = s * e - 0.001192753911703261
+    s = s * e + 0.0028905103307415234
+    s = s * e - 0.007385551028673986
+    s = s * e + 0.020580808427784546
+    s = s * e - 0.0673523010531981
+    s = s * e + 0.3224670334241132
+    s = s * e + 0.42278433509846713
+    return s * e
+
+
+@triton.jit
+def _t_lgamma64(x):
+    """log |Gamma(x)| in float64: the series at 2 on [1.5, 2.5), lgamma(x) = lgamma(x + 1)
+    - log x below (x - 1 and the series variable exact), log of the product
+    (x - 1)(x - 2)...(x - n) plus the series from 2.5 to 12, Stirling's series from 12
+    (terms to x^-13), reflection for x < 0; 0 at 1 and 2, +inf at the poles and +-inf."""
+    a = tl.where(x > 0, x, 1 - x)
+    # [0, 0.5): S(a) - log1p(a) - log(a); [0.5, 1.5): S(a - 1) - log1p(a - 1)
+    small = a < 1.5
+    e1 = tl.where(a < 0.5, a, a - 1)
+    low = _t_lgamma2(tl.where(small, e1, 0.0)) - _t_log1p(tl.where(small, e1, 0.0))
+    low = tl.where(a < 0.5, low - tl.log(a), low)
+    # [1.5, 12): n = floor(a - 1.5) steps down to [1.5, 2.5)
+    mid = (a >= 1.5) & (a < 12)
+    n = tl.where(mid, tl.floor(a - 1.5), 0.0)
+    y = tl.where(mid, a - n, 2.0)
+    p = a * 0 + 1.0                              # a block of a's shape (the loop keeps it)
+    for k in range(10):
+        p = p * tl.where(k < n, a - 1 - k, 1.0)
+    midv = _t_lgamma2(y - 2) + tl.log(p)
+    # [12, inf): Stirling
+    z = tl.where(a >= 12, a, 12.0)
+    w = 1 / (z * z)
+    s = 3617.0 / 122400
+    s = s * w - 1.0 / 156
+    s = s * w + 691.0 / 360360
+    s = s * w - 1.0 / 1188
+    s = s * w + 1.0 / 1680
+    s = s * w - 1.0 / 1260
+    s = s * w + 1.0 / 360
+    s = s * w - 1.0 / 12
+    big = (z - 0.5) * tl.log(z) - z + 0.9189385332046728 - s / z
+    big = tl.where(z > 1e17, z * (tl.log(z) - 1), big)
+    lg = tl.where(small, low, tl.where(mid, midv, big))
+    d = x - tl.floor(x + 0.5)
+    sn = tl.abs(tl.sin(3.141592653589793 * d))
+    refl = tl.where(tl.abs(d) < 1e-300, -tl.log(tl.abs(d)), tl.log(3.141592653589793 / sn))
+    r = tl.where(x > 0, lg, refl - lg)              # pi x would lose bits among subnormals
+    r = tl.where((x <= 0) & (tl.floor(x) == x), float("inf"), r)
+    r = tl.where((x == 1) | (x == 2), 0.0, r)
+    r = tl.where(tl.abs(x) == float("inf"), float("inf"), r)
+    return tl.where(x != x, x, r)
+
+
+@triton.jit
+def _t_erfc_near1(h):
+    """erfc(1 + h) for |h| <= 1/2 (float64): its Taylor series at 1 to h^27 (the rest is
+    below 1e-20 relative)."""
+    s = 2.2964662043673654e-12
+    s = s * h + 1.1469726123674406e-11
+    s = s * h - 4.417090067793919e-11
+    s = s * h - 1.0930785305190424e-10
+    s = s * h + 6.902025511577156e-10
+    s = s * h + 6.497413075317325e-10
+    s = s * h - 8.995978771838103e-09
+    s = s * h + 1.941265608438499e-09
+    s = s * h + 9.738580157459114e-08
+    s = s * h - 1.2328726086225257e-07
+    s = s * h - 8.490471396314434e-07
+    s = s * h + 2.081047017853699e-06
+    s = s * h + 5.478243913614475e-06
+    s = s * h - 2.3707092917618642e-05
+    s = s * h - 1.871663923714299e-05
+    s = s * h + 0.0002000551471321796
+    s = s * h - 8.552399137172747e-05
+    s = s * h - 0.0012262875805634853
+    s = s * h + 0.0018851883701199847
+    s = s * h + 0.004777030724284622
+    s = s * h - 0.015154718159799489
+    s = s * h - 0.0046123055268954966
+    s = s * h + 0.06918458290343245
+    s = s * h - 0.06918458290343245
+    s = s * h - 0.1383691658068649
+    s = s * h + 0.4151074974205947
+    s = s * h - 0.4151074974205947
+    s = s * h + 0.15729920705028513
+    return s
+
+
+@triton.jit
+def _t_erfc64(x):
+    """float64 erfc: 1 - erf x below 1/2; erfc(1 + h) by its Taylor series on [1/2, 3/2);
+    from 3/2 e^(-x^2) / sqrt(pi) times Laplace's continued fraction, 100 terms (converged
+    to 2e-17 at 3/2), with e^(-x^2) = e^(-u^2) e^(-(x - u)(x + u)) for u = x with its low
+    27 bits cleared (u^2 exact); erfc(-x) = 2 - erfc(x)."""
+    a = tl.abs(x)
+    near = _t_erfc_near1(tl.where((a >= 0.5) & (a < 1.5), a - 1, 0.0))
+    big = tl.where(a >= 1.5, a, 1.5)
+    f = big
+    for k in range(100, 0, -1):
+        f = big + (k * 0.5) / f
+    u = (big.to(tl.int64, bitcast=True) & -134217728).to(tl.float64, bitcast=True)
+    g = tl.exp(-u * u) * tl.exp(-(big - u) * (big + u))
+    far = g / f * 0.5641895835477563                                    # 1 / sqrt(pi)
+    r = tl.where(a < 0.5, 1 - tl.math.erf(a), tl.where(a < 1.5, near, far))
+    r = tl.where(a == float("inf"), 0.0, r)
+    r = tl.where(_t_signbit(x) & (x != 0), 2 - r, r)
+    return tl.where(x != x, x, r)
