@@ -449,11 +449,15 @@ def test_reduction_over_a_dimension_of_one() -> None:
 
 
 def test_column_sums_are_deterministic_and_close_to_float64() -> None:
-    """Bias-gradient shape: [rows, 96] summed over 300 rows; the same bits every call."""
+    """Bias-gradient shape: [rows, 96] summed over 300 rows; the same bits every call.
+    The target accumulates float32 sums in float32 (as eager on CUDA): the error against
+    the float64 sum stays within a few float32 roundings of the sum of magnitudes."""
     x = torch.randn(300, 96, generator=_gen(31)) * 10
     compiled = trebuchet.compile(lambda t: t.sum(0), target="triton", strict=True)
     first = compiled(x)
-    torch.testing.assert_close(first, x.double().sum(0).float(), rtol=1e-6, atol=1e-6)
+    error = (first.double() - x.double().sum(0)).abs()
+    bound = 8 * torch.finfo(torch.float32).eps * x.double().abs().sum(0)
+    assert bool((error <= bound).all()), (error / bound).max()
     assert torch.equal(compiled(x), first)
 
 

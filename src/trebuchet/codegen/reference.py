@@ -278,7 +278,7 @@ class ReferenceTarget(Target):
 
     name = "reference"
     device = "cpu"
-    float_sum_dtype = torch.float32       # torch's sum of the float32-computed values
+    float_sum_dtype = torch.float64       # as the C target: the oracle computes the same IR
     ops = REFERENCE_OPS
     executes_ir = True
 

@@ -104,10 +104,11 @@ def graph_device(gm: torch.fx.GraphModule) -> torch.device | None:
 
 
 def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8,
-                device: str = "cpu") -> GraphIR:
+                device: str = "cpu", float_acc: torch.dtype = torch.float64) -> GraphIR:
     """`inline_limit`: ops a value read by several consumers may hold before it is stored;
-    `device`: the device type the target's kernels run on (ops off it run as externs)."""
-    ctx = LoweringContext(inline_limit=inline_limit)
+    `device`: the device type the target's kernels run on (ops off it run as externs);
+    `float_acc`: the accumulator of float16/bfloat16/float32 sums (the target's)."""
+    ctx = LoweringContext(inline_limit=inline_limit, float_acc=float_acc)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
     symbol_sources: dict[sympy.Symbol, SymbolSource] = {}

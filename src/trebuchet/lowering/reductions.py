@@ -74,10 +74,16 @@ def keep_dims(value: TensorValue, ndim: int, dims: Sequence[int]) -> TensorValue
     return TensorValue(shape, value.dtype, loader, ref, value.origins)
 
 
-def acc_type(dtype: torch.dtype) -> torch.dtype:
-    """Accumulate float sums in float64: matches eager's cascaded sums within tolerance."""
-    if dtype.is_floating_point:
+def acc_type(ctx: LoweringContext, dtype: torch.dtype) -> torch.dtype:
+    """The accumulator of a sum whose values are `dtype`: float64 sums in float64, other
+    float sums in the target's `float_sum_dtype` (ctx.float_acc: float64 on CPUs, where it
+    matches eager's cascaded sums within tolerance at little cost; float32 on GPUs, as
+    eager's CUDA sums, where float64 conversions would cost more than the memory traffic),
+    integer sums in int64."""
+    if dtype == torch.float64:
         return torch.float64
+    if dtype.is_floating_point:
+        return ctx.float_acc
     return torch.int64
 
 
@@ -89,7 +95,7 @@ def sum_(ctx: LoweringContext, x: TensorValue, dims: Any = None, keepdim: bool =
     dims_ = norm_dims(dims, x.ndim)
     if dtype is not None:
         x = pointwise(ctx, [x], lambda a: a, x.dtype, dtype)
-    return reduce(ctx, x, dims_, "sum", out, keepdim, acc_type(out))
+    return reduce(ctx, x, dims_, "sum", out, keepdim, acc_type(ctx, out))
 
 
 @register_lowering(aten.prod.dim_int, aten.prod.default)
@@ -98,7 +104,7 @@ def prod(ctx: LoweringContext, x: TensorValue, dim: Any = None, keepdim: bool = 
     out = dtype or (x.dtype if x.dtype.is_floating_point else torch.int64)
     if dtype is not None:
         x = pointwise(ctx, [x], lambda a: a, x.dtype, dtype)
-    return reduce(ctx, x, norm_dims(dim, x.ndim), "prod", out, keepdim, acc_type(out))
+    return reduce(ctx, x, norm_dims(dim, x.ndim), "prod", out, keepdim, acc_type(ctx, out))
 
 
 @register_lowering(aten.mean.dim, aten.mean.default)
@@ -109,7 +115,7 @@ def mean(ctx: LoweringContext, x: TensorValue, dims: Any = None, keepdim: bool =
         raise LoweringError("mean of integers")
     dims_ = norm_dims(dims, x.ndim)
     total = reduce(ctx, x, dims_, "sum", torch.float64 if out == torch.float64 else torch.float32,
-                   keepdim, torch.float64)
+                   keepdim, acc_type(ctx, out))
     count = product([x.shape[d] for d in dims_]) if x.ndim else sympy.Integer(1)
     return pointwise(ctx, [total, count], lambda s, n: op("truediv", s, n),
                      total.dtype, out)
@@ -168,7 +174,7 @@ def _variance(ctx: LoweringContext, x: TensorValue, dims: Any, correction: Any,
         raise LoweringError("variance of integers")
     dims_ = norm_dims(dims, x.ndim)
     n = product([x.shape[d] for d in dims_]) if x.ndim else sympy.Integer(1)
-    acc = torch.float64
+    acc = acc_type(ctx, x.dtype)
     total = reduce(ctx, x, dims_, "sum", acc, True, acc)
     mean_k = pointwise(ctx, [total, n], lambda s, c: op("truediv", s, c), acc, acc)
     from .pointwise import broadcast_to
@@ -242,7 +248,7 @@ def logsumexp(ctx: LoweringContext, x: TensorValue, dims: Any, keepdim: bool = F
                        compute, compute)
     e = pointwise(ctx, [x, broadcast_to(m_safe, x.shape)],
                   lambda a, b: op("exp", op("sub", a, b)), compute, compute)
-    s = reduce(ctx, e, dims_, "sum", compute, True, torch.float64)
+    s = reduce(ctx, e, dims_, "sum", compute, True, acc_type(ctx, compute))
     out = pointwise(ctx, [s, m_safe], lambda a, b: op("add", op("log", a), b), compute, x.dtype)
     return out if keepdim else reduce_view(out, x.ndim, dims_)
 
@@ -264,16 +270,16 @@ def vector_norm(ctx: LoweringContext, x: TensorValue, ord: Any = 2, dim: Any = N
         nz = pointwise(ctx, [x], lambda v: cast(op("ne", v, Const(0, v.dtype)), compute),
                        x.dtype if x.dtype not in (torch.float16, torch.bfloat16) else compute,
                        compute)
-        r = reduce(ctx, nz, dims, "sum", compute, keepdim, torch.float64)
+        r = reduce(ctx, nz, dims, "sum", compute, keepdim, acc_type(ctx, compute))
         return pointwise(ctx, [r], lambda v: v, compute, out)
     if ord == 1:
-        r = reduce(ctx, a, dims, "sum", compute, keepdim, torch.float64)
+        r = reduce(ctx, a, dims, "sum", compute, keepdim, acc_type(ctx, compute))
         return pointwise(ctx, [r], lambda v: v, compute, out)
     if ord == 2:
         sq = pointwise(ctx, [a], lambda v: op("mul", v, v), compute, compute)
-        r = reduce(ctx, sq, dims, "sum", compute, keepdim, torch.float64)
+        r = reduce(ctx, sq, dims, "sum", compute, keepdim, acc_type(ctx, compute))
         return pointwise(ctx, [r], lambda v: op("sqrt", v), compute, out)
     p = float(ord)
     powed = pointwise(ctx, [a], lambda v: op("pow", v, Const(p, compute)), compute, compute)
-    r = reduce(ctx, powed, dims, "sum", compute, keepdim, torch.float64)
+    r = reduce(ctx, powed, dims, "sum", compute, keepdim, acc_type(ctx, compute))
     return pointwise(ctx, [r], lambda v: op("pow", v, Const(1.0 / p, compute)), compute, out)

@@ -123,6 +123,8 @@ class LoweringContext:
     constants: list = dataclasses.field(default_factory=list)
     # How many ops an expression may hold before a multi-use value is stored.
     inline_limit: int = 8
+    # The accumulator of float16/bfloat16/float32 sums (the target's float_sum_dtype).
+    float_acc: torch.dtype = torch.float64
 
     current_meta: Any = None
 

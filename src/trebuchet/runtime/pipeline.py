@@ -69,7 +69,7 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
     if target.executes_ir:
         counts = OpCounts()
         debug = _debug_dir(options, graph_id, kind, gm)
-        graph = lower_graph(gm, counts, options.inline_limit, _type(device))
+        graph = lower_graph(gm, counts, options.inline_limit, _type(device), target.float_sum_dtype)
         if debug:
             (debug / "ir.txt").write_text(format_ir(graph))
         stats.record(graphs=1, kernels=sum(1 for b in graph.buffers if hasattr(b, "body")),
@@ -122,7 +122,8 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
     target = target or get_target(options.resolved_target())
     counts = OpCounts()
     debug = _debug_dir(options, graph_id, kind, gm)
-    graph = lower_graph(gm, counts, options.inline_limit, _type(device))   # lower
+    graph = lower_graph(gm, counts, options.inline_limit, _type(device),     # lower
+                        target.float_sum_dtype)
     if debug:
         (debug / "ir.txt").write_text(format_ir(graph))
     sched = schedule(graph)                                           # schedule

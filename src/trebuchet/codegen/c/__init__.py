@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class CTarget(Target):
     name = "c"
     device = "cpu"
-    float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float
+    float_sum_dtype = torch.float64       # float sums accumulate in double: cheap on a CPU
     ops = C_OPS
     limits = {"column_width": KernelWriter.COLUMN_WIDTH, "column_items": KernelWriter.COLUMN_ITEMS,
               "column_chunk_rows": KernelWriter.COLUMN_CHUNK_ROWS,

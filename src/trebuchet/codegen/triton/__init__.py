@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 class TritonTarget(Target):
     name = "triton"
     device = "cuda"
-    float_sum_dtype = torch.float32       # float16/bfloat16 are computed in float32
+    float_sum_dtype = torch.float32       # as eager's CUDA sums; float64 would cost converts
     ops = TRITON_OPS
     limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK,
               "scalar_split": SCALAR_SPLIT}
