@@ -17,6 +17,9 @@ import pytest
 # settings module may read the environment once.
 _CACHE_DIR = tempfile.mkdtemp(prefix="trebuchet-test-cache-")
 os.environ["TREBUCHET_CACHE_DIR"] = _CACHE_DIR
+# The triton target runs on CPU tensors under Triton's interpreter (no GPU in CI); set
+# before any test module imports triton (tests of the compiled path unset it themselves).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,18 +1,22 @@
-"""Property test: random graphs of pointwise ops and reductions, compiled (c) vs eager.
+"""Property test: random graphs of pointwise ops and reductions, compiled vs eager, on
+the c target and (where triton is installed) the triton target under Triton's
+interpreter.
 
 Hypothesis draws a small program over 1-3 input tensors (random small shapes,
 broadcasting, some inputs transposed so they are non-contiguous): a chain of
 binary ops (add, mul, sub, safe division, maximum, where(x > y, x, y)), unary
 ops (exp of a clamped value, tanh, relu, sigmoid) and reductions (sum, amax,
 mean over a random dim, keepdim or not). The compiled program must match eager
-and must compile without any fallback. 25 examples by default (derandomized,
-so CI is repeatable), 100 random ones with --full.
+and must compile without any fallback. 25 examples per target by default
+(derandomized, so CI is repeatable), 100 random ones with --full.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
+import pytest
 import torch
 import torch._dynamo
 from hypothesis import HealthCheck, given, settings
@@ -166,12 +170,12 @@ def programs(draw: st.DrawFn) -> Program:
     return Program(tuple(shapes), tuple(transposed), tuple(steps), outputs, seed)
 
 
-def _check(program: Program) -> None:
+def _check(program: Program, target: str) -> None:
     torch._dynamo.reset()
     trebuchet.reset()
     inputs = program.inputs()
     expected = program(*inputs)
-    compiled = trebuchet.compile(lambda *xs: program(*xs), target="c")
+    compiled = trebuchet.compile(lambda *xs: program(*xs), target=target)
     actual = compiled(*inputs)
     for a, e in zip(actual, expected, strict=True):
         # exp() of clamped values reaches ~55 and products/sums of those ~1e4; the
@@ -184,7 +188,12 @@ def _check(program: Program) -> None:
     assert not stats["fallback_ops"], f"ops fell back to eager: {stats['fallback_ops']}"
 
 
-def test_random_pointwise_reduction_graphs(full: bool) -> None:
+TARGETS = [pytest.param("c"), pytest.param("triton", marks=pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"))]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_random_pointwise_reduction_graphs(full: bool, target: str) -> None:
     @settings(
         max_examples=100 if full else 25,
         deadline=None,
@@ -194,7 +203,7 @@ def test_random_pointwise_reduction_graphs(full: bool) -> None:
     )
     @given(programs())
     def check(program: Program) -> None:
-        _check(program)
+        _check(program, target)
 
     check()
 

@@ -12,13 +12,15 @@ non-tensors are skipped. With TREBUCHET_COVERAGE_OUT=PREFIX set, one JSON line
 per sample (or skipped op) is appended to PREFIX.<xdist worker>.jsonl;
 scripts/coverage.py aggregates them into docs/coverage.md.
 
-Default run: one sample per op; the c target runs every op, the reference
-target a fixed quarter of them. ``--full`` runs every sample of every op on
-every target. TREBUCHET_OPINFO_TARGETS=c (comma-separated) restricts the targets.
+Default run: one sample per op; the c target and the triton target (where triton
+is installed; CPU tensors under Triton's interpreter, TRITON_INTERPRET=1 set by
+conftest.py) run every op, the reference target a fixed quarter of them. ``--full`` runs every sample of every op on every target.
+TREBUCHET_OPINFO_TARGETS=c (comma-separated) restricts the targets.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -35,9 +37,11 @@ from torch.testing._internal.opinfo.core import DecorateInfo, OpInfo
 
 import trebuchet
 
-TARGETS = tuple(os.environ.get("TREBUCHET_OPINFO_TARGETS", "c,reference").split(","))
+_DEFAULT_TARGETS = "c,reference" + (",triton" if importlib.util.find_spec("triton") else "")
+TARGETS = tuple(os.environ.get("TREBUCHET_OPINFO_TARGETS", _DEFAULT_TARGETS).split(","))
 DTYPE = torch.float32
-REFERENCE_SUBSET_MODULUS = 4  # default run: reference target on 1 op in 4
+# default run: the reference target on 1 op in 4 (others: every op); --full: every op.
+SUBSET_MODULUS = {"reference": 4}
 
 # Ops whose outputs are random or uninitialized memory: no eager oracle.
 _RANDOM_OP = re.compile(
@@ -56,8 +60,9 @@ def _op_id(op: OpInfo) -> str:
     return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
 
 
-def _in_reference_subset(op_id: str) -> bool:
-    return zlib.crc32(op_id.encode()) % REFERENCE_SUBSET_MODULUS == 0
+def _in_subset(op_id: str, target: str) -> bool:
+    modulus = SUBSET_MODULUS.get(target, 1)
+    return zlib.crc32(op_id.encode()) % modulus == 0
 
 
 def _params() -> list[Any]:
@@ -264,8 +269,8 @@ def _run_sample(op: OpInfo, sample: Any, target: str) -> dict[str, Any] | None:
 @pytest.mark.parametrize(("op", "target"), _params())
 def test_op(op: OpInfo, target: str, full: bool) -> None:
     op_id = _op_id(op)
-    if not full and target == "reference" and not _in_reference_subset(op_id):
-        pytest.skip("reference target runs a subset of ops without --full")
+    if not full and not _in_subset(op_id, target):
+        pytest.skip(f"the {target} target runs a subset of ops without --full")
     if DTYPE not in op.supported_dtypes("cpu"):
         _skip(op_id, target, "no float32 CPU support")
     if _is_random(op):
