@@ -1,7 +1,8 @@
 """Convolution blocks: what fuses around a convolution (a library call), against eager.
 
-conv -> batch norm (eval) -> add residual -> relu -> max pool is one kernel over the
-convolution's output, contiguous and channels_last (no layout copy kernels); in training
+conv -> batch norm (eval) -> add residual -> relu is one kernel over the convolution's
+output, contiguous and channels_last (no layout copy kernels), and a max pool after it one
+more; in training
 the batch statistics and the normalize fuse; a small ResNet-style network and a
 MobileNet-style block (hardswish, squeeze-excitation) compile with no fallback and match
 eager in inference and in a training step.
@@ -59,7 +60,7 @@ def _randomize_bn(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_conv_bn_add_relu_pool_is_one_kernel(channels_last: bool) -> None:
+def test_conv_bn_add_relu_is_one_kernel_then_pool(channels_last: bool) -> None:
     torch.manual_seed(0)
     block = _layout(Block(8), channels_last).eval()
     _randomize_bn(block)
@@ -73,9 +74,12 @@ def test_conv_bn_add_relu_pool_is_one_kernel(channels_last: bool) -> None:
     stats = trebuchet.stats()
     assert not stats["fallback_ops"], stats["fallback_ops"]
     assert stats["extern_ops"] == {"aten.convolution.default": 1}
-    assert stats["kernels"] == 1, stats["kernel_ops"]
-    assert {"aten._native_batch_norm_legit_no_training.default", "aten.add.Tensor",
-            "aten.relu.default", "aten.max_pool2d_with_indices.default"} <= set(stats["kernel_ops"][0])
+    # the epilogue over the convolution's output, then the pool (overlapping windows read
+    # the stored values instead of recomputing them)
+    assert stats["kernels"] == 2, stats["kernel_ops"]
+    assert set(stats["kernel_ops"][0]) == {"aten._native_batch_norm_legit_no_training.default",
+                                           "aten.add.Tensor", "aten.relu.default"}
+    assert "aten.max_pool2d_with_indices.default" in stats["kernel_ops"][1]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -22,6 +22,7 @@ import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ir.expr import Const, Expr, Index, cast, op
+from .storage import memory_order, store_in_order
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
 aten = torch.ops.aten
@@ -70,16 +71,22 @@ class Window:
         last = (self.out_sizes[d] - 1) * self.stride[d] - self.padding[d]
         return self.padding[d] == 0 and last + (self.kernel[d] - 1) * self.dilation[d] < self.sizes[d]
 
-    def positions(self, out_idx: Sequence[sympy.Expr]) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
+    def positions(self, out_idx: Sequence[sympy.Expr], repeat_ok: bool = False
+                  ) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
         """Each window position of output element `out_idx` (spatial part), in row-major
         order: the input's spatial index (clamped into range) and whether it is valid
-        (None when always)."""
+        (None when always). `repeat_ok`: the caller does not mind reading a valid position
+        of the window again next to itself (a max): without dilation, a position clamped
+        into range is the window's first or last valid one, so no mask is needed (masked
+        loads keep GCC from vectorizing the loop)."""
         for ks in itertools.product(*(range(k) for k in self.kernel)):
             sub: list[sympy.Expr] = []
             valid: Expr | None = None
             for d, k in enumerate(ks):
                 pos = out_idx[d] * self.stride[d] - self.padding[d] + k * self.dilation[d]
-                if not self.inside(d):
+                if not self.inside(d) and repeat_ok and self.dilation[d] == 1:
+                    pos = sympy.Max(0, sympy.Min(pos, self.sizes[d] - 1))
+                elif not self.inside(d):
                     ok = op("logical_and", op("ge", Index(pos), Index(sympy.Integer(0))),
                             op("lt", Index(pos), Index(self.sizes[d])))
                     valid = ok if valid is None else op("logical_and", valid, ok)
@@ -93,6 +100,12 @@ class Window:
         for d, s in enumerate(sub):
             out = out * self.sizes[d] + s
         return out
+
+
+def _max(a: Expr, b: Expr) -> Expr:
+    """NaN-propagating max written as selects: a chain of them vectorizes in GCC, where a
+    chain of the C target's `maximum` (NaN tested on its first operand) does not."""
+    return op("where", op("isnan", b), b, op("where", op("le", a, b), b, a))
 
 
 def _out_shape(ctx: LoweringContext, k: int = 0) -> tuple[sympy.Expr, ...]:
@@ -113,19 +126,25 @@ def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride:
     win = Window(x.shape, out_shape, n, kernel, stride, padding, dilation)
     acc = _opmath(x.dtype)
     lead = x.ndim - n
+    if x.ref is None and any(k > s for k, s in zip(win.kernel, win.stride)):
+        # Overlapping windows read each input several times: store a computed input once
+        # (batch norm + relu before a 3x3/2 pool: measured 1.5x faster than recomputing).
+        # Written in memory order, in the output's (its input's) memory format.
+        order = memory_order(tuple(ctx.out_meta().stride())) or list(range(x.ndim))
+        x = ctx.remember(x, store_in_order(ctx, x, order))
 
     def candidates(idx: Sequence[sympy.Expr]) -> Iterator[tuple[Expr, Expr | None, sympy.Expr]]:
-        for sub, valid in win.positions(idx[lead:]):
+        for sub, valid in win.positions(idx[lead:], repeat_ok=True):
             yield cast(x.load(list(idx[:lead]) + sub), acc), valid, win.flat(sub)
 
     def values(idx: Sequence[sympy.Expr]) -> Expr:
         cur: Expr | None = None
         for v, valid, _ in candidates(idx):
             if valid is None:
-                cur = v if cur is None else op("maximum", cur, v)
+                cur = v if cur is None else _max(cur, v)
             else:
                 cur = cur if cur is not None else Const(float("-inf"), acc)
-                cur = op("maximum", cur, op("where", valid, v, cur))
+                cur = _max(cur, op("where", valid, v, cur))
         assert cur is not None
         return cast(cur, x.dtype)
 

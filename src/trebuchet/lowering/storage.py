@@ -52,7 +52,7 @@ def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
             shape, stride = meta_layout(traced)
             if len(shape) == x.ndim and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
                 order = memory_order(stride) or order
-        ref = _store_in_order(ctx, x, order)
+        ref = store_in_order(ctx, x, order)
         ctx.remember(x, ref)      # later users (another call, a bias gradient) load it
         return ref
     if isinstance(x, (list, tuple)):
@@ -69,7 +69,7 @@ def memory_order(stride: tuple) -> list[int] | None:
     return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
 
 
-def _store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
+def store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
     """x in a new contiguous buffer whose dims are x's dims in `order`, returned as a
     view with x's dim order (so the kernel filling it iterates the memory in order)."""
     if order == sorted(order):
@@ -181,7 +181,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
     order = memory_order(stride)
     if order is not None and all(s != 1 for s in shape):
         # eager's layout (a transpose, channels-last), written in memory order
-        ref = _store_in_order(ctx, fresh, order)
+        ref = store_in_order(ctx, fresh, order)
     else:
         ref = ctx.materialize(fresh, stride)
     if value.ref is None:
