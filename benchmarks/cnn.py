@@ -25,6 +25,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -224,13 +225,14 @@ def main(argv: list[str] | None = None,
         args.repeats, args.warmup = 5, 1
     info = machine_info()
     print(machine_line(info))
-    print("command: python " + " ".join(sys.argv))
+    command = " ".join(["python", "benchmarks/" + os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    print("command: " + command)
     rows = run(workloads_fn(args), args.backends, args.repeats, args.warmup)
     print()
     print(format_text(table(rows, args.backends)))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write("\n".join([machine_line(info), "", "command: `python " + " ".join(sys.argv) + "`", ""]
+            f.write("\n".join([machine_line(info), "", f"command: `{command}`", ""]
                               + markdown_table(table(rows, args.backends))) + "\n")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
