@@ -120,3 +120,13 @@ def test_batch_norm_eval(target: str, dtype: torch.dtype, channels_last: bool, a
     with torch.no_grad():
         _check(lambda a: torch.relu(bn(a)), target, x,
                op="aten._native_batch_norm_legit_no_training.default")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptive_avg_pool2d(target: str, dtype: torch.dtype, channels_last: bool) -> None:
+    x = _input(dtype, channels_last, special=False)         # 11 x 9
+    for size in [(3, 4), (7, 7), (11, 9), (4, 3), (5, 2)]:
+        _check(lambda a: F.adaptive_avg_pool2d(a, size), target, x,
+               op="aten._adaptive_avg_pool2d.default")

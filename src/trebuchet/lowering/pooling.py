@@ -1,5 +1,5 @@
 """Lowering rules for pooling over small windows: max pool with its indices (1-3 spatial
-dims) and its backward, avg pool 2d.
+dims) and its backward, avg pool 2d, adaptive avg pool 2d.
 
 A small window is a fixed list of shifted loads, so pooling is a pointwise value that
 fuses with its producer (the convolution block's epilogue) and its consumers: a 3x3 max
@@ -275,5 +275,45 @@ def avg_pool2d(ctx: LoweringContext, x: TensorValue, kernel_size: Any, stride: A
             v = cast(x.load(list(idx[:lead]) + sub), acc)
             total = op("add", total, v) if valid is None else op("where", valid, op("add", total, v), total)
         return cast(op("truediv", total, cast(divisor(idx), acc)), x.dtype)
+
+    return TensorValue(out_shape, x.dtype, loader, None, merge_origins(x.origins, (ctx.current_origin,)))
+
+
+@register_lowering(aten._adaptive_avg_pool2d.default)
+def adaptive_avg_pool2d(ctx: LoweringContext, x: TensorValue, output_size: Any) -> TensorValue:
+    """Output o averages input [floor(o*I/O), ceil((o+1)*I/O)) per spatial dim: a window of
+    varying size, read as its largest size with the slots beyond masked; summed in order
+    and divided by its height, then its width, as eager's CPU kernel does. (A 1x1 output
+    reaches us as a mean: a reduction.)"""
+    _check_input(x, 2)
+    out_shape = _out_shape(ctx)
+    lead = x.ndim - 2
+    sizes, outs = list(x.shape[lead:]), list(out_shape[lead:])
+    if any(not isinstance(s, sympy.Integer) for s in sizes + outs) or any(o == 0 for o in outs):
+        raise LoweringError("adaptive pooling over symbolic or empty sizes")
+    sizes_i, outs_i = [int(s) for s in sizes], [int(o) for o in outs]
+    widest = [max(-(-(o + 1) * i // n) - (o * i // n) for o in range(n)) for i, n in zip(sizes_i, outs_i)]
+    if math.prod(widest) > MAX_WINDOW:
+        raise LoweringError(f"adaptive pooling window of more than {MAX_WINDOW} positions")
+    acc = _opmath(x.dtype)
+
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        starts = [FloorDiv(idx[lead + d] * sizes_i[d], outs_i[d]) for d in range(2)]
+        counts = [FloorDiv((idx[lead + d] + 1) * sizes_i[d] - 1, outs_i[d]) + 1 - starts[d]
+                  for d in range(2)]
+        total: Expr = Const(0.0, acc)
+        for ks in itertools.product(*(range(w) for w in widest)):
+            sub: list[sympy.Expr] = []
+            valid: Expr | None = None
+            for d, k in enumerate(ks):
+                sub.append(sympy.Min(starts[d] + k, sizes_i[d] - 1))
+                if k > 0:   # slot 0 is always inside the window
+                    ok = op("lt", Index(sympy.Integer(k)), Index(counts[d]))
+                    valid = ok if valid is None else op("logical_and", valid, ok)
+            v = cast(x.load(list(idx[:lead]) + sub), acc)
+            total = op("add", total, v) if valid is None else op("where", valid, op("add", total, v), total)
+        for d in range(2):
+            total = op("truediv", total, cast(Index(counts[d]), acc))
+        return cast(total, x.dtype)
 
     return TensorValue(out_shape, x.dtype, loader, None, merge_origins(x.origins, (ctx.current_origin,)))
