@@ -88,6 +88,20 @@ def store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> Bu
     return BufferRef(ref.buf, tuple(x.shape), tuple(stride), ref.offset)
 
 
+def realize_like(ctx: LoweringContext, value: TensorValue, meta: Any) -> TensorValue:
+    """Store `value` once, in the memory order eager gives it (`meta`, the node's fake
+    tensor: channels_last stays channels_last, so a convolution reading it gets its input
+    in the layout it expects and a returned view of it needs no copy)."""
+    if value.ref is not None:
+        return value
+    order = None
+    if isinstance(meta, torch.Tensor) and meta.ndim == value.ndim and _dense(meta):
+        order = memory_order(meta_layout(meta)[1])
+    if order is None or order == sorted(order) or any(symbolic.equal(s, 1) for s in value.shape):
+        return ctx.realize(value)
+    return ctx.remember(value, store_in_order(ctx, value, order))
+
+
 def meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
     """A traced (fake) tensor's shape and strides as sympy expressions."""
     shape = tuple(sympy.sympify(sym_expr(s)) for s in meta.shape)
