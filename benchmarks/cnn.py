@@ -9,7 +9,7 @@ ResNet-18 and MobileNetV3-Small (benchmarks/cnn_models.py: written from the publ
 architectures, since torchvision does not import here), random-initialized and seeded:
   *_infer  eval mode under no_grad, batch 8 (--batch), 224x224 (--size)
   *_train  a training step: forward, cross-entropy on random labels, backward, SGD step,
-           zero_grad, batch 4 (--train-batch); only the model is compiled
+           zero_grad, batch 4 (--train-batch), dropout off; only the model is compiled
 each with contiguous and channels_last inputs and weights (--layouts).
 
 All backends run in one process, interleaved in a rotating order (common.time_interleaved);
@@ -151,6 +151,14 @@ def train_workload(name: str, build: Callable[[], torch.nn.Module], x: torch.Ten
 MODELS = {"resnet18": cnn_models.resnet18, "mobilenet_v3_small": cnn_models.mobilenet_v3_small}
 
 
+def _no_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Dropout off (p = 0) in training steps: each backend would draw its own masks."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
 def cnn_workloads(args: argparse.Namespace) -> list[Workload]:
     out = []
     for model in args.models:
@@ -162,7 +170,8 @@ def cnn_workloads(args: argparse.Namespace) -> list[Workload]:
                 out.append(infer_workload(f"{model}_infer_{layout}", MODELS[model], x, cl))
             if "train" in args.modes:
                 x = torch.randn(args.train_batch, 3, args.size, args.size)
-                out.append(train_workload(f"{model}_train_{layout}", MODELS[model], x, cl))
+                out.append(train_workload(f"{model}_train_{layout}", MODELS[model], x, cl,
+                                          prepare=_no_dropout))
     return out
 
 
