@@ -12,6 +12,8 @@ Runs, one after another, each in its own process:
                               (inference, then a training step)
   benchmarks/generation.py    Hugging Face generate: decode time per token
   benchmarks/compile_time.py  cold and warm compile time against TorchDynamo + AOTAutograd alone
+  benchmarks/cnn.py           ResNet-18 and MobileNetV3-Small: inference and a training step
+  benchmarks/bf16.py          BERT in bfloat16 and under bfloat16 autocast
 
 and writes one Markdown file with the machine (CPU model, cores, torch version, load
 average), each script's tables and the exact commands. The JSON and Markdown of each
@@ -41,6 +43,8 @@ SCRIPTS = [
     ("seq_lengths_train", "seq_lengths.py", "Varying sequence lengths: training step", ["--train"]),
     ("generation", "generation.py", "Text generation (decode time per token)", []),
     ("compile_time", "compile_time.py", "Compile time", []),
+    ("cnn", "cnn.py", "Convolutional networks", []),
+    ("bf16", "bf16.py", "BERT in bfloat16 and under autocast", []),
 ]
 
 

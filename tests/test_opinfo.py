@@ -14,7 +14,8 @@ scripts/coverage.py aggregates them into docs/coverage.md.
 
 Default run: one sample per op; the c target and the triton target (where triton
 is installed; CPU tensors under Triton's interpreter, TRITON_INTERPRET=1 set by
-conftest.py) run every op, the reference target a fixed quarter of them. ``--full`` runs every sample of every op on every target.
+conftest.py) run every op, the reference target a fixed quarter of them. ``--full``
+runs every sample of every op on every target.
 TREBUCHET_OPINFO_TARGETS=c (comma-separated) restricts the targets.
 """
 

@@ -29,10 +29,28 @@ EXTERN = [aten._scaled_dot_product_flash_attention_for_cpu, aten.scaled_dot_prod
           aten._scaled_dot_product_attention_math]
 
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def _addmm(core: Callable) -> Callable:
+    """addmm decomposed (mm + a bias add that fuses) in float32 and float64; in bfloat16
+    and float16 kept whole: the core decomposition computes it in float32 (casting both
+    matrices, a cast kernel each, and a float32 mm where eager calls the low-precision
+    GEMM), and a low-precision mm plus an add would round twice where eager rounds once."""
+
+    def decompose(self: Any, mat1: Any, mat2: Any, beta: Any = 1, alpha: Any = 1) -> Any:
+        if mat1.dtype in LOW_PRECISION:
+            return NotImplemented      # traced as the op itself: a library call
+        return core(self, mat1, mat2, beta=beta, alpha=alpha)
+
+    return decompose
+
+
 def decomposition_table() -> dict[Any, Callable]:
     table = dict(core_aten_decompositions())
     table.update(get_decompositions(EXTRA))
     for packet in KEEP + EXTERN:
         for name in packet.overloads():
             table.pop(getattr(packet, name), None)
+    table[aten.addmm.default] = _addmm(table[aten.addmm.default])
     return table

@@ -29,11 +29,11 @@ from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
-from . import misc, pointwise, reductions, scatter, views  # noqa: F401  (fill the table)
+from . import misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
-                      viewed_bases)
+                      realize_like, viewed_bases)
 
 aten = torch.ops.aten
 
@@ -267,7 +267,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
                     and _read_by_library(node)):
                 # A library call will read it from memory anyway: store it once, and let
                 # its other users load it instead of recomputing it.
-                return ctx.realize(result)
+                return realize_like(ctx, result, meta)
             return _finish(ctx, result, len(node.users))
     short = op_short_name(target)
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1

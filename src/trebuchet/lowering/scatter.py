@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import sympy
 import torch
+from torch.utils._sympy.functions import ModularIndexing
 
 from ..ir.expr import Const, Expr, Index, cast, op
 from ..ir.nodes import product
@@ -221,3 +222,48 @@ def index_copy(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValu
     else:
         idx1 = index
     return index_put_value(ctx, x, [None] * dim + [idx1], source, False, wrap_negative=False)
+
+
+@register_lowering(aten.as_strided_scatter.default)
+def as_strided_scatter(ctx: LoweringContext, x: TensorValue, src: TensorValue, size: Sequence[Any],
+                       stride: Sequence[Any], storage_offset: Any = 0) -> TensorValue:
+    """x with the elements of the view `as_strided(size, stride, offset)` of its memory
+    replaced by src (eager: clone x in its layout, copy src into the view). Lowered when
+    the view is dense and non-overlapping (every position in a range of the memory once,
+    as the views AOTAutograd makes of a gradient's base are): memory position k takes the
+    src element at k - offset, decoded by the view's strides; other positions keep x."""
+    size = [sympy.sympify(s) for s in size]
+    stride = [sympy.sympify(s) for s in stride]
+    offset = sympy.sympify(storage_offset)
+    if src.dtype != x.dtype or [*src.shape] != size:
+        raise LoweringError("as_strided_scatter with a src of another dtype or shape")
+    if not all(_is_static(v) for v in [*size, *stride, offset, *x.shape]):
+        raise LoweringError("as_strided_scatter with symbolic sizes")
+    numel = _dense_numel(size, stride)
+    # x's memory order: eager's clone keeps a dense layout's strides.
+    out_stride = [sympy.sympify(int(s)) for s in ctx.out_meta().stride()]
+    _dense_numel(list(x.shape), out_stride)
+    if product(x.shape) < offset + numel:
+        raise LoweringError("as_strided_scatter view beyond the tensor")
+
+    def loader(idx: Sequence[sympy.Expr]) -> Expr:
+        pos = sum((i * s for i, s in zip(idx, out_stride)), sympy.Integer(0)) - offset
+        inside = op("logical_and", op("ge", Index(pos), Index(sympy.Integer(0))),
+                    op("lt", Index(pos), Index(numel)))
+        j = sympy.Max(0, sympy.Min(pos, numel - 1))
+        src_idx = [sympy.Integer(0) if size[d] == 1 else
+                   ModularIndexing(j, stride[d], size[d]) for d in range(len(size))]
+        return op("where", inside, src.load(src_idx), x.load(idx))
+
+    return TensorValue(tuple(x.shape), x.dtype, loader, None,
+                       merge_origins(x.origins, src.origins, (ctx.current_origin,)))
+
+
+def _dense_numel(size: Sequence[sympy.Expr], stride: Sequence[sympy.Expr]) -> sympy.Expr:
+    """The element count of a layout that covers a range of memory once (declines others)."""
+    expected = sympy.Integer(1)
+    for d in sorted((d for d in range(len(size)) if size[d] != 1), key=lambda d: stride[d]):
+        if stride[d] != expected:
+            raise LoweringError("as_strided_scatter through a layout that is not dense")
+        expected = expected * size[d]
+    return expected

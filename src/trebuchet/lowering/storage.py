@@ -52,7 +52,7 @@ def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
             shape, stride = meta_layout(traced)
             if len(shape) == x.ndim and all(symbolic.equal(a, b) for a, b in zip(shape, x.shape)):
                 order = memory_order(stride) or order
-        ref = _store_in_order(ctx, x, order)
+        ref = store_in_order(ctx, x, order)
         ctx.remember(x, ref)      # later users (another call, a bias gradient) load it
         return ref
     if isinstance(x, (list, tuple)):
@@ -69,7 +69,7 @@ def memory_order(stride: tuple) -> list[int] | None:
     return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
 
 
-def _store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
+def store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
     """x in a new contiguous buffer whose dims are x's dims in `order`, returned as a
     view with x's dim order (so the kernel filling it iterates the memory in order)."""
     if order == sorted(order):
@@ -86,6 +86,20 @@ def _store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> B
     for i, d in enumerate(order):
         stride[d] = ref.stride[i]
     return BufferRef(ref.buf, tuple(x.shape), tuple(stride), ref.offset)
+
+
+def realize_like(ctx: LoweringContext, value: TensorValue, meta: Any) -> TensorValue:
+    """Store `value` once, in the memory order eager gives it (`meta`, the node's fake
+    tensor: channels_last stays channels_last, so a convolution reading it gets its input
+    in the layout it expects and a returned view of it needs no copy)."""
+    if value.ref is not None:
+        return value
+    order = None
+    if isinstance(meta, torch.Tensor) and meta.ndim == value.ndim and _dense(meta):
+        order = memory_order(meta_layout(meta)[1])
+    if order is None or order == sorted(order) or any(symbolic.equal(s, 1) for s in value.shape):
+        return ctx.realize(value)
+    return ctx.remember(value, store_in_order(ctx, value, order))
 
 
 def meta_layout(meta: torch.Tensor) -> tuple[tuple, tuple]:
@@ -181,7 +195,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
     order = memory_order(stride)
     if order is not None and all(s != 1 for s in shape):
         # eager's layout (a transpose, channels-last), written in memory order
-        ref = _store_in_order(ctx, fresh, order)
+        ref = store_in_order(ctx, fresh, order)
     else:
         ref = ctx.materialize(fresh, stride)
     if value.ref is None:

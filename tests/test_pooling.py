@@ -1,0 +1,134 @@
+"""Pooling (lowering/pooling.py) and eval-mode batch norm (lowering/norms.py) against eager.
+
+Max pool with and without indices and its backward, avg pool 2d, on the C and reference
+targets, contiguous and channels_last, float32/float64/bfloat16/float16, with padding,
+dilation, ceil_mode, NaN and -inf in windows; each op must be lowered (no fallback).
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trebuchet
+
+TARGETS = ["c", "reference"]
+DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
+# (kernel, stride, padding, dilation, ceil_mode)
+WINDOWS = [(3, 2, 1, 1, False), (2, 2, 0, 1, False), (3, 1, 1, 2, False), (3, 2, 1, 1, True),
+           ((3, 2), (2, 1), (1, 0), 1, True)]
+
+
+def _input(dtype: torch.dtype, channels_last: bool, special: bool = True) -> torch.Tensor:
+    x = torch.randn(2, 5, 11, 9, dtype=dtype)
+    if special:
+        x[0, 0, 3, 3] = float("nan")
+        x[1, 1, 2, 2] = float("-inf")
+        x[1, 2, 0:3, 0:3] = float("-inf")       # a whole window of -inf: its first index
+    return x.to(memory_format=torch.channels_last) if channels_last else x
+
+
+def _check(fn, target: str, *xs: torch.Tensor, grad: bool = False, op: str) -> None:
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target=target, strict=True)
+    if grad:
+        xs_e = [x.detach().clone().requires_grad_() for x in xs]
+        xs_c = [x.detach().clone().requires_grad_() for x in xs]
+        out_e, out_c = fn(*xs_e), compiled(*xs_c)
+        g = torch.randn_like(out_e)
+        out_e.backward(g)
+        out_c.backward(g)
+        torch.testing.assert_close(xs_c[0].grad, xs_e[0].grad)
+        assert xs_c[0].grad.stride() == xs_e[0].grad.stride()
+    else:
+        out_e, out_c = fn(*xs), compiled(*xs)
+    torch.testing.assert_close(out_c, out_e, equal_nan=True)
+    stats = trebuchet.stats()
+    assert not stats["fallback_ops"], stats["fallback_ops"]
+    assert stats["lowered_ops"].get(op, 0) >= 1, stats["lowered_ops"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_with_indices(target: str, dtype: torch.dtype, channels_last: bool, full: bool) -> None:
+    if target == "reference" and dtype in (torch.float64, torch.float16) and not full:
+        pytest.skip("the reference target's float64/float16 sweep runs with --full")
+    x = _input(dtype, channels_last)
+    for k, s, p, d, c in WINDOWS:
+        _check(lambda a: F.max_pool2d(a, k, s, p, d, ceil_mode=c, return_indices=True), target, x,
+               op="aten.max_pool2d_with_indices.default")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_max_pool2d_backward(target: str, dtype: torch.dtype, channels_last: bool) -> None:
+    x = _input(dtype, channels_last, special=False)
+    x[0, 0, 1:3, 1:3] = 1.0                  # ties: the first maximum takes the gradient
+    for k, s, p, d, c in WINDOWS:
+        _check(lambda a: F.max_pool2d(a, k, s, p, d, ceil_mode=c), target, x, grad=True,
+               op="aten.max_pool2d_with_indices_backward.default")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_max_pool3d_and_unbatched(target: str) -> None:
+    x = torch.randn(2, 3, 5, 6, 7)
+    _check(lambda a: F.max_pool3d(a, 3, 2, 1, return_indices=True), target, x,
+           op="aten.max_pool3d_with_indices.default")
+    _check(lambda a: F.max_pool3d(a, 2), target, x, grad=True,
+           op="aten.max_pool3d_with_indices_backward.default")
+    _check(lambda a: F.max_pool2d(a, 3, 2, 1, return_indices=True), target, torch.randn(4, 9, 8),
+           op="aten.max_pool2d_with_indices.default")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_pool2d(target: str, dtype: torch.dtype, channels_last: bool) -> None:
+    x = _input(dtype, channels_last, special=False)
+    for (k, s, p, d, c), include_pad in itertools.product(WINDOWS, [True, False]):
+        if d == 1:
+            _check(lambda a: F.avg_pool2d(a, k, s, p, ceil_mode=c, count_include_pad=include_pad),
+                   target, x, op="aten.avg_pool2d.default")
+    _check(lambda a: F.avg_pool2d(a, 3, 2, 1, divisor_override=5), target, x,
+           op="aten.avg_pool2d.default")
+
+
+def test_large_window_runs_eagerly() -> None:
+    x = torch.randn(1, 2, 20, 20)
+    trebuchet.reset()
+    out = trebuchet.compile(lambda a: F.max_pool2d(a, 8) + 1, target="c")(x)
+    torch.testing.assert_close(out, F.max_pool2d(x, 8) + 1)
+    assert "aten.max_pool2d_with_indices.default" in trebuchet.stats()["fallback_ops"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_eval(target: str, dtype: torch.dtype, channels_last: bool, affine: bool) -> None:
+    bn = torch.nn.BatchNorm2d(5, affine=affine).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        if affine:
+            bn.weight.uniform_(-2, 2)
+            bn.bias.uniform_(-1, 1)
+    x = _input(torch.float32, channels_last, special=False).to(dtype)
+    bn = bn.to(dtype) if dtype == torch.float64 else bn     # bfloat16 input, float32 params
+    with torch.no_grad():
+        _check(lambda a: torch.relu(bn(a)), target, x,
+               op="aten._native_batch_norm_legit_no_training.default")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_adaptive_avg_pool2d(target: str, dtype: torch.dtype, channels_last: bool) -> None:
+    x = _input(dtype, channels_last, special=False)         # 11 x 9
+    for size in [(3, 4), (7, 7), (11, 9), (4, 3), (5, 2)]:
+        _check(lambda a: F.adaptive_avg_pool2d(a, size), target, x,
+               op="aten._adaptive_avg_pool2d.default")
