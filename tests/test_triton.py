@@ -831,3 +831,92 @@ def test_float64_erfc_within_four_ulp() -> None:
     err[(got == want) | (got.isnan() & want.isnan())] = 0
     worst = int(err.argmax())
     assert err.max() <= 4, (x[worst].item(), err[worst].item())
+
+
+# ---- pointwise kernels with a transposed load: 2-D tiles --------------------------------
+
+def _sources(fn, *args: torch.Tensor, tmp_path, dynamic: bool | None = None):
+    """The compiled outputs and the generated Triton source (debug folder)."""
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True, dynamic=dynamic,
+                                 debug=True, debug_dir=tmp_path)
+    out = compiled(*args)
+    assert not trebuchet.stats()["graph_fallbacks"]
+    return out, "".join(p.read_text() for p in sorted(tmp_path.glob("graph*/kernels.py")))
+
+
+def _same(got, want) -> None:
+    for g, w in zip(got if isinstance(got, (tuple, list)) else [got],
+                    want if isinstance(want, (tuple, list)) else [want]):
+        assert g.dtype == w.dtype and g.shape == w.shape and g.stride() == w.stride()
+        assert torch.equal(g, w) or torch.equal(g.isnan(), w.isnan()) and torch.equal(
+            g[~g.isnan()], w[~w.isnan()]), (g, w)
+
+
+def _transposed(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.t().contiguous(), x * 2 + y.t()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32, torch.int64,
+                                   torch.bool])
+def test_transposed_copy_and_add_are_tiled_and_exact(dtype: torch.dtype, tmp_path) -> None:
+    x = (torch.randn(37, 70, generator=_gen(31)) * 50).to(dtype)
+    y = (torch.randn(70, 37, generator=_gen(32)) * 50).to(dtype)
+    got, source = _sources(_transposed, x, y, tmp_path=tmp_path)
+    _same(got, _transposed(x, y))
+    assert source.count("# tiled:") == 2
+    assert "tl.arange(0, YBLOCK).to(tl.int64)[:, None]" in source
+
+
+@pytest.mark.parametrize("perm", [(2, 0, 1), (1, 2, 0), (0, 2, 1)])
+def test_three_dimensional_permutes_are_tiled(perm: tuple[int, ...], tmp_path) -> None:
+    x = torch.randn(5, 19, 33, generator=_gen(33))
+    got, source = _sources(lambda t: t.permute(*perm).contiguous() + 1, x, tmp_path=tmp_path)
+    _same(got, x.permute(*perm).contiguous() + 1)
+    assert "# tiled:" in source
+
+
+@pytest.mark.parametrize("perm", [(0, 3, 1, 2), (0, 2, 3, 1), (3, 1, 2, 0)])
+def test_four_dimensional_permutes_are_tiled(perm: tuple[int, ...], tmp_path) -> None:
+    x = torch.randn(3, 4, 9, 20, generator=_gen(34)).to(torch.bfloat16)
+    fn = lambda t: torch.sigmoid(t.permute(*perm).contiguous())   # noqa: E731
+    got, source = _sources(fn, x, tmp_path=tmp_path)
+    _same(got, fn(x))
+    assert "# tiled:" in source and "zindex" in source
+
+
+def test_untransposed_kernels_stay_flattened(tmp_path) -> None:
+    """Attention heads' permute(0, 2, 1, 3) keeps the last dimension contiguous: not tiled."""
+    x = torch.randn(2, 3, 5, 8, generator=_gen(35))
+    fn = lambda t: (t.permute(0, 2, 1, 3).contiguous() * 2, t + 1)   # noqa: E731
+    got, source = _sources(fn, x, tmp_path=tmp_path)
+    _same(got, fn(x))
+    assert "# tiled:" not in source and "YBLOCK" not in source and "xindex" in source
+
+
+def test_tiles_with_symbolic_sizes(tmp_path) -> None:
+    trebuchet.reset()
+    compiled = trebuchet.compile(_transposed, target="triton", strict=True, dynamic=True,
+                                 debug=True, debug_dir=tmp_path)
+    for n, m in ((3, 17), (40, 66), (65, 2)):
+        x = torch.randn(n, m, generator=_gen(n))
+        y = torch.randn(m, n, generator=_gen(m))
+        _same(compiled(x, y), _transposed(x, y))
+    source = "".join(p.read_text() for p in tmp_path.glob("graph*/kernels.py"))
+    assert trebuchet.stats()["graphs"] == 1 and "# tiled:" in source
+    assert "do_not_specialize" in source
+
+
+def test_tiled_integer_division_by_zero_raises(tmp_path) -> None:
+    def fn(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return a // d.t() + 1
+
+    a = torch.arange(-30, 30).reshape(6, 10)
+    d = torch.arange(1, 61).reshape(10, 6)
+    got, source = _sources(fn, a, d, tmp_path=tmp_path)
+    _same(got, fn(a, d))
+    assert "# tiled:" in source and "tb_bad" in source
+    compiled = trebuchet.compile(fn, target="triton", strict=True)
+    d[7, 4] = 0
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        compiled(a, d)
