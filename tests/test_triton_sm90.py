@@ -10,9 +10,9 @@ identical kernels once (~0.1-0.5 s each). A graph the target does not generate y
 (TritonUnsupported: "does not handle row reduction kernels yet") skips with that reason.
 
 Default: the canonical kernels (layer norm, softmax, RMS norm, bias+GELU, SwiGLU at rows
-of 768 and 4096, float32 and bfloat16), the fusion graphs in float32 (forward and
-backward) and tiny BERT inference; `--full` adds the fusion graphs in bfloat16, BERT
-training and GPT-2 inference and training.
+of 768 and 4096, float32 and bfloat16; a transposed copy and a transposed add, as 2-D
+tiles), the fusion graphs in float32 (forward and backward) and tiny BERT inference;
+`--full` adds the fusion graphs in bfloat16, BERT training and GPT-2 inference and training.
 """
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ def _canonical() -> list[Case]:
             for name, (fn, sh) in shapes.items():
                 out.append(Case(f"{name}-{hidden}-{str(dtype)[6:]}", fn,
                                 lambda dt, sh=sh: _randn(dt, *sh), dtype))
+    # a load transposed relative to the store: 2-D tiles (codegen/triton/tiles.py)
+    transposed = {"transpose_copy": (lambda x: x.t().contiguous(), [(CANONICAL_ROWS, 4096)]),
+                  "transpose_add": (lambda x, y: x + y.t(),
+                                    [(CANONICAL_ROWS, 4096), (4096, CANONICAL_ROWS)])}
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, (fn, sh) in transposed.items():
+            out.append(Case(f"{name}-{str(dtype)[6:]}", fn, lambda dt, sh=sh: _randn(dt, *sh),
+                            dtype))
     return out
 
 
