@@ -920,3 +920,137 @@ def test_tiled_integer_division_by_zero_raises(tmp_path) -> None:
     d[7, 4] = 0
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
         compiled(a, d)
+
+
+# ---- autotune=True: declined under the interpreter; choices, configurations, cache file ----
+
+def test_autotune_option_is_checked_and_read_from_the_environment(monkeypatch) -> None:
+    from trebuchet.config import Options
+    with pytest.raises(TypeError, match="autotune must be True or False"):
+        trebuchet.compile(lambda x: x + 1, autotune=1)
+    assert not Options.from_env().autotune
+    monkeypatch.setenv("TREBUCHET_AUTOTUNE", "1")
+    assert Options.from_env().autotune and not Options.from_env(autotune=False).autotune
+
+
+def test_autotune_under_the_interpreter_warns_once_and_uses_the_heuristic(monkeypatch,
+                                                                          tmp_path) -> None:
+    from trebuchet.codegen.triton import launch
+    monkeypatch.setattr(launch, "_AUTOTUNE_DECLINED", False)
+    x = torch.randn(6, 9, generator=_gen(40))
+    fn = lambda t: t.t().contiguous() * 3   # noqa: E731
+    trebuchet.reset()
+    with pytest.warns(UserWarning, match="autotune=True needs a GPU"):
+        out = trebuchet.compile(fn, target="triton", strict=True, autotune=True,
+                                cache_dir=tmp_path)(x)
+    _same(out, fn(x))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # once per process
+        trebuchet.reset()
+        out = trebuchet.compile(lambda t: t * 3, target="triton", strict=True, autotune=True,
+                                cache_dir=tmp_path)(x)
+    _same(out, x * 3)
+    assert list((tmp_path / "triton").glob("tb_*.py")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_autotune_configurations_surround_the_heuristic() -> None:
+    from trebuchet.codegen.triton.autotune import CONFIGS
+    from trebuchet.codegen.triton.prelude import _t_tuned
+    for shape, blocks in (("pointwise", 1), ("tile", 2)):
+        configs = CONFIGS[shape]
+        assert configs[0] == ((0,) * blocks, 4) and len(set(configs)) == len(configs) >= 4
+        assert all(len(s) == blocks and all(-1 <= v <= 1 for v in s) and w in (4, 8)
+                   for s, w in configs)
+    assert _t_tuned((1024,), ((1,), 8)) == ((2048,), 8)
+    assert _t_tuned((16, 64), ((-1, 0), 4)) == ((16, 64), 4)          # clamped at 16
+    assert _t_tuned((4096,), ((1,), 4)) == ((4096,), 4)               # and at 4096
+
+
+def _tuned_module(tmp_path, fn, *args: torch.Tensor):
+    """The generated module of `fn` (one kernel), imported from the debug folder."""
+    import importlib.util
+    _, source = _sources(fn, *args, tmp_path=tmp_path)
+    path = tmp_path / "tuned_kernels.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("tuned_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_autotune_keeps_the_fastest_and_caches_it_on_disk(tmp_path) -> None:
+    """With a stand-in timer (every configuration really runs, under the interpreter, on
+    clones of the arguments): the fastest is kept, launched, written, read back by a new
+    tuner without timing; a corrupt or foreign file is ignored."""
+    from trebuchet.codegen.triton.autotune import CONFIGS, AutoTuner, read_choices, tune_path
+    x = torch.randn(40, 70, generator=_gen(41))
+    module = _tuned_module(tmp_path, lambda t: t.t().contiguous() * 2, x)
+    assert module.kernel0.tb_shape == "tile"
+    fast = ((-1, 0), 4)
+    timed = []
+
+    def timer(run) -> float:
+        run()
+        timed.append(1)
+        return 1.0 if run.__defaults__[0] == fast else 2.0
+
+    path = tune_path(tmp_path / "tb_0123.py")
+    assert path.name == "tb_0123.tune.json"
+    out = torch.full((70, 40), -1.0)
+    launch = AutoTuner(path, timer=timer, capturing=lambda: False).wrap("kernel0", module.kernel0)
+    launch(x, out)
+    assert len(timed) == len(CONFIGS["tile"]) and torch.equal(out, x.t() * 2)
+    assert list(read_choices(path).values()) == [fast]
+    # a new process: the choice is read back, nothing is timed
+    out2 = torch.zeros(70, 40)
+    AutoTuner(path, timer=lambda run: pytest.fail("timed again"),
+              capturing=lambda: False).wrap("kernel0", module.kernel0)(x, out2)
+    assert torch.equal(out2, x.t() * 2)
+    # a corrupt file, an unknown configuration: ignored, timed again and rewritten
+    for text in ("{not json", '{"version": 1, "choices": {"kernel0|(40, 70)float32;(70, 40)'
+                 'float32": [[7, 7], 3]}}'):
+        path.write_text(text)
+        assert read_choices(path) == {}
+        timed.clear()
+        AutoTuner(path, timer=timer, capturing=lambda: False).wrap("kernel0", module.kernel0)(
+            x, out2)
+        assert len(timed) == len(CONFIGS["tile"]) and list(read_choices(path).values()) == [fast]
+
+
+def test_autotune_skips_failing_configurations_and_reductions(tmp_path) -> None:
+    from trebuchet.codegen.triton.autotune import AutoTuner, tune_path
+    calls = []
+
+    def launch_fn(a, tb_config=None):
+        calls.append(tb_config)
+    launch_fn.tb_shape = "pointwise"
+
+    def timer(run) -> float:
+        if run.__defaults__[0][1] == 8:
+            raise RuntimeError("out of resources")
+        return {0: 3.0, -1: 2.0, 1: 5.0}[run.__defaults__[0][0][0]]
+
+    tuner = AutoTuner(tune_path(tmp_path / "tb_x.py"), timer=timer, capturing=lambda: False)
+    tuner.wrap("k", launch_fn)(torch.ones(3))
+    assert calls == [((-1,), 4)]
+    reduction = lambda a: None   # noqa: E731 - no tb_shape: not tuned
+    assert tuner.wrap("r", reduction) is reduction
+    capturing = AutoTuner(tune_path(tmp_path / "tb_y.py"), timer=timer, capturing=lambda: True)
+    calls.clear()
+    capturing.wrap("k", launch_fn)(torch.ones(3))
+    assert calls == [None]                 # under a CUDA graph capture: the heuristic
+
+
+def test_clear_cache_removes_autotune_choices(tmp_path) -> None:
+    from trebuchet.codegen.triton.autotune import tune_path, write_choices
+    from trebuchet.runtime.cache_files import clear
+    folder = tmp_path / "triton"
+    folder.mkdir()
+    module = folder / ("tb_" + "0" * 24 + ".py")
+    module.write_text("# a module\n")
+    write_choices(tune_path(module), {"kernel0|": ((0,), 8)})
+    (folder / "tb_notours.tune.json").write_text("{}")
+    report = clear(tmp_path)
+    assert report.removed.get("kernels") == 2 and not tune_path(module).exists()
+    assert (folder / "tb_notours.tune.json").exists()

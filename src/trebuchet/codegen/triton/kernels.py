@@ -155,13 +155,25 @@ class TritonKernelWriter(Emitter):
             head.append(f"{IND}tb_bad = tl.full([XBLOCK], 0, tl.int32)")
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
                         "mask=xmask & (tb_bad != 0))")
-        launch = [f"def {k.name}({', '.join(names)}):",
+        launch = [f"def {k.name}({', '.join([*names, 'tb_config=None'])}):",
                   f"{IND}xnumel = {launch_code(numel)}",
                   f"{IND}if xnumel > 0:",
                   f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
+                  *tunable(["xblock"]),
                   f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
-                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock, enable_fp_fusion=False)"]
+                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock, num_warps=warps, "
+                  "enable_fp_fusion=False)",
+                  f'{k.name}.tb_shape = "pointwise"']
         return "\n".join(head + body + ["", ""] + launch)
+
+
+def tunable(blocks: list[str]) -> list[str]:
+    """The launch function's lines choosing warps (4) and, under an autotuned config
+    (`tb_config`, passed by codegen/triton/autotune.py), scaling its blocks."""
+    lhs = f"({', '.join(blocks)},)"
+    return [f"{IND}{IND}warps = 4",
+            f"{IND}{IND}if tb_config is not None:",
+            f"{IND}{IND}{IND}{lhs}, warps = _t_tuned({lhs}, tb_config)"]
 
 
 __all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "launch_code", "Pointer"]

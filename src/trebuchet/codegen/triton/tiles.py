@@ -20,7 +20,7 @@ from ...scheduler.describe import ErrorFlag, SizeSymbol
 from ...scheduler.kernels import Kernel
 from ...ir.nodes import Reduction
 from .kernels import (IND, TritonKernelWriter, jit_head, kernel_comment, launch_code,
-                      no_dim_reduction, store_value)
+                      no_dim_reduction, store_value, tunable)
 from .kernels import index_code as tl_index
 
 MAX_TILE = 64          # XBLOCK and YBLOCK at most (powers of two; at least MIN_TILE)
@@ -117,16 +117,18 @@ class TileWriter(TritonKernelWriter):
             head.append(f"{IND}tb_bad = tl.full([YBLOCK, XBLOCK], 0, tl.int32)")
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([YBLOCK, XBLOCK], 0, tl.int32), "
                         "tb_bad, mask=xmask & (tb_bad != 0))")
-        launch = [f"def {k.name}({', '.join(names)}):",
+        launch = [f"def {k.name}({', '.join([*names, 'tb_config=None'])}):",
                   f"{IND}xnumel = {launch_code(size_of[x])}",
                   f"{IND}ynumel = {launch_code(size_of[y])}",
                   f"{IND}znumel = {launch_code(znumel)}",
                   f"{IND}if xnumel > 0 and ynumel > 0 and znumel > 0:",
                   f"{IND}{IND}xblock = {tile_block('xnumel')}",
                   f"{IND}{IND}yblock = {tile_block('ynumel')}",
+                  *tunable(["yblock", "xblock"]),
                   f"{IND}{IND}grid = triton.cdiv(xnumel, xblock) * triton.cdiv(ynumel, yblock) * znumel",
                   f"{IND}{IND}_{k.name}[(grid,)]({', '.join([*names, 'xnumel', 'ynumel'])}, "
-                  "YBLOCK=yblock, XBLOCK=xblock, enable_fp_fusion=False)"]
+                  "YBLOCK=yblock, XBLOCK=xblock, num_warps=warps, enable_fp_fusion=False)",
+                  f'{k.name}.tb_shape = "tile"']
         return "\n".join(head + body + ["", ""] + launch)
 
 
