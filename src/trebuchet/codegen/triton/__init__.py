@@ -10,6 +10,7 @@ through its compiled form (launch.py), under Triton's interpreter with `kernel[g
     split.py     scalar and column reductions with few outputs: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
+    autotune.py  autotune=True: pointwise launch configurations timed on a GPU, cached on disk
 
 It runs CUDA tensors (`target="auto"` picks it for them) and, under TRITON_INTERPRET=1,
 CPU tensors (how CI runs it). The CUDA path (compiled launch, device-resident error flag,

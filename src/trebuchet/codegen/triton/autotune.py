@@ -142,7 +142,11 @@ class AutoTuner:
     def choose(self, key: str, fn: Callable, configs: list[Config], args: tuple) -> Config | None:
         """The fastest of `configs` on clones of the tensor arguments, stored; None (the
         heuristic) when none runs."""
-        clones = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        try:
+            clones = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+        except RuntimeError:            # out of memory for the copies: the heuristic
+            self.declined.add(key)
+            return None
         times = {}
         for config in configs:
             try:

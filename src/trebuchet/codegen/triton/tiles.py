@@ -8,7 +8,8 @@ the store's contiguous variable, its y axis the transposed load's; the other loo
 are recovered from the program id (one grid axis: x tiles fastest, then y tiles, then the
 rest). Loads and stores take 2-D offsets and a 2-D mask, and Triton converts the layout
 between them through shared memory, so both sides read and write whole rows.
-`tile_axes` decides (None: the flattened kernel, its code unchanged); the writer reuses the
+`tile_axes` decides (None: the flattened kernel; also when an axis is constant and shorter
+than MIN_TILE); the writer reuses the
 flattened writer's leaves, with values not spanning both axes broadcast to the tile.
 """
 from __future__ import annotations
@@ -38,8 +39,11 @@ def stride_one_var(index: sympy.Expr, variables: list[sympy.Symbol]) -> sympy.Sy
 
 def tile_axes(k: Kernel, internal: set[str]) -> tuple[sympy.Symbol, sympy.Symbol] | None:
     """(x, y): the store's contiguous loop variable and the first load's contiguous variable
-    that differs from it; None when no load is transposed (or there is nothing to tile)."""
-    variables = [v for v, size in zip(k.outer_vars, k.outer) if size != 1]
+    that differs from it; None when no load is transposed, or when either axis has a
+    constant size below MIN_TILE (most of the tile would be masked off, and over the
+    flattened index such a load already reads a few contiguous streams)."""
+    variables = [v for v, size in zip(k.outer_vars, k.outer)
+                 if not (size.is_number and int(size) < MIN_TILE)]
     if len(variables) < 2:
         return None
     stores = [n.store_index for n in k.nodes if n.buf.name not in internal]
