@@ -371,3 +371,36 @@ def good(x, y, n):
     assert again.cached and not good.cached and again.registers == good.registers
     assert plain.ok and not plain.cached and plain.v4_loads == 0, plain
     assert direct.ok and direct.num_warps == 8 and not direct.cached
+
+
+# ---- autotune=True: every configuration it may time compiles (codegen/triton/autotune.py) ----
+
+def test_autotune_configurations_compile_without_spills() -> None:
+    """A transposed add (tiles) and bias+GELU (flattened) at the canonical size, launched
+    by their launch functions under each configuration of autotune's lists: each compiles
+    for sm_90 without spills."""
+    import functools
+    from trebuchet.codegen.triton.autotune import CONFIGS
+    cases = {"tile": (lambda x, y: x + y.t(), [(CANONICAL_ROWS, 4096), (4096, CANONICAL_ROWS)]),
+             "pointwise": (_bias_gelu, [(CANONICAL_ROWS, 4096), (4096,)])}
+    launches = []
+    for shape, (fn, shapes) in cases.items():
+        with cc.capture(execute=False) as recorded:
+            torch._dynamo.reset()
+            trebuchet.compile(fn, target="triton", strict=True)(*_randn(torch.float32, *shapes))
+        (first,) = recorded
+        spec = importlib.util.spec_from_file_location(f"tb_autotune_{shape}", first.module_path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.kernel0.tb_shape == shape
+        args = [torch.empty(*s) for s in shapes] + [torch.empty(CANONICAL_ROWS, 4096)]
+        calls = {}
+        for i, config in enumerate(CONFIGS[shape]):
+            name = f"kernel0_config{i}"
+            setattr(module, name, functools.partial(module.kernel0, tb_config=config))
+            calls[name] = args
+        launches += cc.module_launches(module, calls, label=shape)
+    reports = cc.compile_sm90(launches)
+    assert len(reports) == sum(len(c) for c in CONFIGS.values())
+    for r in reports:
+        assert r.ok and r.spill_bytes == 0, r
