@@ -1044,6 +1044,15 @@ def test_autotune_skips_failing_configurations_and_reductions(tmp_path) -> None:
     assert calls == [None]                 # under a CUDA graph capture: the heuristic
 
 
+def test_autotune_times_on_copies_with_the_arguments_layout() -> None:
+    from trebuchet.codegen.triton.autotune import layout_copy
+    base = torch.arange(60.0).reshape(6, 10)
+    for t in (base, base[1:, 2::3], base.t(), base[:, :1].expand(6, 4), base[:0]):
+        c = layout_copy(t)
+        assert c.shape == t.shape and c.stride() == t.stride() and torch.equal(c, t)
+        assert t.numel() == 0 or c.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+
+
 def test_clear_cache_removes_autotune_choices(tmp_path) -> None:
     from trebuchet.codegen.triton.autotune import tune_path, write_choices
     from trebuchet.runtime.cache_files import clear

@@ -10,10 +10,12 @@ block (the block is the heuristic's times 2**scale, clamped to 16..4096: prelude
     block at 4 warps, the block and twice it at 8 warps;
   * tile ([YBLOCK, XBLOCK]): the heuristic's tile at 4 and 8 warps, half the tile along y,
     along x, and a tile twice as tall at 8 warps.
-Reduction kernels keep the heuristic (not tuned yet). Timing runs on clones of the tensor
-arguments (a kernel writing into an input, or setting its error flag, leaves the real
-arguments untouched), each configuration once to compile, then `REPEATS` runs between
-CUDA events, the median kept; a configuration that fails to compile or launch is skipped.
+Reduction kernels keep the heuristic (not tuned yet). Timing runs on copies of the tensor
+arguments (`layout_copy`: their strides over a copy of the memory they span), so a kernel
+writing into an input, or setting its error flag, leaves the real arguments untouched:
+each configuration once to compile, then `REPEATS` runs between CUDA events, the median
+kept; a configuration that fails to compile or launch is skipped. The real call then
+launches the chosen configuration once. Copies that do not fit in memory: the heuristic.
 Under a CUDA graph capture nothing is timed (the heuristic, or a choice already made).
 
 The GPU timing path (`cuda_timer`) is written for Triton 3.6-3.9 and torch's CUDA events
@@ -143,7 +145,7 @@ class AutoTuner:
         """The fastest of `configs` on clones of the tensor arguments, stored; None (the
         heuristic) when none runs."""
         try:
-            clones = tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+            clones = tuple(layout_copy(a) if isinstance(a, torch.Tensor) else a for a in args)
         except RuntimeError:            # out of memory for the copies: the heuristic
             self.declined.add(key)
             return None
@@ -162,9 +164,19 @@ class AutoTuner:
         return best
 
 
+def layout_copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy of `t` with its strides, over a copy of the whole span of memory they reach
+    (a kernel indexes from the data pointer with the strides it was generated for: a
+    `clone()` of a strided view would be compacted, and indexing it would go out of it)."""
+    if t.numel() == 0:
+        return t.clone()
+    span = 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return t.as_strided((span,), (1,)).clone().as_strided(t.shape, t.stride())
+
+
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 __all__ = ["AutoTuner", "CONFIGS", "cuda_timer", "read_choices", "write_choices", "tune_path",
-           "size_key"]
+           "size_key", "layout_copy"]
