@@ -9,8 +9,8 @@ are recovered from the program id (one grid axis: x tiles fastest, then y tiles,
 rest). Loads and stores take 2-D offsets and a 2-D mask, and Triton converts the layout
 between them through shared memory, so both sides read and write whole rows.
 `tile_axes` decides (None: the flattened kernel; also when an axis is constant and shorter
-than MIN_TILE); the writer reuses the
-flattened writer's leaves, with values not spanning both axes broadcast to the tile.
+than MIN_TILE); the writer reuses the flattened writer's leaves and body, with values not
+spanning both axes broadcast to the tile.
 """
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ import sympy
 from ...ir.expr import loads
 from ...scheduler.describe import ErrorFlag, SizeSymbol
 from ...scheduler.kernels import Kernel
-from ...ir.nodes import Reduction
 from .kernels import (IND, TritonKernelWriter, jit_head, kernel_comment, launch_code,
-                      no_dim_reduction, store_value, tunable)
-from .kernels import index_code as tl_index
+                      tunable, unflatten)
 
 MAX_TILE = 64          # XBLOCK and YBLOCK at most (powers of two; at least MIN_TILE)
 MIN_TILE = 16
@@ -83,18 +81,7 @@ class TileWriter(TritonKernelWriter):
         size_of = dict(zip(k.outer_vars, k.outer))
         rest_vars = [(v, s) for v, s in size_of.items() if v not in (x, y)]
         znumel = sympy.Mul(*(s for _, s in rest_vars)) if rest_vars else sympy.Integer(1)
-        self.lines = []
-        for n in k.nodes:
-            if isinstance(n.buf, Reduction):      # over no dimensions: the element itself
-                v = self.var(no_dim_reduction(n.buf, n.body), IND)
-            else:
-                v = self.var(n.body, IND)
-            self.local[n.buf.name] = v
-            if n.buf.name not in self.internal:
-                offset = self._block(tl_index(n.store_index), n.store_index)
-                self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, "
-                                  f"{store_value(v, n.buf.dtype)}, mask=xmask)")
-        body = self.lines
+        body = self.body()
         head = [*kernel_comment(k, self.note),
                 f"# tiled: x = {x} (the store's contiguous axis), y = {y} (a transposed load's)",
                 *jit_head(f"_{k.name}", [*names, "xnumel", "ynumel"], sizes, ["YBLOCK", "XBLOCK"]),
@@ -108,15 +95,7 @@ class TileWriter(TritonKernelWriter):
         text = "".join(body)
         if any(str(v) in text for v, _ in rest_vars):
             head.append(f"{IND}zindex = pid // (xtiles * ytiles)")
-        rest = sympy.Integer(1)
-        for v, size in reversed(rest_vars):
-            if str(v) not in text:
-                rest = rest * size
-                continue
-            q = "zindex" if rest == 1 else f"(zindex // {tl_index(rest)})"
-            head.append(f"{IND}{v} = {q}" if v == rest_vars[0][0] else
-                        f"{IND}{v} = {q} % {tl_index(size)}")
-            rest = rest * size
+        head += unflatten("zindex", rest_vars, text)
         if any(isinstance(p, ErrorFlag) for p in self.param_list):
             head.append(f"{IND}tb_bad = tl.full([YBLOCK, XBLOCK], 0, tl.int32)")
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([YBLOCK, XBLOCK], 0, tl.int32), "
