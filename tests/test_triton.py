@@ -831,3 +831,237 @@ def test_float64_erfc_within_four_ulp() -> None:
     err[(got == want) | (got.isnan() & want.isnan())] = 0
     worst = int(err.argmax())
     assert err.max() <= 4, (x[worst].item(), err[worst].item())
+
+
+# ---- pointwise kernels with a transposed load: 2-D tiles --------------------------------
+
+def _sources(fn, *args: torch.Tensor, tmp_path, dynamic: bool | None = None):
+    """The compiled outputs and the generated Triton source (debug folder)."""
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="triton", strict=True, dynamic=dynamic,
+                                 debug=True, debug_dir=tmp_path)
+    out = compiled(*args)
+    assert not trebuchet.stats()["graph_fallbacks"]
+    return out, "".join(p.read_text() for p in sorted(tmp_path.glob("graph*/kernels.py")))
+
+
+def _same(got, want) -> None:
+    for g, w in zip(got if isinstance(got, (tuple, list)) else [got],
+                    want if isinstance(want, (tuple, list)) else [want]):
+        assert g.dtype == w.dtype and g.shape == w.shape and g.stride() == w.stride()
+        assert torch.equal(g, w) or torch.equal(g.isnan(), w.isnan()) and torch.equal(
+            g[~g.isnan()], w[~w.isnan()]), (g, w)
+
+
+def _transposed(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.t().contiguous(), x * 2 + y.t()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32, torch.int64,
+                                   torch.bool])
+def test_transposed_copy_and_add_are_tiled_and_exact(dtype: torch.dtype, tmp_path) -> None:
+    x = (torch.randn(37, 70, generator=_gen(31)) * 50).to(dtype)
+    y = (torch.randn(70, 37, generator=_gen(32)) * 50).to(dtype)
+    got, source = _sources(_transposed, x, y, tmp_path=tmp_path)
+    _same(got, _transposed(x, y))
+    assert source.count("# tiled:") == 2
+    assert "tl.arange(0, YBLOCK).to(tl.int64)[:, None]" in source
+
+
+@pytest.mark.parametrize("perm", [(2, 0, 1), (1, 2, 0), (0, 2, 1)])
+def test_three_dimensional_permutes_are_tiled(perm: tuple[int, ...], tmp_path) -> None:
+    x = torch.randn(20, 19, 33, generator=_gen(33))
+    got, source = _sources(lambda t: t.permute(*perm).contiguous() + 1, x, tmp_path=tmp_path)
+    _same(got, x.permute(*perm).contiguous() + 1)
+    assert "# tiled:" in source
+
+
+@pytest.mark.parametrize("perm", [(0, 3, 1, 2), (0, 2, 3, 1), (3, 1, 0, 2)])
+def test_four_dimensional_permutes_are_tiled(perm: tuple[int, ...], tmp_path) -> None:
+    x = torch.randn(2, 17, 16, 20, generator=_gen(34)).to(torch.bfloat16)
+    fn = lambda t: torch.sigmoid(t.permute(*perm).contiguous())   # noqa: E731
+    got, source = _sources(fn, x, tmp_path=tmp_path)
+    _same(got, fn(x))
+    assert "# tiled:" in source and "zindex" in source
+
+
+def test_untransposed_kernels_stay_flattened(tmp_path) -> None:
+    """Attention heads' permute(0, 2, 1, 3) keeps the last dimension contiguous, and a
+    transposed axis of 3 elements would leave most of a tile masked: not tiled."""
+    x = torch.randn(2, 3, 5, 8, generator=_gen(35))
+    fn = lambda t: (t.permute(0, 2, 1, 3).contiguous() * 2, t + 1,   # noqa: E731
+                    t.reshape(30, 8)[:, :3].t().contiguous())
+    got, source = _sources(fn, x, tmp_path=tmp_path)
+    _same(got, fn(x))
+    assert "# tiled:" not in source and "YBLOCK" not in source and "xindex" in source
+
+
+def test_tiles_with_symbolic_sizes(tmp_path) -> None:
+    trebuchet.reset()
+    compiled = trebuchet.compile(_transposed, target="triton", strict=True, dynamic=True,
+                                 debug=True, debug_dir=tmp_path)
+    for n, m in ((3, 17), (40, 66), (65, 2)):
+        x = torch.randn(n, m, generator=_gen(n))
+        y = torch.randn(m, n, generator=_gen(m))
+        _same(compiled(x, y), _transposed(x, y))
+    source = "".join(p.read_text() for p in tmp_path.glob("graph*/kernels.py"))
+    assert trebuchet.stats()["graphs"] == 1 and "# tiled:" in source
+    assert "do_not_specialize" in source
+
+
+def test_tiled_integer_division_by_zero_raises(tmp_path) -> None:
+    def fn(a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return a // d.t() + 1
+
+    a = torch.arange(-170, 170).reshape(20, 17)
+    d = torch.arange(1, 341).reshape(17, 20)
+    got, source = _sources(fn, a, d, tmp_path=tmp_path)
+    _same(got, fn(a, d))
+    assert "# tiled:" in source and "tb_bad" in source
+    compiled = trebuchet.compile(fn, target="triton", strict=True)
+    d[7, 14] = 0
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        compiled(a, d)
+
+
+# ---- autotune=True: declined under the interpreter; choices, configurations, cache file ----
+
+def test_autotune_option_is_checked_and_read_from_the_environment(monkeypatch) -> None:
+    from trebuchet.config import Options
+    with pytest.raises(TypeError, match="autotune must be True or False"):
+        trebuchet.compile(lambda x: x + 1, autotune=1)
+    assert not Options.from_env().autotune
+    monkeypatch.setenv("TREBUCHET_AUTOTUNE", "1")
+    assert Options.from_env().autotune and not Options.from_env(autotune=False).autotune
+
+
+def test_autotune_under_the_interpreter_warns_once_and_uses_the_heuristic(monkeypatch,
+                                                                          tmp_path) -> None:
+    from trebuchet.codegen.triton import launch
+    monkeypatch.setattr(launch, "_AUTOTUNE_DECLINED", False)
+    x = torch.randn(6, 9, generator=_gen(40))
+    fn = lambda t: t.t().contiguous() * 3   # noqa: E731
+    trebuchet.reset()
+    with pytest.warns(UserWarning, match="autotune=True needs a GPU"):
+        out = trebuchet.compile(fn, target="triton", strict=True, autotune=True,
+                                cache_dir=tmp_path)(x)
+    _same(out, fn(x))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # once per process
+        trebuchet.reset()
+        out = trebuchet.compile(lambda t: t * 3, target="triton", strict=True, autotune=True,
+                                cache_dir=tmp_path)(x)
+    _same(out, x * 3)
+    assert list((tmp_path / "triton").glob("tb_*.py")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_autotune_configurations_surround_the_heuristic() -> None:
+    from trebuchet.codegen.triton.autotune import CONFIGS
+    from trebuchet.codegen.triton.prelude import _t_tuned
+    for shape, blocks in (("pointwise", 1), ("tile", 2)):
+        configs = CONFIGS[shape]
+        assert configs[0] == ((0,) * blocks, 4) and len(set(configs)) == len(configs) >= 4
+        assert all(len(s) == blocks and all(-1 <= v <= 1 for v in s) and w in (4, 8)
+                   for s, w in configs)
+    assert _t_tuned((1024,), ((1,), 8)) == ((2048,), 8)
+    assert _t_tuned((16, 64), ((-1, 0), 4)) == ((16, 64), 4)          # clamped at 16
+    assert _t_tuned((4096,), ((1,), 4)) == ((4096,), 4)               # and at 4096
+
+
+def _tuned_module(tmp_path, fn, *args: torch.Tensor):
+    """The generated module of `fn` (one kernel), imported from the debug folder."""
+    import importlib.util
+    _, source = _sources(fn, *args, tmp_path=tmp_path)
+    path = tmp_path / "tuned_kernels.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("tuned_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_autotune_keeps_the_fastest_and_caches_it_on_disk(tmp_path) -> None:
+    """With a stand-in timer (every configuration really runs, under the interpreter, on
+    clones of the arguments): the fastest is kept, launched, written, read back by a new
+    tuner without timing; a corrupt or foreign file is ignored."""
+    from trebuchet.codegen.triton.autotune import CONFIGS, AutoTuner, read_choices, tune_path
+    x = torch.randn(40, 70, generator=_gen(41))
+    module = _tuned_module(tmp_path, lambda t: t.t().contiguous() * 2, x)
+    assert module.kernel0.tb_shape == "tile"
+    fast = ((-1, 0), 4)
+    timed = []
+
+    def timer(run) -> float:
+        run()
+        timed.append(1)
+        return 1.0 if run.__defaults__[0] == fast else 2.0
+
+    path = tune_path(tmp_path / "tb_0123.py")
+    assert path.name == "tb_0123.tune.json"
+    out = torch.full((70, 40), -1.0)
+    launch = AutoTuner(path, timer=timer, capturing=lambda: False).wrap("kernel0", module.kernel0)
+    launch(x, out)
+    assert len(timed) == len(CONFIGS["tile"]) and torch.equal(out, x.t() * 2)
+    assert list(read_choices(path).values()) == [fast]
+    # a new process: the choice is read back, nothing is timed
+    out2 = torch.zeros(70, 40)
+    AutoTuner(path, timer=lambda run: pytest.fail("timed again"),
+              capturing=lambda: False).wrap("kernel0", module.kernel0)(x, out2)
+    assert torch.equal(out2, x.t() * 2)
+    # a corrupt file, an unknown configuration: ignored, timed again and rewritten
+    for text in ("{not json", '{"version": 1, "choices": {"kernel0|(40, 70)float32;(70, 40)'
+                 'float32": [[7, 7], 3]}}'):
+        path.write_text(text)
+        assert read_choices(path) == {}
+        timed.clear()
+        AutoTuner(path, timer=timer, capturing=lambda: False).wrap("kernel0", module.kernel0)(
+            x, out2)
+        assert len(timed) == len(CONFIGS["tile"]) and list(read_choices(path).values()) == [fast]
+
+
+def test_autotune_skips_failing_configurations_and_reductions(tmp_path) -> None:
+    from trebuchet.codegen.triton.autotune import AutoTuner, tune_path
+    calls = []
+
+    def launch_fn(a, tb_config=None):
+        calls.append(tb_config)
+    launch_fn.tb_shape = "pointwise"
+
+    def timer(run) -> float:
+        if run.__defaults__[0][1] == 8:
+            raise RuntimeError("out of resources")
+        return {0: 3.0, -1: 2.0, 1: 5.0}[run.__defaults__[0][0][0]]
+
+    tuner = AutoTuner(tune_path(tmp_path / "tb_x.py"), timer=timer, capturing=lambda: False)
+    tuner.wrap("k", launch_fn)(torch.ones(3))
+    assert calls == [((-1,), 4)]
+    reduction = lambda a: None   # noqa: E731 - no tb_shape: not tuned
+    assert tuner.wrap("r", reduction) is reduction
+    capturing = AutoTuner(tune_path(tmp_path / "tb_y.py"), timer=timer, capturing=lambda: True)
+    calls.clear()
+    capturing.wrap("k", launch_fn)(torch.ones(3))
+    assert calls == [None]                 # under a CUDA graph capture: the heuristic
+
+
+def test_autotune_times_on_copies_with_the_arguments_layout() -> None:
+    from trebuchet.codegen.triton.autotune import layout_copy
+    base = torch.arange(60.0).reshape(6, 10)
+    for t in (base, base[1:, 2::3], base.t(), base[:, :1].expand(6, 4), base[:0]):
+        c = layout_copy(t)
+        assert c.shape == t.shape and c.stride() == t.stride() and torch.equal(c, t)
+        assert t.numel() == 0 or c.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+
+
+def test_clear_cache_removes_autotune_choices(tmp_path) -> None:
+    from trebuchet.codegen.triton.autotune import tune_path, write_choices
+    from trebuchet.runtime.cache_files import clear
+    folder = tmp_path / "triton"
+    folder.mkdir()
+    module = folder / ("tb_" + "0" * 24 + ".py")
+    module.write_text("# a module\n")
+    write_choices(tune_path(module), {"kernel0|": ((0,), 8)})
+    (folder / "tb_notours.tune.json").write_text("{}")
+    report = clear(tmp_path)
+    assert report.removed.get("kernels") == 2 and not tune_path(module).exists()
+    assert (folder / "tb_notours.tune.json").exists()

@@ -10,9 +10,9 @@ identical kernels once (~0.1-0.5 s each). A graph the target does not generate y
 (TritonUnsupported: "does not handle row reduction kernels yet") skips with that reason.
 
 Default: the canonical kernels (layer norm, softmax, RMS norm, bias+GELU, SwiGLU at rows
-of 768 and 4096, float32 and bfloat16), the fusion graphs in float32 (forward and
-backward) and tiny BERT inference; `--full` adds the fusion graphs in bfloat16, BERT
-training and GPT-2 inference and training.
+of 768 and 4096, float32 and bfloat16; a transposed copy and a transposed add, as 2-D
+tiles), the fusion graphs in float32 (forward and backward) and tiny BERT inference;
+`--full` adds the fusion graphs in bfloat16, BERT training and GPT-2 inference and training.
 """
 from __future__ import annotations
 
@@ -109,6 +109,14 @@ def _canonical() -> list[Case]:
             for name, (fn, sh) in shapes.items():
                 out.append(Case(f"{name}-{hidden}-{str(dtype)[6:]}", fn,
                                 lambda dt, sh=sh: _randn(dt, *sh), dtype))
+    # a load transposed relative to the store: 2-D tiles (codegen/triton/tiles.py)
+    transposed = {"transpose_copy": (lambda x: x.t().contiguous(), [(CANONICAL_ROWS, 4096)]),
+                  "transpose_add": (lambda x, y: x + y.t(),
+                                    [(CANONICAL_ROWS, 4096), (4096, CANONICAL_ROWS)])}
+    for dtype in (torch.float32, torch.bfloat16):
+        for name, (fn, sh) in transposed.items():
+            out.append(Case(f"{name}-{str(dtype)[6:]}", fn, lambda dt, sh=sh: _randn(dt, *sh),
+                            dtype))
     return out
 
 
@@ -363,3 +371,36 @@ def good(x, y, n):
     assert again.cached and not good.cached and again.registers == good.registers
     assert plain.ok and not plain.cached and plain.v4_loads == 0, plain
     assert direct.ok and direct.num_warps == 8 and not direct.cached
+
+
+# ---- autotune=True: every configuration it may time compiles (codegen/triton/autotune.py) ----
+
+def test_autotune_configurations_compile_without_spills() -> None:
+    """A transposed add (tiles) and bias+GELU (flattened) at the canonical size, launched
+    by their launch functions under each configuration of autotune's lists: each compiles
+    for sm_90 without spills."""
+    import functools
+    from trebuchet.codegen.triton.autotune import CONFIGS
+    cases = {"tile": (lambda x, y: x + y.t(), [(CANONICAL_ROWS, 4096), (4096, CANONICAL_ROWS)]),
+             "pointwise": (_bias_gelu, [(CANONICAL_ROWS, 4096), (4096,)])}
+    launches = []
+    for shape, (fn, shapes) in cases.items():
+        with cc.capture(execute=False) as recorded:
+            torch._dynamo.reset()
+            trebuchet.compile(fn, target="triton", strict=True)(*_randn(torch.float32, *shapes))
+        (first,) = recorded
+        spec = importlib.util.spec_from_file_location(f"tb_autotune_{shape}", first.module_path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.kernel0.tb_shape == shape
+        args = [torch.empty(*s) for s in shapes] + [torch.empty(CANONICAL_ROWS, 4096)]
+        calls = {}
+        for i, config in enumerate(CONFIGS[shape]):
+            name = f"kernel0_config{i}"
+            setattr(module, name, functools.partial(module.kernel0, tb_config=config))
+            calls[name] = args
+        launches += cc.module_launches(module, calls, label=shape)
+    reports = cc.compile_sm90(launches)
+    assert len(reports) == sum(len(c) for c in CONFIGS.values())
+    for r in reports:
+        assert r.ok and r.spill_bytes == 0, r

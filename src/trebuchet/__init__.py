@@ -45,7 +45,7 @@ def compile(model_or_fn: Callable, target: str | None = None, strict: bool | Non
     strict: raise TrebuchetCompileError instead of falling back to eager; default from
         TREBUCHET_STRICT, else False.
     Other options (debug, debug_dir, cache_dir, cc, cflags, inline_limit, graph_cache,
-    profile, cudagraphs) are documented in trebuchet.config.Options; they may also come as
+    profile, cudagraphs, autotune) are documented in trebuchet.config.Options; they may also come as
     `options={...}`, PyTorch's convention. Types are checked here: booleans must be bool,
     inline_limit an int, paths str or os.PathLike, cflags a list of str or one str split
     as a shell would ("-O1 -g"). `mode` ("default", "reduce-overhead", "max-autotune",

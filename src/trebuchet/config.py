@@ -12,6 +12,8 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   TREBUCHET_CUDAGRAPHS=1   replay static-shape CUDA inference graphs as CUDA graphs
+  TREBUCHET_AUTOTUNE=1     time a few launch configurations of each Triton pointwise kernel
+                           on its first call at a size (GPU only), cached on disk
   CC                       the C compiler (default: cc)
   TREBUCHET_CFLAGS         extra C compiler flags
   TREBUCHET_LOG            info | debug: log each compiled graph (logger "trebuchet") to stderr
@@ -63,6 +65,11 @@ class Options:
     # warm-up call, then replayed (one launch for the whole graph); other graphs run as
     # usual, with a warning (runtime/cudagraphs.py). Not yet run on a GPU.
     cudagraphs: bool = False
+    # Triton on a GPU: the first call of a pointwise kernel at a size binding times a few
+    # launch configurations (block sizes, warps) around the heuristic's and keeps the
+    # fastest, cached beside the kernel's module (codegen/triton/autotune.py). Under the
+    # interpreter it is declined with a warning. The timing is not yet run on a GPU.
+    autotune: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
@@ -75,6 +82,7 @@ class Options:
             strict=_env_flag("TREBUCHET_STRICT"),
             profile=_env_flag("TREBUCHET_PROFILE"),
             cudagraphs=_env_flag("TREBUCHET_CUDAGRAPHS"),
+            autotune=_env_flag("TREBUCHET_AUTOTUNE"),
             debug=_env_flag("TREBUCHET_DEBUG") or bool(os.environ.get("TREBUCHET_DEBUG_DIR")),
             debug_dir=os.environ.get("TREBUCHET_DEBUG_DIR"),
             cache_dir=os.environ.get("TREBUCHET_CACHE_DIR"),
@@ -133,7 +141,7 @@ def configure_logging() -> None:
         logger.addHandler(_log_handler)
 
 
-_BOOLS = ("strict", "debug", "graph_cache", "profile", "cudagraphs")
+_BOOLS = ("strict", "debug", "graph_cache", "profile", "cudagraphs", "autotune")
 _PATHS = ("debug_dir", "cache_dir", "cc")
 
 

@@ -5,10 +5,12 @@ through its compiled form (launch.py), under Triton's interpreter with `kernel[g
     ops.py       the op table and Triton types (expressions go through codegen/emitter.py)
     prelude.py   `@triton.jit` helpers for primitives Triton lacks (imported by the module)
     kernels.py   the pointwise kernel shape (and what every kernel shape shares)
+    tiles.py     pointwise kernels with a transposed load, as 2-D tiles
     reductions.py  row, column and scalar reduction kernels
     split.py     scalar and column reductions with few outputs: partial results, then combined
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
+    autotune.py  autotune=True: pointwise launch configurations timed on a GPU, cached on disk
 
 It runs CUDA tensors (`target="auto"` picks it for them) and, under TRITON_INTERPRET=1,
 CPU tensors (how CI runs it). The CUDA path (compiled launch, device-resident error flag,

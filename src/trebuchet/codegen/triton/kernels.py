@@ -4,8 +4,10 @@ and the Python function that launches it.
 This slice writes pointwise kernels: one program per XBLOCK elements of the flattened
 iteration space (`xindex`), masked loads and stores, the loop variables recovered from
 `xindex` with // and % by the sizes. Sizes are runtime arguments (one kernel serves every
-size of a symbolic graph); constant sizes are written into the code. Reduction kernels
-(row, column, scalar) raise `TritonUnsupported`, so their graph falls back to eager.
+size of a symbolic graph); constant sizes are written into the code. Pointwise kernels
+with a load transposed relative to the store are written as 2-D tiles by tiles.py, and
+reductions by reductions.py and split.py. The launch function takes an optional
+`tb_config` (autotune.py's choice: its block scaled, its warps).
 Expressions are written by the shared emitter (codegen/emitter.py) over the op table
 (ops.py). A kernel that checks data ORs its error bits into a one-element int32 tensor.
 Kernels are launched with enable_fp_fusion=False: eager rounds every op, so a multiply
@@ -121,13 +123,11 @@ class TritonKernelWriter(Emitter):
         return super().op_code(node, args)
 
     # ---- structure ----
-    def write(self) -> str:
-        k = self.k
-        names = [p.name for p in self.param_list]
-        sizes = [p.name for p in self.param_list if isinstance(p, SizeSymbol)]
-        numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
+    def body(self) -> list[str]:
+        """The lines computing each node and storing those not kept in registers (masked
+        by `xmask`); they become `self.lines`."""
         self.lines = []
-        for n in k.nodes:
+        for n in self.k.nodes:
             if isinstance(n.buf, Reduction):      # over no dimensions: the element itself
                 v = self.var(no_dim_reduction(n.buf, n.body), IND)
             else:
@@ -137,31 +137,55 @@ class TritonKernelWriter(Emitter):
                 offset = self._block(index_code(n.store_index), n.store_index)
                 self.lines.append(f"{IND}tl.store({n.buf.name} + {offset}, "
                                   f"{store_value(v, n.buf.dtype)}, mask=xmask)")
-        body = self.lines
+        return self.lines
+
+    def write(self) -> str:
+        k = self.k
+        names = [p.name for p in self.param_list]
+        sizes = [p.name for p in self.param_list if isinstance(p, SizeSymbol)]
+        numel = sympy.Mul(*k.outer) if k.outer else sympy.Integer(1)
+        body = self.body()
         head = [*kernel_comment(k, self.note),
                 *jit_head(f"_{k.name}", [*names, "xnumel"], sizes, ["XBLOCK"]),
                 f"{IND}xindex = tl.program_id(0).to(tl.int64) * XBLOCK + tl.arange(0, XBLOCK)",
-                f"{IND}xmask = xindex < xnumel"]
-        rest = sympy.Integer(1)
-        for v, size in reversed(list(zip(k.outer_vars, k.outer))):
-            if str(v) not in "".join(body):
-                rest = rest * size
-                continue
-            q = "xindex" if rest == 1 else f"(xindex // {index_code(rest)})"
-            head.append(f"{IND}{v} = {q}" if v == k.outer_vars[0] else
-                        f"{IND}{v} = {q} % {index_code(size)}")
-            rest = rest * size
+                f"{IND}xmask = xindex < xnumel",
+                *unflatten("xindex", list(zip(k.outer_vars, k.outer)), "".join(body))]
         if self.checks:
             head.append(f"{IND}tb_bad = tl.full([XBLOCK], 0, tl.int32)")
             body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
                         "mask=xmask & (tb_bad != 0))")
-        launch = [f"def {k.name}({', '.join(names)}):",
+        launch = [f"def {k.name}({', '.join([*names, 'tb_config=None'])}):",
                   f"{IND}xnumel = {launch_code(numel)}",
                   f"{IND}if xnumel > 0:",
                   f"{IND}{IND}xblock = min({MAX_XBLOCK}, max(16, triton.next_power_of_2(xnumel)))",
+                  *tunable(["xblock"]),
                   f"{IND}{IND}_{k.name}[(triton.cdiv(xnumel, xblock),)]"
-                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock, enable_fp_fusion=False)"]
+                  f"({', '.join([*names, 'xnumel'])}, XBLOCK=xblock, num_warps=warps, "
+                  "enable_fp_fusion=False)",
+                  f'{k.name}.tb_shape = "pointwise"']
         return "\n".join(head + body + ["", ""] + launch)
+
+
+def unflatten(index: str, loops: list[tuple[sympy.Symbol, sympy.Expr]], body: str) -> list[str]:
+    """The lines recovering the loop variables (last fastest, written first) from a flat
+    `index` over `loops` (variable, size), skipping those the body does not use."""
+    lines, rest = [], sympy.Integer(1)
+    for v, size in reversed(loops):
+        if str(v) in body:
+            q = index if rest == 1 else f"({index} // {index_code(rest)})"
+            lines.append(f"{IND}{v} = {q}" if v == loops[0][0] else
+                         f"{IND}{v} = {q} % {index_code(size)}")
+        rest = rest * size
+    return lines
+
+
+def tunable(blocks: list[str]) -> list[str]:
+    """The launch function's lines choosing warps (4) and, under an autotuned config
+    (`tb_config`, passed by codegen/triton/autotune.py), scaling its blocks."""
+    lhs = f"({', '.join(blocks)},)"
+    return [f"{IND}{IND}warps = 4",
+            f"{IND}{IND}if tb_config is not None:",
+            f"{IND}{IND}{IND}{lhs}, warps = _t_tuned({lhs}, tb_config)"]
 
 
 __all__ = ["TritonKernelWriter", "MAX_XBLOCK", "index_code", "launch_code", "Pointer"]

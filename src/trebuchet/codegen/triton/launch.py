@@ -105,9 +105,29 @@ def load(code: GeneratedCode, options: Options) -> dict[str, Callable]:
         sys.modules[name] = module
     wrap = _quiet if interpret else (lambda fn: fn)
     callables: dict[str, Callable] = {k: wrap(getattr(module, fn)) for k, fn in code.functions.items()}
+    if getattr(options, "autotune", False):
+        if interpret:
+            _decline_autotune()
+        else:
+            from .autotune import AutoTuner, tune_path
+            tuner = AutoTuner(tune_path(path))
+            callables = {k: tuner.wrap(k, fn) for k, fn in callables.items()}
     callables["_module"] = module
     callables["kernel_error"] = ErrorTensor()
     return callables
+
+
+_AUTOTUNE_DECLINED = False
+
+
+def _decline_autotune() -> None:
+    """autotune=True under the interpreter: said once per process, then the heuristic."""
+    global _AUTOTUNE_DECLINED
+    if not _AUTOTUNE_DECLINED:
+        _AUTOTUNE_DECLINED = True
+        from ...warn import warn_user
+        warn_user("trebuchet: autotune=True needs a GPU (it times kernels with CUDA events); "
+                  "under Triton's interpreter the launch heuristic is used")
 
 
 def _quiet(fn: Callable) -> Callable:
@@ -305,9 +325,9 @@ def cache_items(root: pathlib.Path) -> list[CacheItem]:
     folder = root / CACHE_FOLDER
     items = []
     for p in children(folder) if is_dir(folder) else []:
-        if is_file(p) and re.fullmatch(PREFIX + r"[0-9a-f]{24}\.py", p.name):
-            items.append(CacheItem("kernels", [p], []))
-        elif is_file(p) and re.fullmatch(r"\.tmp-[A-Za-z0-9_]+\.py", p.name):
+        if is_file(p) and re.fullmatch(PREFIX + r"[0-9a-f]{24}(\.tune\.json|\.py)", p.name):
+            items.append(CacheItem("kernels", [p], []))      # a module, or its autotune choices
+        elif is_file(p) and re.fullmatch(r"\.tmp-[A-Za-z0-9_]+\.(py|json)", p.name):
             items.append(CacheItem("temp", [p], []))
     compiled = folder / COMPILED_FOLDER
     for entry in children(compiled) if is_dir(compiled) else []:

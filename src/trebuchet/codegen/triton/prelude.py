@@ -21,7 +21,7 @@ __all__ = ["torch", "triton", "tl", "_t_signbit", "_t_sigmoid", "_t_round_bf16",
            "_t_floordiv_f", "_t_remainder_f", "_t_atan", "_t_asin", "_t_acos", "_t_atan2",
            "_t_asinh", "_t_acosh", "_t_atanh", "_t_tan", "_t_sum", "_t_prod", "_t_max",
            "_t_min", "_t_max_nan", "_t_min_nan", "_t_max_int", "_t_min_int", "_t_first_index",
-           "_t_num_warps"]
+           "_t_num_warps", "_t_tuned"]
 
 
 @triton.jit
@@ -401,6 +401,15 @@ def _t_num_warps(elements: int) -> int:
     """Warps of a program working on a block of `elements` (launch heuristic: 8 to 32
     elements per thread, e.g. a persistent row of 4096 float32 on 8 warps)."""
     return 2 if elements <= 512 else 4 if elements <= 2048 else 8 if elements <= 8192 else 16
+
+
+def _t_tuned(blocks: tuple, config: tuple) -> tuple:
+    """A pointwise launch's block sizes and warps under an autotuned `config` ((one scale
+    per block: the block is the heuristic's times 2**scale, within 16..4096), warps);
+    codegen/triton/autotune.py chooses it."""
+    scales, warps = config
+    return tuple(min(4096, max(16, b << s if s >= 0 else b >> -s))
+                 for b, s in zip(blocks, scales)), warps
 
 
 # ---- erfc and lgamma: float64 routines accurate to ~1e-13 relative; float32 (and half)
