@@ -47,6 +47,22 @@ class Emitter:
             self.scopes[-1][node] = name
         return self._lookup(e)
 
+    def hoist(self, roots: list[Expr], varies: Callable[[Expr], bool], indent: str) -> None:
+        """Emit, before a loop, the largest subexpressions of `roots` that do not vary
+        along it (`varies` false: a per-row scale, an embedding row's checked index), so
+        they are computed once per row rather than per element or chunk."""
+        stack = list(roots)
+        seen: set[Expr] = set()
+        while stack:
+            e = stack.pop()
+            if e in seen or isinstance(e, Const) or self._find(e) is not None:
+                continue
+            seen.add(e)
+            if isinstance(e, (Op, Load)) and not varies(e):
+                self.var(e, indent)
+            else:
+                stack.extend(e.children())
+
     def _find(self, e: Expr) -> str | None:
         for scope in reversed(self.scopes):
             if e in scope:

@@ -602,18 +602,8 @@ class KernelWriter(Emitter):
         rvars = set(self.k.inner_vars)
         # values of this loop's nodes (earlier stages' results are locals by now)
         in_loop = {n.buf.name for n in self.k.nodes if n.level == "full"} - set(self.local)
-        stack = [n.body for n in nodes]
-        seen: set[Expr] = set()
-        while stack:
-            e = stack.pop()
-            if e in seen or isinstance(e, Const) or self._find(e) is not None:
-                continue
-            seen.add(e)
-            if isinstance(e, (Op, Load)) and not _depends_on(e, rvars) and not any(
-                    isinstance(x, Load) and x.buf in in_loop for x in walk(e)):
-                self.var(e, indent)
-            else:
-                stack.extend(e.children())
+        self.hoist([n.body for n in nodes], lambda e: _depends_on(e, rvars) or any(
+            isinstance(x, Load) and x.buf in in_loop for x in walk(e)), indent)
 
     def _combine(self, n: KernelNode, acc: str, value: str, indent: str) -> None:
         rt = n.buf.reduce_type

@@ -306,20 +306,9 @@ class TritonReductionWriter(Emitter):
         self._finish(n, self._final(n, f"acc_{n.buf.name}", f"pos_{n.buf.name}"))
 
     def _hoist(self, nodes: list[KernelNode]) -> None:
-        """Emit before a loop the largest subexpressions that do not vary along the row
-        (a per-row scale, an embedding row's checked index): once per row, not per chunk."""
+        """Emit before a loop the values that do not vary along the row, once per row."""
         produced = {n.buf.name for n in self.k.nodes if n.level == "full"} - set(self.local)
-        stack = [n.body for n in nodes]
-        seen: set[Expr] = set()
-        while stack:
-            e = stack.pop()
-            if e in seen or isinstance(e, Const) or self._find(e) is not None:
-                continue
-            seen.add(e)
-            if isinstance(e, (Op, Load)) and not self._varies(e, produced):
-                self.var(e, self.indent)
-            else:
-                stack.extend(e.children())
+        self.hoist([n.body for n in nodes], lambda e: self._varies(e, produced), self.indent)
 
     def _varies(self, e: Expr, produced: set[str]) -> bool:
         for x in walk(e):
