@@ -137,6 +137,10 @@ def _float32_in_float64(fn: str, fn64: str) -> Rule:
 
 
 def _neg(node: Op, a: list[str]) -> str:
+    # Triton 3.6's unary minus on floats is 0 - x, so -(0.0) was +0.0 (3.9 negates);
+    # a product by -1 is exact and gives -0.0 on every version.
+    if node.dtype.is_floating_point:
+        return f"({a[0]} * -1.0)"
     return f"(-{a[0]})"
 
 

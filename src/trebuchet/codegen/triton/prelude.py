@@ -7,7 +7,8 @@ functions that the interpreter cannot call.
 
 Imported only by generated modules, never by the rest of the package, so the C target
 works without triton installed. Each helper computes in its argument's dtype (the
-kernels pass float16/bfloat16 values as float32).
+kernels pass float16/bfloat16 values as float32). A sign is flipped as `r * -1.0`, never
+`-r`: Triton 3.6 compiles a float's unary minus as 0 - r, which turns -0.0 into +0.0.
 """
 import torch
 import triton
@@ -84,7 +85,7 @@ def _t_tanh(x):
     """tanh x = sign(x) * -m / (2 + m) with m = expm1(-2|x|)."""
     m = _t_expm1(-2 * tl.abs(x))
     r = -m / (2 + m)
-    return tl.where(_t_signbit(x), -r, r)
+    return tl.where(_t_signbit(x), r * -1.0, r)
 
 
 @triton.jit
@@ -95,7 +96,7 @@ def _t_sinh(x):
     e = _t_expm1(a)
     h = tl.exp(a * 0.5)
     r = tl.where(a < 20, (e + e / (e + 1)) * 0.5, (h * 0.5) * h)
-    return tl.where(_t_signbit(x), -r, r)
+    return tl.where(_t_signbit(x), r * -1.0, r)
 
 
 @triton.jit
@@ -114,7 +115,7 @@ def _t_pow_cases(x, y, r):
     is_int = tl.floor(y) == y
     half = y * 0.5
     odd = is_int & (tl.floor(half) != half)
-    r = tl.where(_t_signbit(x) & odd, -r, r)
+    r = tl.where(_t_signbit(x) & odd, r * -1.0, r)
     r = tl.where((x < 0) & (ax != float("inf")) & (~is_int), float("nan"), r)
     r = tl.where((ax == 1) & (tl.abs(y) == float("inf")), 1.0, r)
     return tl.where((x == 1) | (y == 0), 1.0, r)
@@ -257,7 +258,7 @@ def _t_floordiv_f(a, b):
     div = (a - mod) / b
     div = tl.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
     q = a / b
-    zero = tl.where(_t_signbit(q), -0.0, 0.0)
+    zero = tl.where(_t_signbit(q), -1.0, 1.0) * 0.0   # 3.6's interpreter gave +0.0 for -0.0
     fl = tl.floor(div)
     fl = tl.where(div - fl > 0.5, fl + 1, fl)
     r = tl.where(div == 0, zero, fl)
@@ -293,7 +294,7 @@ def _t_atan(x):
     r = 8 * (t + t * (t2 * p))
     r = tl.where(inv, 1.5707963267948966 - r, r)
     r = tl.where(a < 1e-8, a, r)                 # x - x^3/3 rounds to x (subnormals too)
-    return tl.where(_t_signbit(x), -r, r)
+    return tl.where(_t_signbit(x), r * -1.0, r)
 
 
 @triton.jit
@@ -320,7 +321,7 @@ def _t_atan2(y, x):
     t = tl.where((num == float("inf")) & (den == float("inf")), 0.7853981633974483, t)
     r = tl.where(swap, 1.5707963267948966 - t, t)
     r = tl.where(_t_signbit(x), 3.141592653589793 - r, r)
-    r = tl.where(_t_signbit(y), -r, r)
+    r = tl.where(_t_signbit(y), r * -1.0, r)
     return tl.where((x != x) | (y != y), x + y, r)
 
 
@@ -329,7 +330,7 @@ def _t_asinh(x):
     a = tl.abs(x)
     r = tl.where(a > 268435456.0, tl.log(a) + 0.6931471805599453,
                  _t_log1p(a + a * a / (1 + tl.sqrt(1 + a * a))))
-    return tl.where(_t_signbit(x), -r, r)
+    return tl.where(_t_signbit(x), r * -1.0, r)
 
 
 @triton.jit
@@ -344,7 +345,7 @@ def _t_acosh(x):
 def _t_atanh(x):
     a = tl.abs(x)
     r = 0.5 * _t_log1p(2 * a / (1 - a))
-    return tl.where(_t_signbit(x), -r, r)
+    return tl.where(_t_signbit(x), r * -1.0, r)
 
 
 @triton.jit
