@@ -71,6 +71,14 @@ def kernel_comment(k: Kernel, note: str) -> list[str]:
             *([f"# from: {'; '.join(k.sources()[:6])}"] if k.sources() else [])]
 
 
+def error_flag_lines(block: str, mask: str = "") -> tuple[str, str]:
+    """A checking kernel's error bits: the accumulator set up before the body, and the OR
+    into the flag after it (an atomic only on lanes that set a bit)."""
+    cond = f"{mask} & (tb_bad != 0)" if mask else "tb_bad != 0"
+    return (f"{IND}tb_bad = tl.full({block}, 0, tl.int32)",
+            f"{IND}tl.atomic_or(tb_error + tl.full({block}, 0, tl.int32), tb_bad, mask={cond})")
+
+
 def jit_head(fn: str, args: list[str], sizes: list[str], constexprs: list[str]) -> list[str]:
     """The decorator and signature of a jit function, and its size arguments in int64.
     Sizes are not specialized (one compiled kernel serves every size)."""
@@ -151,9 +159,9 @@ class TritonKernelWriter(Emitter):
                 f"{IND}xmask = xindex < xnumel",
                 *unflatten("xindex", list(zip(k.outer_vars, k.outer)), "".join(body))]
         if self.checks:
-            head.append(f"{IND}tb_bad = tl.full([XBLOCK], 0, tl.int32)")
-            body.append(f"{IND}tl.atomic_or(tb_error + tl.full([XBLOCK], 0, tl.int32), tb_bad, "
-                        "mask=xmask & (tb_bad != 0))")
+            setup, flag = error_flag_lines("[XBLOCK]", "xmask")
+            head.append(setup)
+            body.append(flag)
         launch = [f"def {k.name}({', '.join([*names, 'tb_config=None'])}):",
                   f"{IND}xnumel = {launch_code(numel)}",
                   f"{IND}if xnumel > 0:",

@@ -33,7 +33,8 @@ from ...ir.nodes import Reduction
 from ...scheduler.describe import ErrorFlag, Param, SizeSymbol, kernel_shape
 from ...scheduler.kernels import Kernel, KernelNode
 from ..emitter import Emitter
-from .kernels import IND, index_code, jit_head, kernel_comment, launch_code, store_value
+from .kernels import (IND, error_flag_lines, index_code, jit_head, kernel_comment, launch_code,
+                      store_value)
 from .ops import ERROR_CHECKS, TRITON_OPS, cast_code, tl_type
 from .ops import const_code as tl_const
 
@@ -390,9 +391,9 @@ class TritonReductionWriter(Emitter):
         if persistent:
             head += [f"{IND}{s}" for s in self._rindex("")]
         if self.checks:
-            head.append(f"{IND}tb_bad = tl.full({self.block}, 0, tl.int32)")
-            body.append(f"{IND}tl.atomic_or(tb_error + tl.full({self.block}, 0, tl.int32), "
-                        "tb_bad, mask=tb_bad != 0)")
+            setup, flag = error_flag_lines(self.block)
+            head.append(setup)
+            body.append(flag)
         return head + body
 
     def write(self) -> str:

@@ -22,7 +22,7 @@ import torch
 from ...ir.nodes import Reduction
 from ...scheduler.describe import Pointer, SizeSymbol, kernel_shape
 from ...scheduler.kernels import Kernel, KernelNode
-from .kernels import IND, jit_head
+from .kernels import IND, error_flag_lines, jit_head
 from .ops import tl_type
 from .reductions import COLUMN_TILE, LOOP_RBLOCK, TritonReductionWriter, _identity
 
@@ -104,9 +104,9 @@ class SplitWriter(TritonReductionWriter):
                 f"{IND}rstart = tl.program_id(1).to(tl.int64) * chunk",
                 f"{IND}rend = tl.minimum(rstart + chunk, {self.rnumel})"]
         if self.checks:
-            head.append(f"{IND}tb_bad = tl.full({self.block}, 0, tl.int32)")
-            self.lines.append(f"{IND}tl.atomic_or(tb_error + tl.full({self.block}, 0, "
-                              "tl.int32), tb_bad, mask=tb_bad != 0)")
+            setup, flag = error_flag_lines(self.block)
+            head.append(setup)
+            self.lines.append(flag)
         self.partial = False
         return head + self.lines
 
@@ -135,9 +135,9 @@ class SplitWriter(TritonReductionWriter):
                 f"{IND}rindex = {arange}.to(tl.int64)",
                 f"{IND}rmask = rindex < nparts"]
         if self.checks:
-            head.append(f"{IND}tb_bad = tl.full({self.block}, 0, tl.int32)")
-            self.lines.append(f"{IND}tl.atomic_or(tb_error + tl.full({self.block}, 0, "
-                              "tl.int32), tb_bad, mask=tb_bad != 0)")
+            setup, flag = error_flag_lines(self.block)
+            head.append(setup)
+            self.lines.append(flag)
         return head + self.lines
 
     def _split_launch(self) -> list[str]:

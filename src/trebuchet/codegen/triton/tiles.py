@@ -19,7 +19,7 @@ import sympy
 from ...ir.expr import loads
 from ...scheduler.describe import ErrorFlag, SizeSymbol
 from ...scheduler.kernels import Kernel
-from .kernels import (IND, TritonKernelWriter, jit_head, kernel_comment, launch_code,
+from .kernels import (IND, TritonKernelWriter, error_flag_lines, jit_head, kernel_comment, launch_code,
                       tunable, unflatten)
 
 MAX_TILE = 64          # XBLOCK and YBLOCK at most (powers of two; at least MIN_TILE)
@@ -97,9 +97,9 @@ class TileWriter(TritonKernelWriter):
             head.append(f"{IND}zindex = pid // (xtiles * ytiles)")
         head += unflatten("zindex", rest_vars, text)
         if any(isinstance(p, ErrorFlag) for p in self.param_list):
-            head.append(f"{IND}tb_bad = tl.full([YBLOCK, XBLOCK], 0, tl.int32)")
-            body.append(f"{IND}tl.atomic_or(tb_error + tl.full([YBLOCK, XBLOCK], 0, tl.int32), "
-                        "tb_bad, mask=xmask & (tb_bad != 0))")
+            setup, flag = error_flag_lines("[YBLOCK, XBLOCK]", "xmask")
+            head.append(setup)
+            body.append(flag)
         launch = [f"def {k.name}({', '.join([*names, 'tb_config=None'])}):",
                   f"{IND}xnumel = {launch_code(size_of[x])}",
                   f"{IND}ynumel = {launch_code(size_of[y])}",
