@@ -758,24 +758,16 @@ def markdown(results: dict[str, Any]) -> str:
     be = parts.get("bert", {})
     if "ms" in be:
         t = be["ms"]
-        model_rows.append([f"{be['model']} {be['dtype']} batch {be['batch']}", _f(t.get("eager")),
-                           _f(t.get("inductor")), _f(t.get("trebuchet")),
-                           _f(_r(t, "eager", "inductor"), "{:.2f}x"),
-                           _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
-                           {True: "ok", False: "MISMATCH"}.get(be.get("correct"), "n/a"),
-                           _kernels(be.get("trebuchet"))])
+        model_rows.append(_model_row(f"{be['model']} {be['dtype']} batch {be['batch']}", t,
+                                     be.get("correct"), be.get("trebuchet")))
         if CUDAGRAPHS in t:
             model_rows.append([f"{be['model']}, Trebuchet with cudagraphs=True", "", "", _f(t[CUDAGRAPHS]),
                                "", _f(_r(t, "eager", CUDAGRAPHS), "{:.2f}x"), "", ""])
     for mode, e in parts.get("gpt2_train", {}).items():
         if isinstance(e, dict) and "ms" in e:
             t = e["ms"]
-            model_rows.append([f"GPT-2 training step {mode} batch {e['batch']}", _f(t.get("eager")),
-                               _f(t.get("inductor")), _f(t.get("trebuchet")),
-                               _f(_r(t, "eager", "inductor"), "{:.2f}x"),
-                               _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
-                               {True: "ok", False: "MISMATCH"}.get(e.get("loss_matches_eager"), "n/a"),
-                               _kernels(e.get("trebuchet"))])
+            model_rows.append(_model_row(f"GPT-2 training step {mode} batch {e['batch']}", t,
+                                         e.get("loss_matches_eager"), e.get("trebuchet")))
     if len(model_rows) > 1:
         lines += ["## Models", ""] + markdown_table(model_rows) + [""]
     co = parts.get("compile", {})
@@ -811,6 +803,13 @@ def _failures(node: Any, path: str = "") -> list[tuple[str, str]]:
         for v in node:
             out += _failures(v, path)
     return out
+
+
+def _model_row(label: str, t: dict, correct: bool | None, stats: Any) -> list[str]:
+    """One row of the models table: times, ratios to eager, the check, Trebuchet's kernels."""
+    return [label, _f(t.get("eager")), _f(t.get("inductor")), _f(t.get("trebuchet")),
+            _f(_r(t, "eager", "inductor"), "{:.2f}x"), _f(_r(t, "eager", "trebuchet"), "{:.2f}x"),
+            {True: "ok", False: "MISMATCH"}.get(correct, "n/a"), _kernels(stats)]
 
 
 def _kernels(stats: dict[str, Any] | None) -> str:
