@@ -17,13 +17,10 @@ import sympy
 import torch
 
 from ..ir.expr import Const, Expr, cast, op
+from .pointwise import opmath
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
 aten = torch.ops.aten
-
-
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _channel(value: TensorValue | None, c: sympy.Expr, dtype: torch.dtype, default: float) -> Expr:
@@ -42,7 +39,7 @@ def batch_norm_eval(ctx: LoweringContext, x: TensorValue, weight: TensorValue | 
     params = [p for p in (weight, bias, running_mean, running_var) if p is not None]
     if any(not isinstance(p, TensorValue) or p.ndim != 1 for p in params):
         raise LoweringError("batch norm parameters that are not 1-d tensors")
-    acc = _opmath(x.dtype)
+    acc = opmath(x.dtype)
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
         c = idx[1]

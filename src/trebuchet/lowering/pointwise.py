@@ -268,10 +268,11 @@ def isnan_isinf(ctx: LoweringContext, x: TensorValue) -> TensorValue:
     name = "isnan" if ctx.current_target == aten.isnan.default else "isinf"
     if not x.dtype.is_floating_point:
         return pointwise(ctx, [x], lambda a: Const(False, torch.bool), x.dtype, torch.bool)
-    return pointwise(ctx, [x], lambda a: op(name, a), _opmath(x.dtype), torch.bool)
+    return pointwise(ctx, [x], lambda a: op(name, a), opmath(x.dtype), torch.bool)
 
 
-def _opmath(dtype: torch.dtype) -> torch.dtype:
+def opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a value of `dtype` is computed in: float16/bfloat16 in float32, as eager."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ir.expr import Const, Expr, Index, cast, op
+from .pointwise import opmath
 from .storage import memory_order, store_in_order
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
@@ -30,10 +31,6 @@ aten = torch.ops.aten
 # Positions a window may have before the op stays eager: the expression is one load and
 # a select per position (a 7x7 window is 49 of each).
 MAX_WINDOW = 49
-
-
-def _opmath(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _params(values: Sequence[int] | int, n: int, default: Sequence[int] | None = None) -> list[int]:
@@ -124,7 +121,7 @@ def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride:
     _check_input(x, n)
     out_shape = _out_shape(ctx)
     win = Window(x.shape, out_shape, n, kernel, stride, padding, dilation)
-    acc = _opmath(x.dtype)
+    acc = opmath(x.dtype)
     lead = x.ndim - n
     if x.ref is None and any(k > s for k, s in zip(win.kernel, win.stride)):
         # Overlapping windows read each input several times: store a computed input once
@@ -189,7 +186,7 @@ def _max_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue, 
         raise LoweringError("max pool backward with mixed dtypes")
     win = Window(x.shape, grad.shape, n, kernel, stride, padding, dilation)
     lead = x.ndim - n
-    acc = _opmath(x.dtype)
+    acc = opmath(x.dtype)
     # Along dim d, the outputs whose window covers input i are o = (i + p - k*dil) / s for
     # the k that divide exactly: at most `span` consecutive o, the last floor((i+p)/s).
     spans = [-(-((k - 1) * dl + 1) // s) for k, s, dl in zip(win.kernel, win.stride, win.dilation)]
@@ -252,7 +249,7 @@ def avg_pool2d(ctx: LoweringContext, x: TensorValue, kernel_size: Any, stride: A
     _check_input(x, 2)
     out_shape = _out_shape(ctx)
     win = Window(x.shape, out_shape, 2, kernel_size, stride, padding)
-    acc = _opmath(x.dtype)
+    acc = opmath(x.dtype)
     lead = x.ndim - 2
 
     def divisor(idx: Sequence[sympy.Expr]) -> Expr:
@@ -295,7 +292,7 @@ def adaptive_avg_pool2d(ctx: LoweringContext, x: TensorValue, output_size: Any) 
     widest = [max(-(-(o + 1) * i // n) - (o * i // n) for o in range(n)) for i, n in zip(sizes_i, outs_i)]
     if math.prod(widest) > MAX_WINDOW:
         raise LoweringError(f"adaptive pooling window of more than {MAX_WINDOW} positions")
-    acc = _opmath(x.dtype)
+    acc = opmath(x.dtype)
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
         starts = [FloorDiv(idx[lead + d] * sizes_i[d], outs_i[d]) for d in range(2)]

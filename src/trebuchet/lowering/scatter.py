@@ -24,7 +24,7 @@ from torch.utils._sympy.functions import ModularIndexing
 from ..ir.expr import Const, Expr, Index, cast, op
 from ..ir.nodes import product
 from .misc import indirect, load_indirect
-from .pointwise import broadcast_shapes, broadcast_to
+from .pointwise import broadcast_shapes, broadcast_to, opmath
 from .reductions import reduce
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
@@ -42,7 +42,7 @@ def _is_static(n: sympy.Expr) -> bool:
 
 def _add(a: Expr, b: Expr, dtype: torch.dtype) -> Expr:
     """a + b rounded to dtype, as eager's in-place accumulation does it step by step."""
-    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    compute = opmath(dtype)
     return cast(op("add", cast(a, compute), cast(b, compute)), dtype)
 
 

@@ -35,7 +35,7 @@ from ...scheduler.kernels import Kernel, KernelNode
 from ..emitter import Emitter
 from .kernels import (IND, error_flag_lines, index_code, jit_head, kernel_comment, launch_code,
                       store_value)
-from .ops import ERROR_CHECKS, TRITON_OPS, cast_code, tl_type
+from .ops import ERROR_CHECKS, HALF, TRITON_OPS, cast_code, tl_type
 from .ops import const_code as tl_const
 
 # Rows up to this many elements are reduced in one block (a Target limit, see __init__).
@@ -120,7 +120,7 @@ class TritonReductionWriter(Emitter):
             has_x = True
         tl_type(node.dtype)
         code = f"tl.load({node.buf} + {offset}, mask={self._mask(has_x, has_r)}, other=0)"
-        return f"{code}.to(tl.float32)" if node.dtype in (torch.float16, torch.bfloat16) else code
+        return f"{code}.to(tl.float32)" if node.dtype in HALF else code
 
     def declare(self, name: str, node: Expr, code: str) -> str:
         return f"{name} = {code}"
