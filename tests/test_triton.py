@@ -31,16 +31,10 @@ from test_ir import CASES, F32, _build_graph, _compile_ir, _gen  # noqa: E402
 import trebuchet  # noqa: E402
 from trebuchet.codegen.target import get_target  # noqa: E402
 from trebuchet.codegen.triton import TritonTarget  # noqa: E402
-from trebuchet.codegen.triton import NOT_YET  # noqa: E402
 from trebuchet.ir.expr import OPS  # noqa: E402
 from trebuchet.ir.nodes import GraphIR  # noqa: E402
 
-GENERATED = sorted(set(OPS) - NOT_YET)
-
-
-def generated(name: str, case) -> bool:
-    """Whether the target generates this case (every primitive but those in NOT_YET)."""
-    return name not in NOT_YET
+GENERATED = sorted(OPS)      # the target generates every primitive
 
 
 def _graph(names: list[str], keep=lambda name, case: True
@@ -51,7 +45,7 @@ def _graph(names: list[str], keep=lambda name, case: True
 
 @pytest.fixture(scope="module")
 def triton_results() -> dict:
-    graph, args, labels = _graph(GENERATED, generated)
+    graph, args, labels = _graph(GENERATED)
     out = _compile_ir(graph, "triton")(list(args))
     ref = _compile_ir(graph, "reference")(list(args))
     assert len(out) == len(ref) == len(labels)
@@ -61,8 +55,6 @@ def triton_results() -> dict:
 @pytest.mark.parametrize("name", GENERATED)
 def test_primitive_matches_reference(name: str, triton_results: dict) -> None:
     for k, case in enumerate(CASES[name]):
-        if not generated(name, case):
-            continue
         val, ref = triton_results[(name, k)]
         assert val.dtype == ref.dtype == case.dtype, (name, k)
         if name == "cast" and case.dtype in (torch.float16, torch.bfloat16):

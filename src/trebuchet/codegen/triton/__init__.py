@@ -31,7 +31,7 @@ from .kernels import MAX_XBLOCK
 from .module import generate
 from .reductions import PERSISTENT_RBLOCK
 from .split import SCALAR_SPLIT
-from .ops import NOT_YET, TRITON_OPS, TritonUnsupported
+from .ops import TRITON_OPS, TritonUnsupported
 
 if TYPE_CHECKING:
     import pathlib
@@ -75,4 +75,4 @@ class TritonTarget(Target):
 
 TARGET = TritonTarget()
 
-__all__ = ["TARGET", "TritonTarget", "TRITON_OPS", "NOT_YET", "TritonUnsupported", "generate"]
+__all__ = ["TARGET", "TritonTarget", "TRITON_OPS", "TritonUnsupported", "generate"]

@@ -117,12 +117,6 @@ def _sqrt(x: str, node: Op) -> str:
     return f"tl.sqrt_rn({x})" if tl_type(node.dtype) == "tl.float32" else f"tl.sqrt({x})"
 
 
-def _unsupported(name: str) -> Rule:
-    def rule(node: Op, a: list[str]) -> str:
-        raise TritonUnsupported(f"the Triton target does not implement the {name} primitive yet")
-    return rule
-
-
 def _float32_in_float64(fn: str, fn64: str) -> Rule:
     """A function whose prelude routine `fn` is a float64 one accurate to about 1e-13
     (erfc, lgamma): float32 (and float16/bfloat16) values computed in it; float64 values
@@ -264,14 +258,10 @@ _CALLS = {
     "tan": "_t_tan({})", "atan": "_t_atan({})", "asin": "_t_asin({})", "acos": "_t_acos({})",
     "asinh": "_t_asinh({})", "acosh": "_t_acosh({})", "atanh": "_t_atanh({})",
 }
-# primitives this target does not generate: a graph using one falls back to eager
-_NOT_YET: tuple[str, ...] = ()
-
 # primitive -> Triton (every name of ir/expr.py OPS; tests/test_ir.py checks)
 TRITON_OPS: dict[str, Rule] = {
     **{name: _infix(sym) for name, sym in _INFIX.items()},
     **{name: _float_only(fmt.format, name) for name, fmt in _CALLS.items()},
-    **{name: _unsupported(name) for name in _NOT_YET},
     "erfc": _float32_in_float64("_t_erfc", "_t_erfc64"),
     "lgamma": _float32_in_float64("_t_lgamma", "_t_lgamma64"),
     "truediv": _truediv, "sqrt": lambda node, a: _sqrt(a[0], node), "rsqrt": _rsqrt,
@@ -281,7 +271,6 @@ TRITON_OPS: dict[str, Rule] = {
     "isnan": _isnan, "isinf": _isinf, "bitwise_not": _bitwise_not,
     "lshift": _shift, "rshift": _shift, "where": _where, "cast": _cast, "round": _round,
 }
-NOT_YET = frozenset(_NOT_YET)
 
 
 def _index_error(node: Op, a: list[str]) -> str:
