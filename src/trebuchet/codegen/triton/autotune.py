@@ -25,13 +25,13 @@ configuration lists and the cache file are tested with a stand-in timer.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import statistics
-import tempfile
 from typing import Any, Callable
 
 import torch
+
+from .launch import write_atomic
 
 Config = tuple[tuple[int, ...], int]          # (block scales, warps)
 
@@ -96,10 +96,7 @@ def write_choices(path: pathlib.Path, choices: dict[str, Config]) -> None:
                        "choices": {k: [list(s), w] for k, (s, w) in sorted(merged.items())}},
                       indent=1)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, ".json")
     except OSError:
         pass
 

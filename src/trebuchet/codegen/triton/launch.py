@@ -67,12 +67,13 @@ def module_path(source: str, root: pathlib.Path) -> pathlib.Path:
     return root / CACHE_FOLDER / f"{PREFIX}{digest}.py"
 
 
-def _write(path: pathlib.Path, source: str) -> None:
-    """Atomically (a temporary file renamed into place); an existing equal file is kept."""
+def write_atomic(path: pathlib.Path, source: str, suffix: str = ".py") -> None:
+    """Atomically (a temporary `.tmp-*<suffix>` file renamed into place, the name
+    clear-cache knows); an existing equal file is kept."""
     if path.exists() and path.read_text() == source:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
     with os.fdopen(fd, "w") as f:
         f.write(source)
     os.replace(tmp, path)
@@ -86,11 +87,11 @@ def load(code: GeneratedCode, options: Options) -> dict[str, Callable]:
     root = options.cache_path()
     path = module_path(code.source, root)
     try:
-        _write(path, code.source)
+        write_atomic(path, code.source)
     except OSError:
         root = pathlib.Path(tempfile.gettempdir()) / "trebuchet"
         path = module_path(code.source, root)
-        _write(path, code.source)
+        write_atomic(path, code.source)
     interpret = interpreting()
     # the interpreter's and the compiler's modules differ (what @triton.jit made)
     name = f"trebuchet_triton_{path.stem}{'_interpret' if interpret else ''}"
