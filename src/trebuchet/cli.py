@@ -173,9 +173,11 @@ def _sizes(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _check_target(target: str) -> None:
-    if target == "triton" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise UsageError("--target triton: Triton kernels run on CPU tensors only under Triton's "
-                         "interpreter (CUDA tensors are not lowered yet): set TRITON_INTERPRET=1, "
+    from .codegen.triton.launch import interpreting
+
+    if target == "triton" and not interpreting():
+        raise UsageError("--target triton: the models run on CPU tensors, where Triton kernels "
+                         "run only under Triton's interpreter: set TRITON_INTERPRET=1, "
                          "or use --target c")
 
 
@@ -283,8 +285,9 @@ def _triton() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
-    interp = "TRITON_INTERPRET=1 (interpreter)" if os.environ.get("TRITON_INTERPRET") == "1" else \
-        "TRITON_INTERPRET unset"
+    from .codegen.triton.launch import interpreting
+
+    interp = "TRITON_INTERPRET=1 (interpreter)" if interpreting() else "TRITON_INTERPRET unset"
     return f"installed; {gpu}; {interp}"
 
 
