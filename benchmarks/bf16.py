@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from typing import Any
 
 import torch
@@ -92,4 +93,4 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    main(workloads_fn=bf16_workloads, add_args=_args)
+    sys.exit(main(workloads_fn=bf16_workloads, add_args=_args))

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: backends, interleaved timing, machine info, tables.
+"""Helpers shared by the benchmark scripts: backends, interleaved timing, machine info, tables,
+and the targets of issue 11 (`targets`: the summary cnn.py, bf16.py and run_all.py print).
 
 The scripts are run as files (`python benchmarks/bench.py`), so this module is
 imported as `common` from the benchmarks folder. It never imports
@@ -9,6 +10,7 @@ torch.compile(backend="inductor").
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -155,3 +157,60 @@ def markdown_table(rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(rows[0]) + " |", "| --- " + "| ---: " * (len(rows[0]) - 1) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return out
+
+
+# ---------------------------------------------------------------- targets (issue 11)
+
+SPEEDUP_SHARE = 0.95    # each workload: Trebuchet's speed-up over eager >= this x the default's (noise)
+GEOMEAN_TARGET = 1.1    # geomean over the workloads of (Trebuchet's speed-up / the default's)
+COMPILE_SHARE = 0.1     # compile time added over aot_eager: Trebuchet's <= this x the default's
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("yes" if ok else "NO")
+
+
+def targets(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
+    """The targets table and its verdict lines for benchmark rows with eager, inductor and
+    trebuchet medians (`median_s`) and, where measured, `compile`: `added_s` (backend ->
+    compile seconds added over aot_eager) and `added_ratio` (Trebuchet's / the default's)."""
+    head = ["workload", "trebuchet vs eager", "inductor vs eager", "trebuchet / inductor speed-up",
+            f">= {SPEEDUP_SHARE:g}x inductor's", "not slower than eager", "compile added vs inductor's",
+            f"<= {COMPILE_SHARE:g}x"]
+    table, shares, fast, not_slower, cheap, added = [head], [], [], [], [], []
+    for row in rows:
+        t = row["median_s"]
+        if not all(t.get(b) for b in ("eager", "inductor", "trebuchet")):
+            continue
+        ours, theirs = t["eager"] / t["trebuchet"], t["eager"] / t["inductor"]
+        shares.append(ours / theirs)
+        fast.append(shares[-1] >= SPEEDUP_SHARE)
+        not_slower.append(ours >= 1.0)
+        compile_row = row.get("compile") or {}
+        share = compile_row.get("added_ratio")
+        if share is not None:
+            cheap.append(share <= COMPILE_SHARE)
+            added.append(compile_row["added_s"])
+        table.append([row["workload"], f"{ours:.2f}x", f"{theirs:.2f}x", f"{shares[-1]:.2f}x",
+                      _verdict(fast[-1]), _verdict(not_slower[-1]),
+                      "n/a" if share is None else f"{share:.3f}x",
+                      _verdict(None if share is None else cheap[-1])])
+    if not shares:
+        return [], ["- targets: no workload ran with eager, inductor and trebuchet"]
+    n = len(shares)
+    geomean = math.exp(sum(math.log(s) for s in shares) / n)
+    lines = [f"- geomean of Trebuchet's speed-up / the default backend's over {n} workload(s): "
+             f"{geomean:.3f}x (target >= {GEOMEAN_TARGET:g}x): {_verdict(geomean >= GEOMEAN_TARGET)}",
+             f"- speed-up at least {SPEEDUP_SHARE:g}x the default backend's: {sum(fast)} of {n}",
+             f"- not slower than eager: {sum(not_slower)} of {n}"]
+    if cheap:
+        ours_s, theirs_s = sum(a["trebuchet"] for a in added), sum(a["inductor"] for a in added)
+        lines += [f"- compile time added over aot_eager at most {COMPILE_SHARE:g}x the default backend's: "
+                  f"{sum(cheap)} of {len(cheap)} measured",
+                  f"- compile time added over aot_eager, summed over those: Trebuchet {ours_s:.1f} s, "
+                  f"the default backend {theirs_s:.1f} s ({ours_s / theirs_s:.3f}x)"]
+    else:
+        lines.append("- compile time added over aot_eager: not measured (--compile-time)")
+    met = geomean >= GEOMEAN_TARGET and all(fast) and all(not_slower) and len(cheap) == n and all(cheap)
+    lines.append(f"- all targets met: {_verdict(met)}")
+    return table, lines
