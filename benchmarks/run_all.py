@@ -12,11 +12,13 @@ Runs, one after another, each in its own process:
                               (inference, then a training step)
   benchmarks/generation.py    Hugging Face generate: decode time per token
   benchmarks/compile_time.py  cold and warm compile time against TorchDynamo + AOTAutograd alone
-  benchmarks/cnn.py           ResNet-18 and MobileNetV3-Small: inference and a training step
-  benchmarks/bf16.py          BERT in bfloat16 and under bfloat16 autocast
+  benchmarks/cnn.py           ResNet-18, MobileNetV3-Small and ViT-Tiny: inference and a
+                              training step, with compile time over aot_eager
+  benchmarks/bf16.py          BERT in bfloat16 and under bfloat16 autocast, the same
 
 and writes one Markdown file with the machine (CPU model, cores, torch version, load
-average), each script's tables and the exact commands. The JSON and Markdown of each
+average), each script's tables and the exact commands, and the targets of issue 11 over
+the workloads of cnn.py and bf16.py together (common.targets). The JSON and Markdown of each
 script are kept in --results-dir if given. Run it on an otherwise idle machine: the
 numbers are only as good as the machine is quiet (see benchmarks/README.md).
 """
@@ -24,13 +26,14 @@ numbers are only as good as the machine is quiet (see benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import machine_info, machine_line
+from common import machine_info, machine_line, markdown_table, targets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -43,9 +46,11 @@ SCRIPTS = [
     ("seq_lengths_train", "seq_lengths.py", "Varying sequence lengths: training step", ["--train"]),
     ("generation", "generation.py", "Text generation (decode time per token)", []),
     ("compile_time", "compile_time.py", "Compile time", []),
-    ("cnn", "cnn.py", "Convolutional networks", []),
-    ("bf16", "bf16.py", "BERT in bfloat16 and under autocast", []),
+    ("cnn", "cnn.py", "Image networks: convolutional networks and ViT", ["--compile-time"]),
+    ("bf16", "bf16.py", "BERT in bfloat16 and under autocast", ["--compile-time"]),
 ]
+TARGET_SCRIPTS = ("cnn", "bf16")   # issue 11's workloads: their targets are summed up together
+TARGETS_TITLE = "Targets of issue 11: image networks and bfloat16 BERT together"
 
 
 def _loadavg() -> str:
@@ -106,6 +111,23 @@ def kept_sections(path: str, written: set[str]) -> list[str]:
     return kept
 
 
+def targets_section(names: list[str], results: str) -> list[str]:
+    """The targets over the rows of the scripts `names` (their JSON in `results`), as a
+    Markdown section; nothing unless two or more of them ran (each prints its own)."""
+    rows = []
+    for name in names:
+        try:
+            with open(os.path.join(results, f"{name}.json"), encoding="utf-8") as f:
+                rows += json.load(f)["rows"]
+        except (OSError, ValueError, KeyError):
+            return [f"## {TARGETS_TITLE}", "", f"(no results from {name})", ""] if len(names) > 1 else []
+    if len(names) < 2:
+        return []
+    table, lines = targets(rows)
+    print("\n" + "\n".join(lines), flush=True)
+    return [f"## {TARGETS_TITLE}", ""] + (markdown_table(table) + [""] if table else []) + lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every script with --quick")
@@ -131,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(results, exist_ok=True)
         ran = [(title, *run_script(script, flags + own, results, name))
                for name, script, title, own in SCRIPTS if name in chosen]
+        goals = targets_section([n for n in TARGET_SCRIPTS if n in chosen], results)
     total = time.perf_counter() - start
 
     out = ["# Benchmarks", "",
@@ -147,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     out += ["```", ""]
     for title, status, seconds, markdown, _ in ran:
         out += section(title, markdown, status, seconds)
-    out += kept_sections(args.output, {title for title, *_ in ran})
+    out += goals
+    out += kept_sections(args.output, {title for title, *_ in ran} | ({TARGETS_TITLE} if goals else set()))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
