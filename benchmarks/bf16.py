@@ -2,6 +2,7 @@
 
     python benchmarks/bf16.py                         # every workload
     python benchmarks/bf16.py --workloads bf16_infer autocast_train --quick
+    python benchmarks/bf16.py --workloads bf16_infer --repeats 1 --warmup 0 --compile-time   # a smoke run
 
 A random-initialized BERT (Hugging Face `transformers`, built from a config, nothing
 downloaded; sdpa attention, dropout off), run two ways:
@@ -11,7 +12,9 @@ downloaded; sdpa attention, dropout off), run two ways:
               eval under no_grad
   *_train     BertForMaskedLM, hidden 256, 4 layers, 4 heads, vocab 8192, batch 8 x seq 128:
               forward, masked-LM cross-entropy (15% of tokens), backward, SGD step, zero_grad
-Timing, checks and the table as in benchmarks/cnn.py (its runner), with bfloat16's tolerance.
+Timing, checks, the table, --compile-time (compile time added over aot_eager, cold caches)
+and the targets summary at the end as in benchmarks/cnn.py (its runner), with bfloat16's
+tolerance.
 """
 from __future__ import annotations
 
