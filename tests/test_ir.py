@@ -237,7 +237,7 @@ def _build_graph(names: list[str] | None = None, keep: Callable = lambda name, c
 def _compile_ir(graph: GraphIR, target: str) -> Callable:
     """The real pipeline (schedule, codegen, build, wrap) on a hand-built GraphIR."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "lower_graph", lambda gm, counts, *options: graph)
+        mp.setattr(pipeline, "lower_graph", lambda gm, counts, *options, **kw: graph)
         options = Options.from_env(target=target, debug=False, graph_cache=False)
         return pipeline.compile_graph(None, options, "inference")
 

@@ -30,6 +30,7 @@ from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternO
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
 from . import misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
+from .layout import CHANNELS_LAST, channels_last_nodes, channels_last_strides, is_conv2d
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
@@ -104,11 +105,16 @@ def graph_device(gm: torch.fx.GraphModule) -> torch.device | None:
 
 
 def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8,
-                device: str = "cpu", float_acc: torch.dtype = torch.float64) -> GraphIR:
+                device: str = "cpu", float_acc: torch.dtype = torch.float64,
+                channels_last: bool = False) -> GraphIR:
     """`inline_limit`: ops a value read by several consumers may hold before it is stored;
+    `channels_last`: keep the activations around 2-d convolutions NHWC (lowering/layout.py;
+    inference graphs);
     `device`: the device type the target's kernels run on (ops off it run as externs);
     `float_acc`: the accumulator of float16/bfloat16/float32 sums (the target's)."""
     ctx = LoweringContext(inline_limit=inline_limit, float_acc=float_acc)
+    if channels_last and device == "cpu":
+        ctx.channels_last = channels_last_nodes(gm)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
     symbol_sources: dict[sympy.Symbol, SymbolSource] = {}
@@ -267,8 +273,8 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
                     and _read_by_library(node)):
                 # A library call will read it from memory anyway: store it once, and let
                 # its other users load it instead of recomputing it.
-                return realize_like(ctx, result, meta)
-            return _finish(ctx, result, len(node.users))
+                return realize_like(ctx, result, meta, _planned_order(ctx, node))
+            return _finish(ctx, result, len(node.users), meta, _planned_orders(ctx, node, result))
     short = op_short_name(target)
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
     return make_extern(ctx, target, args, kwargs, meta, name, node)
@@ -327,10 +333,28 @@ def _add_origin(result: Any, origin: str, args: Any) -> None:
         result.origins = merge_origins(result.origins, (origin,))
 
 
-def _finish(ctx: LoweringContext, result: Any, num_users: int) -> Any:
+def _finish(ctx: LoweringContext, result: Any, num_users: int, meta: Any, orders: Any) -> Any:
+    """Store a value many consumers would recompute at length, in the memory order eager
+    gives it (a channels-last activation stays channels-last for the convolution and the
+    reductions after it), or the layout plan's."""
     if isinstance(result, TensorValue):
-        return ctx.maybe_realize(result, num_users)
-    return tuple(_finish(ctx, r, num_users) for r in result)
+        return (realize_like(ctx, result, meta, orders) if ctx.should_realize(result, num_users)
+                else result)
+    metas = meta if isinstance(meta, (list, tuple)) else [None] * len(result)
+    return tuple(_finish(ctx, r, num_users, m, o) for r, m, o in zip(result, metas, orders))
+
+
+def _planned_order(ctx: LoweringContext, node: torch.fx.Node) -> list[int] | None:
+    """The memory order the layout plan gives the node's value (None: eager's)."""
+    return CHANNELS_LAST if node in ctx.channels_last else None
+
+
+def _planned_orders(ctx: LoweringContext, node: torch.fx.Node, result: Any) -> Any:
+    """`_planned_order` of a result, per item of a multi-output op (its getitem users)."""
+    if isinstance(result, TensorValue):
+        return _planned_order(ctx, node)
+    items = {u.args[1]: u for u in node.users if u.target is operator.getitem}
+    return [_planned_order(ctx, items[k]) if k in items else None for k in range(len(result))]
 
 
 def _traced(x: Any) -> Any:
@@ -342,11 +366,19 @@ def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta:
                 name: str, node: torch.fx.Node | None = None) -> Any:
     traced_args = _traced(node.args) if node is not None else [None] * len(args)
     traced_kwargs = _traced(node.kwargs) if node is not None else {}
-    e_args = tuple(extern_arg(ctx, v, t) for v, t in zip(args, traced_args))
+    if node is not None:     # what the arguments' copies are stored for
+        ctx.current_source = source_line(node)
+        ctx.current_origin = Origin(name, ctx.current_source)
+    relayout = node is not None and node in ctx.channels_last and is_conv2d(node)
+    e_args = tuple(extern_arg(ctx, v, t, CHANNELS_LAST if relayout and k == 0 else None)
+                   for k, (v, t) in enumerate(zip(args, traced_args)))
     e_kwargs = {k: extern_arg(ctx, v, traced_kwargs.get(k)) for k, v in kwargs.items()}
     buf_name = ctx.new_name()
     if isinstance(meta, torch.Tensor):
         shape, stride = meta_layout(meta)
+        if relayout:       # oneDNN writes a channels-last input's result channels-last
+            stride = channels_last_strides(shape)
+            ctx.relaid_out.add(buf_name)
         ctx.add(Extern(buf_name, shape, meta.dtype, stride, target=target, args=e_args,
                        kwargs=e_kwargs))
         return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype)

@@ -127,6 +127,10 @@ class LoweringContext:
     float_acc: torch.dtype = torch.float64
 
     current_meta: Any = None
+    # FX nodes whose values are stored channels-last (lowering/layout.py), and the library
+    # calls whose result is declared so (not in eager's layout: never returned as is).
+    channels_last: set = dataclasses.field(default_factory=set)
+    relaid_out: set = dataclasses.field(default_factory=set)
 
     def out_meta(self) -> Any:
         """The fake tensor of the node being lowered (its first, if several)."""
@@ -171,11 +175,9 @@ class LoweringContext:
         value.ref, value.loader = stored.ref, stored.loader
         return value
 
-    def maybe_realize(self, value: TensorValue, num_users: int) -> TensorValue:
-        """Store values that many consumers would otherwise recompute at length."""
+    def should_realize(self, value: TensorValue, num_users: int) -> bool:
+        """Whether to store a value that many consumers would otherwise recompute at length."""
         if value.ref is not None or not value.shape:
-            return value
+            return False
         size = op_count(value.load(index_vars(len(value.shape))))
-        if size > 200 or (num_users > 1 and size > self.inline_limit):
-            return self.realize(value)
-        return value
+        return size > 200 or (num_users > 1 and size > self.inline_limit)

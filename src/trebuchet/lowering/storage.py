@@ -34,7 +34,8 @@ VIEW_OPS = {"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "exp
 SAME_ORDER_VIEW_OPS = {"view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "alias"}
 
 
-def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
+def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None,
+               order: list[int] | None = None) -> Any:
     """A value as an extern call's argument: a BufferRef where a tensor goes.
 
     A computed value is stored densely with its dims in the memory order eager gave
@@ -43,7 +44,18 @@ def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None) -> Any:
     heads of a bias-added projection transposed (the add running in place of the matmul
     result), a weight gradient's matmul reads the output gradient transposed; neither
     is copied, and the kernel computing the value writes memory in order.
+    `order`, when given, is the memory order to pass a tensor in instead (a channels-last
+    convolution input; a stored value in another order is copied, not replaced).
     """
+    if isinstance(x, TensorValue) and order is not None:
+        if x.ref is None:
+            ref = store_in_order(ctx, x, order)
+            ctx.remember(x, ref)
+            return ref
+        if memory_order(x.ref.stride) == order:
+            return x.ref
+        copy = TensorValue(x.shape, x.dtype, x.loader, None, x.origins or (ctx.current_origin,))
+        return store_in_order(ctx, copy, order)
     if isinstance(x, TensorValue):
         if x.ref is not None:
             return x.ref
@@ -88,14 +100,14 @@ def store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> Bu
     return BufferRef(ref.buf, tuple(x.shape), tuple(stride), ref.offset)
 
 
-def realize_like(ctx: LoweringContext, value: TensorValue, meta: Any) -> TensorValue:
+def realize_like(ctx: LoweringContext, value: TensorValue, meta: Any,
+                 order: list[int] | None = None) -> TensorValue:
     """Store `value` once, in the memory order eager gives it (`meta`, the node's fake
     tensor: channels_last stays channels_last, so a convolution reading it gets its input
-    in the layout it expects and a returned view of it needs no copy)."""
+    in the layout it expects and a returned view of it needs no copy), or in `order`."""
     if value.ref is not None:
         return value
-    order = None
-    if isinstance(meta, torch.Tensor) and meta.ndim == value.ndim and _dense(meta):
+    if order is None and isinstance(meta, torch.Tensor) and meta.ndim == value.ndim and _dense(meta):
         order = memory_order(meta_layout(meta)[1])
     if order is None or order == sorted(order) or any(symbolic.equal(s, 1) for s in value.shape):
         return ctx.realize(value)
@@ -182,7 +194,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
         # eager's strides (a size-1 dim's stride is free, but observable)
         return GraphOutput("ref", ref=BufferRef(ref.buf, ref.shape, traced, ref.offset))
     if ref is not None and (tuple(ref.stride) == stride or ref.buf in ctx.input_names
-                            or _is_extern(ctx, ref.buf)):
+                            or (_is_extern(ctx, ref.buf) and ref.buf not in ctx.relaid_out)):
         return GraphOutput("ref", ref=ref)
     if value.ref is None and op_short_name(node.target) in VIEW_OPS:
         view = _stored_view(value, traced, ctx.input_names)

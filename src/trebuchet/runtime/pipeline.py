@@ -123,7 +123,7 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
     counts = OpCounts()
     debug = _debug_dir(options, graph_id, kind, gm)
     graph = lower_graph(gm, counts, options.inline_limit, _type(device),     # lower
-                        target.float_sum_dtype)
+                        target.float_sum_dtype, channels_last=kind == "inference")
     if debug:
         (debug / "ir.txt").write_text(format_ir(graph))
     sched = schedule(graph)                                           # schedule

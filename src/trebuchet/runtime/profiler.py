@@ -179,6 +179,8 @@ def short_op(op: str) -> str:
 def short_ops(ops: list[str], width: int) -> str:
     """The op names joined by commas, cut to `width` with a "+N" for the rest."""
     names = [short_op(o) for o in ops]
+    if not names:
+        return "(copy)"[:width]     # a kernel of no op's work: a layout copy
     for keep in range(len(names), 0, -1):
         text = ",".join(names[:keep]) + (f" +{len(names) - keep}" if keep < len(names) else "")
         if len(text) <= width:

@@ -15,7 +15,7 @@ import torch
 
 from ..ir.expr import Index, Load, Op, loads, may_divide_by_zero, walk
 from ..ir.nodes import GraphIR, Reduction
-from .kernels import Kernel, Schedule, kernel_reads
+from .kernels import Kernel, Schedule, kernel_reads, reads_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,16 +123,7 @@ def is_column(k: Kernel) -> bool:
         return False
     if any(n.level == "row" and n.stage == 0 for n in k.nodes):
         return False
-    last, rlast = k.outer_vars[-1], k.inner_vars[-1]
-    lds = [ld for n in full for ld in walk(n.body) if isinstance(ld, Load)]
-    if not lds or any(ld.dynamic is not None for ld in lds):
-        return False
-    unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
-    # Loads that do not vary along the outputs (a per-row scale, the softmax sums of
-    # a cross-entropy gradient) are the same for a whole row of outputs: they do not
-    # make the rows contiguous.
-    unit_inner = any(ld.index.coeff(rlast) == 1 and ld.index.has(last) for ld in lds)
-    return unit_outer and not unit_inner
+    return reads_columns(k, [n.body for n in full])
 
 
 def kernel_shape(k: Kernel) -> str:

@@ -120,6 +120,10 @@ REASONS = {
     "row_across": "it reads the per-row value {0} at positions across the row",
     "row_reads_full": "a per-row value cannot read {0}, computed per element in {step}'s inner loop",
     "lookback": "it was not tried against steps more than {0} back",
+    "column_pass": "{step} reads its rows down the columns (a column reduction, done in one "
+                   "pass over them): a second pass after {0} gets a kernel of its own",
+    "column_prologue": "{step} reads its rows down the columns (a column reduction): it computes "
+                       "per-output values only after its pass over the rows",
 }
 
 
@@ -345,7 +349,36 @@ def _place(k: Kernel, buf: Pointwise | Reduction, why: list[tuple] | None = None
                 why.append(("row_reads_full", (ld.buf,)))
                 return None   # a row-level value cannot read a full-iteration one
         stage = max(stage, after)
+    if ((stage > 0 and level == "full") or (stage == 0 and level == "row")) and k.outer \
+            and reads_columns(k, [n.body for n in k.nodes if n.level == "full"]):
+        # A column reduction reads each row once and computes per-output values after
+        # it (describe.is_column): a later pass over the rows (a variance after its mean
+        # over a channels-last batch) streams memory as its own column kernel instead of
+        # striding across it as a row kernel.
+        if level == "row":
+            why.append(("column_prologue", ()))
+        else:
+            first = next(n.buf.name for n in k.nodes if isinstance(n.buf, Reduction))
+            why.append(("column_pass", (first,)))
+        return None
     return KernelNode(buf, body, store, stage, level)
+
+
+def reads_columns(k: Kernel, bodies: Sequence[Expr]) -> bool:
+    """Whether a reduction kernel's loads in `bodies` are contiguous along its outputs
+    (the last outer loop) and not along its reduced axis: it reads rows down the columns."""
+    if not k.inner or not k.outer:
+        return False
+    last, rlast = k.outer_vars[-1], k.inner_vars[-1]
+    lds = [ld for b in bodies for ld in loads(b)]
+    if not lds or any(ld.dynamic is not None for ld in lds):
+        return False
+    unit_outer = any(ld.index.coeff(last) == 1 for ld in lds)
+    # Loads that do not vary along the outputs (a per-row scale, the softmax sums of
+    # a cross-entropy gradient) are the same for a whole row of outputs: they do not
+    # make the rows contiguous.
+    unit_inner = any(ld.index.coeff(rlast) == 1 and ld.index.has(last) for ld in lds)
+    return unit_outer and not unit_inner
 
 
 def schedule(graph: GraphIR) -> Schedule:

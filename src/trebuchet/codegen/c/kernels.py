@@ -42,6 +42,8 @@ class KernelWriter(Emitter):
         # Whether the kernel calls the prelude's float32 t_sinf/t_cosf, whose out-of-line
         # huge-argument path the unit then compiles in (T_SINCOS).
         self.sincos = False
+        # load index -> (a pointer computed before the innermost loop, the index from it)
+        self.load_offsets: dict[sympy.Expr, tuple[str, str]] = {}
 
     # ---- the leaves of expressions, in C ----
     def const_code(self, node: Const) -> str:
@@ -52,10 +54,10 @@ class KernelWriter(Emitter):
             if node.dtype != torch.int64 else print_index(node.expr)
 
     def load_code(self, node: Load) -> str:
-        index = print_index(node.index)
+        buf, index = self.load_offsets.get(node.index) or (node.buf, print_index(node.index))
         if node.dynamic is not None:
             index = f"{index} + {self._lookup(node.dynamic)}"
-        return c_load(node.buf, index, node.dtype)
+        return c_load(buf, index, node.dtype)
 
     def declare(self, name: str, node: Expr, code: str) -> str:
         return f"const {ctype(node.dtype)} {name} = {code};"
@@ -78,8 +80,9 @@ class KernelWriter(Emitter):
             staged = self._plan_stages()
             if staged:
                 return self._staged_kernel(staged)
+            hoisted = self._hoist_pointwise()
             self._pointwise_body()
-            inner_code = self.lines
+            return self._wrap_outer(self.lines, hoisted)
         else:
             self.row_cache = self._plan_row_cache()
             for slot, (e, _) in enumerate(self.row_cache.items()):
@@ -511,6 +514,47 @@ class KernelWriter(Emitter):
             self.local[node.buf.name] = v
             self._store(node, v, indent)
 
+    def _hoist_pointwise(self) -> list[str]:
+        """The lines computing, once per run of the innermost loop, the values that do
+        not vary along it (a batch norm's per-channel scale and shift over a feature
+        map): they go before that loop. Only when the loop is known to run (a static,
+        positive size): a hoisted load must not read where no element is."""
+        k = self.k
+        if len(k.outer) < 2:
+            return []
+        size = sympy.sympify(k.outer[-1])
+        if not size.is_number or int(size) < 2:
+            return []
+        last = k.outer_vars[-1]
+        produced = {n.buf.name for n in k.nodes}
+        indent = "    " * len(k.outer)
+        self.hoist([n.body for n in k.nodes], lambda e: _depends_on(e, {last}) or any(
+            isinstance(x, Load) and x.buf in produced for x in walk(e)), indent)
+        self._hoist_indices(last, indent)
+        hoisted, self.lines = self.lines, []
+        return hoisted
+
+    def _hoist_indices(self, last: sympy.Symbol, indent: str) -> None:
+        """Index arithmetic that does not vary along the innermost loop, computed before
+        it: index values (a pooling window's argmax positions) and the non-affine part of
+        load offsets (a padded window's clamped row and column), as a pointer to the
+        row's start. Left in the loop, a clamp makes the C compiler vectorize the load as a
+        gather, and an integer offset (under -fwrapv) keeps it from vectorizing at all."""
+        for n in self.k.nodes:
+            for e in walk(n.body):
+                if isinstance(e, Index) and not e.expr.has(last) and self._find(e) is None:
+                    self.var(e, indent)
+                elif isinstance(e, Load) and e.index not in self.load_offsets:
+                    index = sympy.expand(e.index)
+                    step = index.coeff(last)
+                    rest = sympy.expand(index - step * last)
+                    if rest.has(last) or step.has(last) or rest.is_polynomial():
+                        continue         # varies otherwise, or affine: the compiler sees it
+                    name = f"row{len(self.load_offsets)}_{e.buf}"
+                    self.lines.append(f"{indent}const {STORAGE[e.dtype]}* const {name} = "
+                                      f"{e.buf} + ({print_index(rest)});")
+                    self.load_offsets[e.index] = (name, print_index(step * last))
+
     def _row_nodes(self, stage: int, indent: str) -> None:
         for node in self.k.nodes:
             if node.level == "row" and node.stage == stage:
@@ -665,7 +709,8 @@ class KernelWriter(Emitter):
             return list(range(n))
         return sorted(range(n - 1), key=lambda d: (-int(coeffs[d]), d)) + [n - 1]
 
-    def _wrap_outer(self, body: list[str]) -> str:
+    def _wrap_outer(self, body: list[str], hoisted: list[str] = ()) -> str:
+        """The loops around `body`; `hoisted` lines go just before the innermost loop."""
         k = self.k
         vars_ = [str(v) for v in k.outer_vars]
         sizes = [print_index(s) for s in k.outer]
@@ -681,6 +726,8 @@ class KernelWriter(Emitter):
             indent = "    "
             order = self._loop_order()
             for d, (v, s) in enumerate((vars_[i], sizes[i]) for i in order):
+                if d == len(vars_) - 1:
+                    lines.extend(hoisted)
                 if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
                     lines.append(f"{indent}#pragma omp simd{self.err}")
                 lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")

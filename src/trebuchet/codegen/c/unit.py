@@ -9,6 +9,7 @@ from typing import Iterable
 
 from ...ir.expr import Expr, Load, rewrite
 from ...scheduler.describe import Param, Pointer
+from ...scheduler.coalesce import coalesce
 from ...scheduler.kernels import Kernel
 from ..target import GeneratedCode
 from .kernels import KernelWriter
@@ -47,6 +48,7 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     seen: dict[tuple, str] = {}
     sincos = False
     for k in kernels:
+        k = coalesce(k)      # longer innermost loops (H x W as one)
         key = structure(k, params[k.name], internal)
         if key in seen:
             functions[k.name] = seen[key]
