@@ -1,6 +1,6 @@
 """The C translation unit of a graph: the prelude, then each kernel's function
-(kernels.py; a scatter kernel's by scatter.py); kernels of identical structure share one function (repeated layers
-compile once).
+(kernels.py; a scatter kernel's by scatter.py); kernels of identical structure share one
+function (repeated layers compile once).
 """
 from __future__ import annotations
 
