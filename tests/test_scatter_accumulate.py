@@ -125,6 +125,34 @@ def test_scatter_many_per_row_last_wins(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
+@pytest.mark.parametrize("reduce", ["add", "multiply"])
+def test_scatter_reduce_argument(target: str, dtype: torch.dtype, reduce: str) -> None:
+    """scatter(..., reduce=) with a src and with a value, an int32 index: in entry order
+    (float16 accumulated in float32 and rounded once, as eager)."""
+    torch.manual_seed(4)
+    x, s = rand((5, 6), dtype, 2.0), rand((9, 6), dtype, 1.0)
+    i = torch.randint(0, 5, (9, 6), dtype=torch.int32)
+
+    def fn(x, i, s):
+        return torch.scatter(x, 0, i, s, reduce=reduce), torch.scatter(x, 1, i[:5], 3, reduce=reduce)
+
+    for out, ref in zip(compiled(fn, target)(x, i, s), fn(x, i, s)):
+        same(out, ref)
+    no_fallback()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_scatter_add_zero_dim(target: str) -> None:
+    def fn(x, i, s):
+        return aten.scatter_add(x, 0, i, s)
+
+    x, i, s = torch.tensor(1.5), torch.tensor(0), torch.tensor(2.25)
+    same(compiled(fn, target)(x, i, s), fn(x, i, s))
+    no_fallback()
+
+
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("bad", [7, -8])
 def test_index_put_out_of_range_raises(target: str, bad: int) -> None:
     x, v = torch.randn(7, 4), torch.randn(20, 4)

@@ -52,10 +52,11 @@ def _is_static(n: sympy.Expr) -> bool:
     return sympy.sympify(n).is_number
 
 
-def _add(a: Expr, b: Expr, dtype: torch.dtype) -> Expr:
-    """a + b rounded to dtype, as eager's in-place accumulation does it step by step."""
+def _add(a: Expr, b: Expr, dtype: torch.dtype, combine: str = "add") -> Expr:
+    """a + b (or another combine: "mul") rounded to dtype, as eager's in-place
+    accumulation does it step by step."""
     compute = opmath(dtype)
-    return cast(op("add", cast(a, compute), cast(b, compute)), dtype)
+    return cast(op(combine, cast(a, compute), cast(b, compute)), dtype)
 
 
 def _check_values(x: TensorValue, values: TensorValue, target_shape: Sequence[sympy.Expr]) -> None:
@@ -184,8 +185,8 @@ def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[Tens
             tidx = [full[d] for d in before] + kk + [full[d] for d in after]
             return full, values.load(_values_index(values, tidx))
 
-        return scatter_value(ctx, x, [x.shape[d] for d in points], entries, at, accumulate,
-                             origins)
+        return scatter_value(ctx, x, [x.shape[d] for d in points], entries, at,
+                             "add" if accumulate else None, origins)
     # last[j..] = the last entry k naming position j.. of the indexed dims, -1 if none.
     used_shape = tuple(x.shape[d] for d in used) + (entries,)
 
@@ -221,12 +222,13 @@ def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[Tens
 def scatter_value(ctx: LoweringContext, x: TensorValue, points: Sequence[sympy.Expr],
                   entries: sympy.Expr,
                   at: Callable[[Sequence[sympy.Expr], sympy.Expr], tuple[list[Any], Expr]],
-                  accumulate: bool, origins: tuple[str, ...]) -> TensorValue:
+                  combine: str | None, origins: tuple[str, ...]) -> TensorValue:
     """x, then for each point p of `points` (independently) and each entry k < entries in
-    increasing order: out[target] = value (accumulate: out[target] + value, rounded to
-    x's dtype per step), where `at(p, k)` gives (target: x's index, each entry a sympy
-    index or a checked data-dependent Expr; value). Distinct points must write distinct
-    elements (they are the non-indexed dims). A `Scatter` buffer; returns a value loading it."""
+    increasing order: out[target] = value (combine "add"/"mul": out[target] + value or
+    out[target] * value, rounded to x's dtype per step), where `at(p, k)` gives (target:
+    x's index, each entry a sympy index or a checked data-dependent Expr; value). Distinct
+    points must write distinct elements (they are the non-indexed dims). A `Scatter` buffer;
+    returns a value loading it."""
     shape = tuple(x.shape)
     strides = contiguous_strides(shape)
     p = index_vars(len(points))
@@ -242,7 +244,8 @@ def scatter_value(ctx: LoweringContext, x: TensorValue, points: Sequence[sympy.E
             static = static + t * st
     name = ctx.new_name()
     value = cast(value, x.dtype)
-    update = _add(Load(name, static, x.dtype, dynamic), value, x.dtype) if accumulate else value
+    update = (value if combine is None
+              else _add(Load(name, static, x.dtype, dynamic), value, x.dtype, combine))
     ctx.add(Scatter(name, shape, x.dtype, strides, init=x.load(index_vars(len(shape))),
                     ranges=tuple(points), entries=entries, index=static, dynamic=dynamic,
                     update=update, origins=origins))
@@ -253,7 +256,7 @@ def scatter_value(ctx: LoweringContext, x: TensorValue, points: Sequence[sympy.E
 def scatter_add(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue,
                 src: TensorValue) -> TensorValue:
     """out = x; out[..., index[i], ...] += src[i] along dim for every position i of index."""
-    return _scatter_along(ctx, x, dim, index, src, True)
+    return _scatter_along(ctx, x, dim, index, src, "add")
 
 
 @register_lowering(aten.scatter.value, aten.scatter.src)
@@ -265,18 +268,43 @@ def scatter(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, 
         return misc.scatter(ctx, x, dim, index, src)
     except LoweringError:
         pass
-    return _scatter_along(ctx, x, dim, index, src, False)
+    return _scatter_along(ctx, x, dim, index, src, None)
+
+
+@register_lowering(aten.scatter.reduce, aten.scatter.value_reduce)
+def scatter_reduce_arg(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any,
+                       *, reduce: str) -> TensorValue:
+    """scatter with reduce="add" or "multiply": each entry added to (multiplied into) its
+    element, in order."""
+    combine = {"add": "add", "multiply": "mul"}.get(reduce)
+    if combine is None:
+        raise LoweringError(f"scatter with reduce={reduce!r}")
+    return _scatter_along(ctx, x, dim, index, src, combine)
+
+
+def _scalar_as_1d(t: Any) -> Any:
+    if not isinstance(t, TensorValue):
+        return t
+    return TensorValue((sympy.Integer(1),), t.dtype, lambda idx: t.load([]), None, t.origins)
 
 
 def _scatter_along(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any,
-                   accumulate: bool) -> TensorValue:
+                   combine: str | None) -> TensorValue:
     """scatter/scatter_add as a Scatter: the points are index's positions off `dim`, the
     entries its positions along it. Declines what eager rejects (index of another rank,
-    larger than src or than x off dim, not int64; src of another dtype)."""
+    larger than src or than x off dim, not int64/int32; src of another dtype)."""
+    if x.ndim == 0 and index.ndim == 0 and (not isinstance(src, TensorValue) or src.ndim == 0):
+        # eager treats 0-dim tensors as one element: the same on 1-element views
+        if dim not in (0, -1):
+            raise LoweringError("scatter of a 0-dim tensor along another dim")
+        out = _scatter_along(ctx, _scalar_as_1d(x), 0, _scalar_as_1d(index), _scalar_as_1d(src),
+                             combine)
+        return TensorValue((), out.dtype, lambda idx: out.load([sympy.Integer(0)]), None,
+                           out.origins)
     if x.ndim == 0 or index.ndim != x.ndim:
         raise LoweringError("scatter of a 0-dim tensor or with an index of another rank")
-    if index.dtype != torch.int64:
-        raise LoweringError("scatter with an index that is not int64")
+    if index.dtype not in (torch.int64, torch.int32):
+        raise LoweringError("scatter with an index that is not int64/int32")
     dim = dim % x.ndim
     tensor_src = isinstance(src, TensorValue)
     if tensor_src and (src.dtype != x.dtype or src.ndim != x.ndim):
@@ -289,8 +317,8 @@ def _scatter_along(ctx: LoweringContext, x: TensorValue, dim: int, index: Tensor
             diff = sympy.sympify(b - index.shape[d])
             if not (diff.is_number and diff >= 0):
                 raise LoweringError("scatter index larger than src or the input (or symbolic)")
-    if accumulate and x.dtype == torch.bool:
-        raise LoweringError("scatter_add of booleans")
+    if combine is not None and x.dtype == torch.bool:
+        raise LoweringError("scatter accumulating booleans")
     points = [index.shape[d] for d in range(x.ndim) if d != dim]
 
     def at(p: Sequence[sympy.Expr], k: sympy.Expr) -> tuple[list[Any], Expr]:
@@ -302,12 +330,13 @@ def _scatter_along(ctx: LoweringContext, x: TensorValue, dim: int, index: Tensor
 
     origins = merge_origins(x.origins, index.origins, src.origins if tensor_src else (),
                             (ctx.current_origin,))
-    if not (accumulate and x.dtype in (torch.float16, torch.bfloat16)):
-        return scatter_value(ctx, x, points, index.shape[dim], at, accumulate, origins)
-    # Eager's scatter_add sums float16/bfloat16 in float32 (the input included) and rounds
-    # once at the end: a float32 Scatter, then a cast that fuses into its consumers.
+    if combine is None or x.dtype not in (torch.float16, torch.bfloat16):
+        return scatter_value(ctx, x, points, index.shape[dim], at, combine, origins)
+    # Eager's scatter_add (and scatter's reduce) of float16/bfloat16 accumulates in float32
+    # (the input included) and rounds once at the end: a float32 Scatter, then a cast that
+    # fuses into its consumers.
     wide = TensorValue(x.shape, torch.float32, lambda idx: cast(x.load(idx), torch.float32))
-    acc = scatter_value(ctx, wide, points, index.shape[dim], at, True, origins)
+    acc = scatter_value(ctx, wide, points, index.shape[dim], at, combine, origins)
     return TensorValue(x.shape, x.dtype, lambda idx: cast(acc.load(idx), x.dtype), None, origins)
 
 
