@@ -143,6 +143,19 @@ def test_scatter_reduce_argument(target: str, dtype: torch.dtype, reduce: str) -
 
 
 @pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("shape", [(0, 7, 3), (2, 7, 0), (2, 0, 3)], ids=str)
+def test_scatter_add_empty(target: str, shape: tuple) -> None:
+    """No points, or no entries: the input comes back (no division by a zero count)."""
+    def fn(x, i, s):
+        return aten.scatter_add(x, 1, i, s) * 2
+
+    x, s = torch.randn(3, 5, 4), torch.randn(3, 8, 4)
+    i = torch.randint(0, 5, shape)
+    same(compiled(fn, target)(x, i, s), fn(x, i, s))
+    no_fallback()
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_scatter_add_zero_dim(target: str) -> None:
     def fn(x, i, s):
         return aten.scatter_add(x, 0, i, s)

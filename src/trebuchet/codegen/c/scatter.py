@@ -94,7 +94,7 @@ class ScatterWriter(KernelWriter):
         outer = " * ".join(f"({s})" for s in sizes[:-1]) or "1"
         L = [f"    const int64_t n_outer = {outer}, n_last = {sizes[-1]};",
              "    int64_t width = n_last;",
-             f"    if (n_outer < {SCATTER_ITEMS}) {{",
+             f"    if (n_outer > 0 && n_outer < {SCATTER_ITEMS}) {{",
              f"        const int64_t want = ({SCATTER_ITEMS} + n_outer - 1) / n_outer;",
              "        width = ((n_last + want - 1) / want + 15) / 16 * 16;",
              f"        if (width < {SCATTER_MIN_TILE}) width = {SCATTER_MIN_TILE};",
