@@ -127,6 +127,7 @@ def test_scatter_many_per_row_last_wins(target: str) -> None:
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
 @pytest.mark.parametrize("reduce", ["add", "multiply"])
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")
 def test_scatter_reduce_argument(target: str, dtype: torch.dtype, reduce: str) -> None:
     """scatter(..., reduce=) with a src and with a value, an int32 index: in entry order
     (float16 accumulated in float32 and rounded once, as eager)."""

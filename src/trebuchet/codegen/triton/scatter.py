@@ -5,9 +5,10 @@ launching them.
 Two launches, in order on the stream. `_kN_init` writes the initial contents over the
 flattened output, one program per XBLOCK elements (as a pointwise kernel). `_kN` takes one
 program per XBLOCK points (the flattened outer loops); each runs the entries serially,
-`for r0 in range(rnumel)`, loading the values so far, combining and storing them, masked
-by the block's points. Distinct points write distinct elements, and a lane loads what the
-same lane stored at the previous entry, so every element receives its entries in
+`for r0 in tl.range(rnumel, num_stages=1)`, loading the values so far, combining and storing
+them, masked by the block's points, then a barrier. Distinct points write distinct elements,
+and what a program stores at one entry is visible to all its threads at the next (the
+barrier; no load is pipelined ahead of the store), so every element receives its entries in
 increasing order: the same bits as eager's serial CPU kernel, without atomics.
 """
 from __future__ import annotations
@@ -91,7 +92,12 @@ class TritonScatterWriter(TritonKernelWriter):
         self.lines.append(f"{ind}tl.store({n.buf.name} + {offset}, {store_value(v, n.buf.dtype)}, "
                           "mask=xmask)")
         self.scopes.pop()
-        body = [f"{IND}for {k.inner_vars[0]} in range(0, rnumel):", *self.lines]
+        # No software pipelining (a load of the next entry must not run before this entry's
+        # store), and a barrier after each entry: a block's lanes may be held by several
+        # threads (replicated layouts), and the one that stores is not always the one that
+        # loads the value at the next entry.
+        body = [f"{IND}for {k.inner_vars[0]} in tl.range(0, rnumel, num_stages=1):", *self.lines,
+                f"{ind}tl.debug_barrier()"]
         roots = [n.body, *([n.dynamic] if n.dynamic is not None else [])]
         return self._function(f"_{k.name}", list(zip(k.outer_vars, k.outer)), ["rnumel"], body,
                               self._checks(roots))
