@@ -11,14 +11,15 @@ per output element, so it fuses with its producers and consumers:
   (-1: none), and each output element then takes that entry's value or keeps the input;
 - a boolean mask with a single value: a select on the mask.
 Accumulating through many entries (the embedding backward: one index vector of B*S tokens
-into a [vocab, hidden] zeros), scatter_add, scatter with many indices per row and index_put
-through many entries of a multi-dim index become a `Scatter` buffer (`scatter_value`): the
+into a [vocab, hidden] zeros), scatter_add, scatter with many indices per row (or with
+reduce="add"/"multiply") and index_put through many entries of a multi-dim index become a
+`Scatter` buffer (`scatter_value`): the
 input, then the entries written one after another in eager's order, each point of the
 non-indexed dims independently (in parallel); the values' pointwise work is inlined into
 it. Each element so receives its contributions in increasing entry order, each add rounded
-to the dtype (float16/bfloat16: computed in float32, rounded per step; scatter_add's sum
-of float16/bfloat16 is kept in float32 and rounded once, as eager's), as eager's serial
-CPU kernels do.
+to the dtype (float16/bfloat16: computed in float32, rounded per step; scatter_add's and
+scatter reduce's float16/bfloat16 are kept in float32 and rounded once, as eager's), as
+eager's serial CPU kernels do.
 Indices are range-checked as eager does (IndexError; RuntimeError for scatter). Other
 cases decline (the eager op runs as an Extern): masks with many values, values of another
 dtype or shape than eager accepts.
