@@ -588,9 +588,8 @@ def test_tiny_model_inference_and_training(name: str, full: bool) -> None:
         assert losses[1] == pytest.approx(losses[0], rel=1e-4, abs=1e-5), (step, losses)
     stats = trebuchet.stats()
     assert stats["graphs"] >= 3 and not stats["graph_fallbacks"]
-    # the embedding gradient's index_put accumulates through many entries: eager's op by
-    # design, on every target (lowering/scatter.py)
-    assert set(stats["fallback_ops"]) <= {"aten.index_put.default"}, stats["fallback_ops"]
+    # the embedding gradient's index_put accumulating through many entries: a Scatter kernel
+    assert not stats["fallback_ops"], stats["fallback_ops"]
 
 
 # ---- math routines against float64 (as tests/test_c_math.py for the C prelude) ------------

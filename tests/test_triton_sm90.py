@@ -11,7 +11,9 @@ identical kernels once (~0.1-0.5 s each). A graph the target does not generate y
 
 Default: the canonical kernels (layer norm, softmax, RMS norm, bias+GELU, SwiGLU at rows
 of 768 and 4096, float32 and bfloat16; a transposed copy and a transposed add, as 2-D
-tiles), the fusion graphs in float32 (forward and backward) and tiny BERT inference;
+tiles), the fusion graphs in float32 (forward and backward), indexed writes (index_put
+accumulating, scatter_add, an embedding's backward; float32 and bfloat16) and tiny BERT
+inference;
 `--full` adds the fusion graphs in bfloat16, BERT training and GPT-2 inference and training.
 """
 from __future__ import annotations
@@ -162,7 +164,27 @@ def _fusion() -> list[Case]:
         for name, fn, shapes, train in graphs:
             out.append(Case(f"{name}-{str(dtype)[6:]}", fn, lambda dt, sh=shapes: _randn(dt, *sh),
                             dtype, train, slow=dtype != torch.float32))
-    return out
+    return out + _scatter()
+
+
+def _ids(high: int, *shape: int) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(0))
+
+
+def _scatter() -> list[Case]:
+    """Indexed writes in entry order (codegen/triton/scatter.py), float32 and bfloat16."""
+    R, H = ROWS, HIDDEN
+    aten = torch.ops.aten
+    graphs = [
+        ("index_put_accumulate", lambda x, i, v: aten.index_put(x, [i], v * 2, True),
+         lambda dt: [*_randn(dt, (R, H)), _ids(R, 4 * R), *_randn(dt, (4 * R, H))], False),
+        ("scatter_add", lambda x, i, s: aten.scatter_add(x, 0, i, s),
+         lambda dt: [*_randn(dt, (R, H)), _ids(R, 4 * R, H), *_randn(dt, (4 * R, H))], False),
+        ("embedding_train", lambda w, i: F.embedding(i, w),
+         lambda dt: [*_randn(dt, (R, H)), _ids(R, 2, 16)], True),
+    ]
+    return [Case(f"{name}-{str(dtype)[6:]}", fn, make, dtype, train)
+            for dtype in (torch.float32, torch.bfloat16) for name, fn, make, train in graphs]
 
 
 # ---- the tiny models (tests/test_models.py), inference and a training step ----

@@ -15,7 +15,7 @@ from torch.utils._sympy import functions as F
 from ..ir.expr import (INDEX_ERROR, INDEX_ERRORS, ZERO_DIVISION_ERROR, Const, Expr, Index, Load, Op,
                        may_divide_by_zero, walk)
 from ..ir.nodes import (Buffer, BufferRef, Extern, ExternOutput, GraphIR, OpaqueInput, Pointwise, Reduction,
-                        index_vars)
+                        Scatter, index_vars)
 from .target import Target
 
 HALF = (torch.float16, torch.bfloat16)
@@ -211,6 +211,8 @@ class Executor:
         shape = [int(eval_index(s, env)) for s in b.shape]
         stride = [int(eval_index(s, env)) for s in b.stride]
         out = torch.empty_strided(shape, stride, dtype=b.dtype)
+        if isinstance(b, Scatter):
+            return self.scatter(b, out, bufs, env)
         if isinstance(b, Pointwise):
             grid = self._grid(shape, [])
             value = self.eval(b.body, {**env, **dict(zip(index_vars(len(shape)), grid))}, bufs)
@@ -224,6 +226,29 @@ class Executor:
         value = torch.broadcast_to(self.eval(b.body, local, bufs), shape + rshape)
         value = value.reshape(shape + [-1])
         out.copy_(self.reduce(value, b.reduce_type, b.dtype))
+        return out
+
+    def scatter(self, b: Scatter, out: torch.Tensor, bufs: dict, env: dict) -> torch.Tensor:
+        """The initial contents, then one entry after another over all points at once
+        (points write distinct elements, so the order among them does not matter)."""
+        shape = list(out.shape)
+        value = self.eval(b.init, {**env, **dict(zip(index_vars(len(shape)), self._grid(shape, [])))},
+                          bufs)
+        out.copy_(torch.broadcast_to(value, shape))
+        bufs[b.name] = out                      # the update reads the values so far
+        points = [int(eval_index(s, env)) for s in b.ranges]
+        local = {**env, **dict(zip(index_vars(len(points)), self._grid(points, [])))}
+        flat = torch.as_strided(out, (out.numel(),), (1,), out.storage_offset())
+        r0 = index_vars(1, "r")[0]
+        for r in range(int(eval_index(b.entries, env))):
+            local[r0] = r
+            idx = torch.as_tensor(eval_index(b.index, local), dtype=torch.int64)
+            if b.dynamic is not None:
+                idx = idx + self.eval(b.dynamic, local, bufs)
+            v = self.eval(b.update, local, bufs)
+            idx, v = torch.broadcast_tensors(idx, v)
+            idx, v = idx.broadcast_to(points), v.broadcast_to(points)
+            flat[idx.reshape(-1)] = v.reshape(-1).to(b.dtype)
         return out
 
     @staticmethod

@@ -2,7 +2,8 @@
 
 Lowering turns an ATen FX graph into a `GraphIR`: an ordered list of buffers,
 each either an input, a computed buffer (a `Pointwise` or `Reduction` body over
-an iteration space) or an `Extern` (an eager ATen call). Sizes and strides are
+an iteration space, or a `Scatter`: initial contents, then indexed writes in entry
+order) or an `Extern` (an eager ATen call). Sizes and strides are
 sympy expressions; loop variables are the symbols `i0, i1, ...` for the output
 dimensions and `r0, r1, ...` for reduced dimensions.
 """
@@ -107,6 +108,39 @@ class Reduction(Buffer):
 
     def reads(self) -> set[str]:
         return {ld.buf for ld in loads(self.body)}
+
+
+@dataclasses.dataclass(eq=False)
+class Scatter(Buffer):
+    """Indexed writes in a fixed order (index_put accumulating, scatter_add):
+
+        out[i..] = init                                   over the output's vars i0..
+        for each point i.. of `ranges` (independent: distinct points write distinct elements)
+            for r0 in 0 .. entries - 1, in increasing order:
+                out[index + dynamic] = update
+
+    In the second part the vars i0.. run over `ranges` and r0 over the entries. `index` is
+    the static part of the written element's flat offset, `dynamic` its data-dependent part
+    (checked indices times strides, as a `Load`'s). `update` may load out itself at that
+    element (`Load(name, index, dtype, dynamic)`: the value so far, for an accumulation), so
+    every element sees its entries one after another in entry order, as eager's serial
+    kernels do.
+    """
+
+    init: Expr | None = None
+    ranges: tuple[sympy.Expr, ...] = ()
+    entries: sympy.Expr = sympy.Integer(1)
+    index: sympy.Expr = sympy.Integer(0)
+    dynamic: Expr | None = None
+    update: Expr | None = None
+    origins: tuple[str, ...] = ()
+
+    def exprs(self) -> list[Expr]:
+        """Every expression it computes: init, the dynamic offset, update."""
+        return [e for e in (self.init, self.dynamic, self.update) if e is not None]
+
+    def reads(self) -> set[str]:
+        return {ld.buf for e in self.exprs() for ld in loads(e)} - {self.name}
 
 
 @dataclasses.dataclass(eq=False)

@@ -1,7 +1,8 @@
-"""Lowering rules for indexed writes: index_put (accumulate or not) and index_copy.
+"""Lowering rules for indexed writes: index_put (accumulate or not), index_copy,
+scatter_add, scatter (many indices per row) and as_strided_scatter.
 
-The result is the input with some positions replaced (or added to), computed per output
-element, so it fuses with its producers and consumers:
+Where it can, the result is the input with some positions replaced (or added to), computed
+per output element, so it fuses with its producers and consumers:
 - few written positions (at most SELECT_MAX index entries): a chain of selects, one per
   entry, in index order, so a later duplicate wins (or, accumulating, the sums happen in
   eager's order);
@@ -9,24 +10,36 @@ element, so it fuses with its producers and consumers:
   Reduction first finds, for each position of the indexed dims, the last entry naming it
   (-1: none), and each output element then takes that entry's value or keeps the input;
 - a boolean mask with a single value: a select on the mask.
-Indices are range-checked as eager does (IndexError). Other cases decline (the eager op
-runs as an Extern): accumulating through many entries, masks with many values, values of
-another dtype or shape than eager accepts.
+Accumulating through many entries (the embedding backward: one index vector of B*S tokens
+into a [vocab, hidden] zeros), scatter_add, scatter with many indices per row (or with
+reduce="add"/"multiply") and index_put through many entries of a multi-dim index become a
+`Scatter` buffer (`scatter_value`): the
+input, then the entries written one after another in eager's order, each point of the
+non-indexed dims independently (in parallel); the values' pointwise work is inlined into
+it. Each element so receives its contributions in increasing entry order, each add rounded
+to the dtype (float16/bfloat16: computed in float32, rounded per step; scatter_add's and
+scatter reduce's float16/bfloat16 are kept in float32 and rounded once, as eager's), as
+eager's serial CPU kernels do.
+Indices are range-checked as eager does (IndexError; RuntimeError for scatter). Other
+cases decline (the eager op runs as an Extern): masks with many values, values of another
+dtype or shape than eager accepts.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import sympy
 import torch
-from torch.utils._sympy.functions import ModularIndexing
+from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
-from ..ir.expr import Const, Expr, Index, cast, op
-from ..ir.nodes import product
+from ..ir.expr import Const, Expr, Index, Load, cast, op
+from ..ir.nodes import BufferRef, Scatter, contiguous_strides, index_vars, product
+from . import misc
 from .misc import indirect, load_indirect
-from .pointwise import broadcast_shapes, broadcast_to, opmath
+from .pointwise import broadcast_shapes, broadcast_to, opmath, scalar_expr
 from .reductions import reduce
-from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
+from .registry import (LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering,
+                       value_from_ref)
 
 aten = torch.ops.aten
 
@@ -40,10 +53,11 @@ def _is_static(n: sympy.Expr) -> bool:
     return sympy.sympify(n).is_number
 
 
-def _add(a: Expr, b: Expr, dtype: torch.dtype) -> Expr:
-    """a + b rounded to dtype, as eager's in-place accumulation does it step by step."""
+def _add(a: Expr, b: Expr, dtype: torch.dtype, combine: str = "add") -> Expr:
+    """a + b (or another combine: "mul") rounded to dtype, as eager's in-place
+    accumulation does it step by step."""
     compute = opmath(dtype)
-    return cast(op("add", cast(a, compute), cast(b, compute)), dtype)
+    return cast(op(combine, cast(a, compute), cast(b, compute)), dtype)
 
 
 def _check_values(x: TensorValue, values: TensorValue, target_shape: Sequence[sympy.Expr]) -> None:
@@ -148,13 +162,32 @@ def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[Tens
 
         return TensorValue(x.shape, x.dtype, loader, None, origins)
 
-    if accumulate:
-        raise LoweringError("index_put accumulating through many entries (order of duplicates)")
-    if nb != 1:
-        raise LoweringError("index_put through many entries of a multi-dim index")
     positions = product([x.shape[d] for d in used])
-    if _is_static(positions * entries) and int(positions * entries) > INVERSE_MAX_WORK:
-        raise LoweringError("index_put through too many entries")
+    if accumulate or nb != 1 or (_is_static(positions * entries)
+                                 and int(positions * entries) > INVERSE_MAX_WORK):
+        # entries one after another, in eager's (row-major) order over the index shape
+        points = before + after
+
+        def entry(k: sympy.Expr) -> list[sympy.Expr]:
+            out, rest = [], sympy.Integer(1)
+            for j in range(nb - 1, -1, -1):
+                out.append(k if nb == 1 else FloorDiv(k, rest) if j == 0
+                           else ModularIndexing(k, rest, bshape[j]))
+                rest = rest * bshape[j]
+            return out[::-1]
+
+        def at(p: Sequence[sympy.Expr], k: sympy.Expr) -> tuple[list[Any], Expr]:
+            kk = entry(k)
+            full: list[Any] = [None] * x.ndim
+            for d, v in zip(points, p):
+                full[d] = v
+            for d in used:
+                full[d] = indirect(index_values[d].load(kk), x.shape[d], wrap_negative)
+            tidx = [full[d] for d in before] + kk + [full[d] for d in after]
+            return full, values.load(_values_index(values, tidx))
+
+        return scatter_value(ctx, x, [x.shape[d] for d in points], entries, at,
+                             "add" if accumulate else None, origins)
     # last[j..] = the last entry k naming position j.. of the indexed dims, -1 if none.
     used_shape = tuple(x.shape[d] for d in used) + (entries,)
 
@@ -185,6 +218,127 @@ def index_put_value(ctx: LoweringContext, x: TensorValue, indices: Sequence[Tens
         return op("where", found, v, old)
 
     return TensorValue(x.shape, x.dtype, loader, None, origins)
+
+
+def scatter_value(ctx: LoweringContext, x: TensorValue, points: Sequence[sympy.Expr],
+                  entries: sympy.Expr,
+                  at: Callable[[Sequence[sympy.Expr], sympy.Expr], tuple[list[Any], Expr]],
+                  combine: str | None, origins: tuple[str, ...]) -> TensorValue:
+    """x, then for each point p of `points` (independently) and each entry k < entries in
+    increasing order: out[target] = value (combine "add"/"mul": out[target] + value or
+    out[target] * value, rounded to x's dtype per step), where `at(p, k)` gives (target:
+    x's index, each entry a sympy index or a checked data-dependent Expr; value). Distinct
+    points must write distinct elements (they are the non-indexed dims). A `Scatter` buffer;
+    returns a value loading it."""
+    shape = tuple(x.shape)
+    strides = contiguous_strides(shape)
+    p = index_vars(len(points))
+    k = index_vars(1, "r")[0]
+    target, value = at(p, k)
+    static: sympy.Expr = sympy.Integer(0)
+    dynamic: Expr | None = None
+    for t, st in zip(target, strides):
+        if isinstance(t, Expr):
+            term = op("mul", t, Index(st))
+            dynamic = term if dynamic is None else op("add", dynamic, term)
+        else:
+            static = static + t * st
+    name = ctx.new_name()
+    value = cast(value, x.dtype)
+    update = (value if combine is None
+              else _add(Load(name, static, x.dtype, dynamic), value, x.dtype, combine))
+    ctx.add(Scatter(name, shape, x.dtype, strides, init=x.load(index_vars(len(shape))),
+                    ranges=tuple(points), entries=entries, index=static, dynamic=dynamic,
+                    update=update, origins=origins))
+    return value_from_ref(BufferRef(name, shape, strides, sympy.Integer(0)), x.dtype, origins)
+
+
+@register_lowering(aten.scatter_add.default)
+def scatter_add(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue,
+                src: TensorValue) -> TensorValue:
+    """out = x; out[..., index[i], ...] += src[i] along dim for every position i of index."""
+    return _scatter_along(ctx, x, dim, index, src, "add")
+
+
+@register_lowering(aten.scatter.value, aten.scatter.src)
+def scatter(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any) -> TensorValue:
+    """A few indices per row: misc.scatter's per-element select (it fuses). Otherwise a
+    Scatter writing the entries of each row in order (the last duplicate wins, as in eager's
+    serial CPU kernel)."""
+    try:
+        return misc.scatter(ctx, x, dim, index, src)
+    except LoweringError:
+        pass
+    return _scatter_along(ctx, x, dim, index, src, None)
+
+
+@register_lowering(aten.scatter.reduce, aten.scatter.value_reduce)
+def scatter_reduce_arg(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any,
+                       *, reduce: str) -> TensorValue:
+    """scatter with reduce="add" or "multiply": each entry added to (multiplied into) its
+    element, in order."""
+    combine = {"add": "add", "multiply": "mul"}.get(reduce)
+    if combine is None:
+        raise LoweringError(f"scatter with reduce={reduce!r}")
+    return _scatter_along(ctx, x, dim, index, src, combine)
+
+
+def _scalar_as_1d(t: Any) -> Any:
+    if not isinstance(t, TensorValue):
+        return t
+    return TensorValue((sympy.Integer(1),), t.dtype, lambda idx: t.load([]), None, t.origins)
+
+
+def _scatter_along(ctx: LoweringContext, x: TensorValue, dim: int, index: TensorValue, src: Any,
+                   combine: str | None) -> TensorValue:
+    """scatter/scatter_add as a Scatter: the points are index's positions off `dim`, the
+    entries its positions along it. Declines what eager rejects (index of another rank,
+    larger than src or than x off dim, not int64/int32; src of another dtype)."""
+    if x.ndim == 0 and index.ndim == 0 and (not isinstance(src, TensorValue) or src.ndim == 0):
+        # eager treats 0-dim tensors as one element: the same on 1-element views
+        if dim not in (0, -1):
+            raise LoweringError("scatter of a 0-dim tensor along another dim")
+        out = _scatter_along(ctx, _scalar_as_1d(x), 0, _scalar_as_1d(index), _scalar_as_1d(src),
+                             combine)
+        return TensorValue((), out.dtype, lambda idx: out.load([sympy.Integer(0)]), None,
+                           out.origins)
+    if x.ndim == 0 or index.ndim != x.ndim:
+        raise LoweringError("scatter of a 0-dim tensor or with an index of another rank")
+    if index.dtype not in (torch.int64, torch.int32):
+        raise LoweringError("scatter with an index that is not int64/int32")
+    dim = dim % x.ndim
+    tensor_src = isinstance(src, TensorValue)
+    if tensor_src and (src.dtype != x.dtype or src.ndim != x.ndim):
+        raise LoweringError("scatter src of another dtype or rank")
+    for d in range(x.ndim):
+        bounds = [src.shape[d]] if tensor_src else []
+        if d != dim:
+            bounds.append(x.shape[d])
+        for b in bounds:
+            diff = sympy.sympify(b - index.shape[d])
+            if not (diff.is_number and diff >= 0):
+                raise LoweringError("scatter index larger than src or the input (or symbolic)")
+    if combine is not None and x.dtype == torch.bool:
+        raise LoweringError("scatter accumulating booleans")
+    points = [index.shape[d] for d in range(x.ndim) if d != dim]
+
+    def at(p: Sequence[sympy.Expr], k: sympy.Expr) -> tuple[list[Any], Expr]:
+        idx = list(p[:dim]) + [k] + list(p[dim:])
+        target: list[Any] = list(idx)
+        target[dim] = indirect(index.load(idx), x.shape[dim], error=RuntimeError)
+        value = src.load(idx) if tensor_src else scalar_expr(src, x.dtype)
+        return target, value
+
+    origins = merge_origins(x.origins, index.origins, src.origins if tensor_src else (),
+                            (ctx.current_origin,))
+    if combine is None or x.dtype not in (torch.float16, torch.bfloat16):
+        return scatter_value(ctx, x, points, index.shape[dim], at, combine, origins)
+    # Eager's scatter_add (and scatter's reduce) of float16/bfloat16 accumulates in float32
+    # (the input included) and rounds once at the end: a float32 Scatter, then a cast that
+    # fuses into its consumers.
+    wide = TensorValue(x.shape, torch.float32, lambda idx: cast(x.load(idx), torch.float32))
+    acc = scatter_value(ctx, wide, points, index.shape[dim], at, combine, origins)
+    return TensorValue(x.shape, x.dtype, lambda idx: cast(acc.load(idx), x.dtype), None, origins)
 
 
 def _multi_indices(shape: list[int]) -> list[tuple[int, ...]]:

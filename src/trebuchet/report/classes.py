@@ -112,9 +112,11 @@ def classify_op(op: object) -> str:
 
 
 def classify_kernel(kind: str, ops: Iterable[object]) -> str:
-    """A generated kernel: "reduction" kernels are normalization; pointwise kernels are
-    data movement when every op they fuse moves data (a copy, a gather, cat), else
-    element-wise."""
+    """A generated kernel: "reduction" kernels are normalization, scatter kernels (indexed
+    writes) data movement; pointwise kernels are data movement when every op they fuse moves
+    data (a copy, a gather, cat), else element-wise."""
+    if kind == "scatter":
+        return "data movement"
     if kind != "pointwise":
         return "normalization"
     classes = {classify_op(o) for o in ops}

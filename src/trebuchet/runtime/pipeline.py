@@ -30,7 +30,7 @@ import torch
 from .. import stats
 from ..codegen.target import Target, choose, get_target
 from ..config import Options, configure_logging
-from ..ir.nodes import GraphIR, Reduction
+from ..ir.nodes import GraphIR, Reduction, Scatter
 from ..lowering import OpCounts, lower_graph
 from ..lowering.graph import graph_device
 from ..scheduler.cost import describe_bytes, kernel_bytes
@@ -176,6 +176,10 @@ def format_ir(graph: GraphIR) -> str:
             extra = f" = {b.body!r}"
         if isinstance(b, Reduction):
             desc += f"[{b.reduce_type} over {list(b.reduce_ranges)}]"
+        if isinstance(b, Scatter):
+            desc += f"[points {list(b.ranges)}, entries r0 < {b.entries}]"
+            extra = (f" = {b.init!r}; then [{b.index}"
+                     f"{'' if b.dynamic is None else f' + {b.dynamic!r}'}] = {b.update!r}")
         if hasattr(b, "target") and b.target is not None:
             extra = f" = {b.target}(...)"
         lines.append(f"{b.name}: {desc} {list(b.shape)} {b.dtype}{extra}")

@@ -14,7 +14,7 @@ import sympy
 from ..ir import symbolic
 from ..ir.expr import Load, loads
 from ..ir.nodes import BufferRef, Extern, ExternOutput, GraphIR, product
-from .kernels import Kernel
+from .kernels import Kernel, node_exprs
 
 
 def buffer_bytes(graph: GraphIR, name: str) -> sympy.Expr:
@@ -34,7 +34,7 @@ def kernel_bytes(graph: GraphIR, kernel: Kernel, internal: set[str]) -> sympy.Ex
     gathers: dict[Load, sympy.Expr] = {}     # indexed load -> how many times it runs
     for n in kernel.nodes:
         runs = product(kernel.outer) * (product(kernel.inner) if n.level == "full" else 1)
-        for ld in loads(n.body):
+        for ld in (ld for e in node_exprs(n) for ld in loads(e)):
             if ld.buf in produced:
                 continue
             if ld.dynamic is None:

@@ -14,8 +14,8 @@ import sympy
 import torch
 
 from ..ir.expr import Index, Load, Op, loads, may_divide_by_zero, walk
-from ..ir.nodes import GraphIR, Reduction
-from .kernels import Kernel, Schedule, kernel_reads, reads_columns
+from ..ir.nodes import GraphIR, Reduction, Scatter, index_vars
+from .kernels import Kernel, Schedule, is_scatter, kernel_reads, node_exprs, reads_columns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,7 @@ def internal_buffers(graph: GraphIR, sched: Schedule) -> set[str]:
             continue
         for node in step.nodes:
             name = node.buf.name
-            if name in outside:
+            if name in outside or isinstance(node.buf, Scatter):
                 continue
             ok = True
             for other in step.nodes:
@@ -79,7 +79,7 @@ def reports_errors(k: Kernel) -> bool:
     """Whether the kernel checks data eager raises on (out-of-range data-dependent
     indices, integer division by zero), so it takes an `ErrorFlag`."""
     return any(isinstance(e, Op) and (e.op == "check_index" or may_divide_by_zero(e))
-               for n in k.nodes for e in walk(n.body))
+               for n in k.nodes for root in node_exprs(n) for e in walk(root))
 
 
 def kernel_params(k: Kernel, internal: set[str]) -> list[Param]:
@@ -88,8 +88,13 @@ def kernel_params(k: Kernel, internal: set[str]) -> list[Param]:
     produced = {n.buf.name: n.buf for n in k.nodes}
     reads: dict[str, torch.dtype] = {}
     syms: set[sympy.Symbol] = set()
+    own_vars: set[str] = set()     # a Scatter's init runs over the output's vars i0..
     for n in k.nodes:
-        for e in walk(n.body):
+        if isinstance(n.buf, Scatter):
+            own_vars |= {str(v) for v in index_vars(len(n.buf.shape))}
+            for s in (*n.buf.shape, *n.buf.stride):
+                syms |= sympy.sympify(s).free_symbols
+        for e in (x for root in node_exprs(n) for x in walk(root)):
             if isinstance(e, Load):
                 if e.buf not in produced:
                     reads[e.buf] = e.dtype
@@ -101,7 +106,7 @@ def kernel_params(k: Kernel, internal: set[str]) -> list[Param]:
         syms |= sympy.sympify(s).free_symbols
     out: list[Param] = [Pointer(name, dt, "in") for name, dt in sorted(reads.items())]
     out += [Pointer(name, b.dtype, "out") for name, b in produced.items() if name not in internal]
-    loop_vars = {str(v) for v in k.outer_vars + k.inner_vars}
+    loop_vars = {str(v) for v in k.outer_vars + k.inner_vars} | own_vars
     out += [SizeSymbol(str(s)) for s in sorted(syms, key=str) if str(s) not in loop_vars]
     if reports_errors(k):
         out.append(ErrorFlag())
@@ -127,7 +132,9 @@ def is_column(k: Kernel) -> bool:
 
 
 def kernel_shape(k: Kernel) -> str:
-    """The kernel's loop shape: pointwise, row, column or scalar (reduction)."""
+    """The kernel's loop shape: pointwise, row, column or scalar (reduction), or scatter."""
+    if is_scatter(k):
+        return "scatter"
     if not k.inner:
         return "pointwise"
     if is_column(k):

@@ -17,6 +17,10 @@ inner loops (`r0, ...`) run once per stage. Per outer point:
 So layer norm (mean, variance, normalize) and softmax (max, sum, divide) are
 each one kernel, with the row read from cache after the first pass.
 
+A `Scatter` (indexed writes in entry order) is a kernel of its own: its outer loops are
+its independent points, its one inner loop the entries, run serially; its values' work
+is already inlined into it by lowering, and nothing else joins it.
+
 Each decision is kept as data (`Schedule.decisions`): for every buffer, the kernel it
 went into and why each earlier step it was tried against did not take it (for
 `trebuchet explain`; recording changes no decision).
@@ -31,19 +35,33 @@ import sympy
 from ..ir import symbolic
 from ..ir.expr import Expr, loads, rewrite_indices, substitute_indices
 from ..ir.simplify import simplify_index
-from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, index_vars,
-                        linear_index)
+from ..ir.nodes import (Buffer, Extern, ExternOutput, GraphIR, Pointwise, Reduction, Scatter,
+                        index_vars, linear_index)
 
 
 @dataclasses.dataclass(eq=False)
 class KernelNode:
     """One buffer computed by a kernel, with its body in the kernel's loop variables."""
 
-    buf: Pointwise | Reduction
+    buf: Pointwise | Reduction | Scatter
     body: Expr
     store_index: sympy.Expr
     stage: int
     level: str            # "full" (inside the inner loop), "row" (once per outer point)
+    dynamic: Expr | None = None   # a Scatter's data-dependent part of the store offset
+
+
+def node_exprs(n: KernelNode) -> list[Expr]:
+    """Every expression a node computes: its body, and for a Scatter its store's dynamic
+    offset and its initial contents (over the output's own vars i0..)."""
+    if isinstance(n.buf, Scatter):
+        return [n.body, *(e for e in (n.dynamic, n.buf.init) if e is not None)]
+    return [n.body]
+
+
+def is_scatter(k: "Kernel") -> bool:
+    """Whether the kernel is a Scatter's (its entries run serially, in order)."""
+    return any(isinstance(n.buf, Scatter) for n in k.nodes)
 
 
 @dataclasses.dataclass(eq=False)
@@ -73,7 +91,9 @@ class Kernel:
         return max(stages) + 1 if stages else 0
 
     def kind(self) -> str:
-        """"pointwise" or "reduction" (a kernel with inner loops)."""
+        """"pointwise", "reduction" (a kernel with inner loops) or "scatter"."""
+        if is_scatter(self):
+            return "scatter"
         if not self.inner:
             return "pointwise"
         return "reduction"
@@ -124,6 +144,8 @@ REASONS = {
                    "pass over them): a second pass after {0} gets a kernel of its own",
     "column_prologue": "{step} reads its rows down the columns (a column reduction): it computes "
                        "per-output values only after its pass over the rows",
+    "scatter": "{step} writes through data-dependent indices in entry order (a scatter): "
+               "nothing else joins it",
 }
 
 
@@ -222,6 +244,10 @@ class _Builder:
                    else NotFused(buf.name, "", "library_output", (buf.name, buf.item, buf.source)))
             self.decisions.append(Decision(buf.name, buf.name, (why,)))
             return
+        if isinstance(buf, Scatter):
+            self.new_scatter(buf)
+            self.decisions.append(Decision(buf.name, self.steps[-1].name))
+            return
         assert isinstance(buf, (Pointwise, Reduction))
         deps = buf.reads()
         rejected: list[NotFused] = []
@@ -277,6 +303,23 @@ class _Builder:
             self.steps[pos] = k
         return node
 
+    def new_scatter(self, buf: Scatter) -> None:
+        """A Scatter's own kernel: outer loops over its points, one inner loop over its
+        entries (r0), its expressions in those loop variables."""
+        k = Kernel(f"kernel{self.count}", tuple(buf.ranges), (buf.entries,))
+        self.count += 1
+        mapping = dict(zip(index_vars(len(buf.ranges)), k.outer_vars))
+        ranges = dict(zip(k.outer_vars, k.outer)) | {k.inner_vars[0]: buf.entries}
+
+        def local(e: Expr) -> Expr:
+            return rewrite_indices(substitute_indices(e, mapping), lambda x: simplify_index(x, ranges))
+
+        store = simplify_index(buf.index.subs(mapping, simultaneous=True), ranges)
+        k.nodes.append(KernelNode(buf, local(buf.update), store, 0, "full",
+                                  local(buf.dynamic) if buf.dynamic is not None else None))
+        self.steps.append(k)
+        self.step_of[buf.name] = len(self.steps) - 1
+
     def new_kernel(self, buf: Pointwise | Reduction) -> None:
         if isinstance(buf, Reduction):
             k = Kernel(f"kernel{self.count}", tuple(buf.shape), tuple(buf.reduce_ranges))
@@ -297,6 +340,9 @@ def _place(k: Kernel, buf: Pointwise | Reduction, why: list[tuple] | None = None
     inner = list(zip(k.inner_vars, k.inner))
     if why is None:
         why = []
+    if is_scatter(k):
+        why.append(("scatter", ()))
+        return None
     if isinstance(buf, Reduction):
         if not k.inner and k.nodes:
             why.append(("reduction_after_pointwise", ()))
@@ -402,8 +448,8 @@ class _Space:
 
 def kernel_reads(k: Kernel) -> set[str]:
     produced = {n.buf.name for n in k.nodes}
-    return {ld.buf for n in k.nodes for ld in loads(n.body)} - produced
+    return {ld.buf for n in k.nodes for e in node_exprs(n) for ld in loads(e)} - produced
 
 
 __all__ = ["Kernel", "KernelNode", "Schedule", "Decision", "NotFused", "REASONS", "schedule",
-           "kernel_reads"]
+           "kernel_reads", "node_exprs", "is_scatter"]

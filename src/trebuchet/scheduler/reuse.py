@@ -18,7 +18,7 @@ and never handed to a call that might return a view of it.
 from __future__ import annotations
 
 from ..ir.expr import Load, walk
-from ..ir.nodes import Extern, ExternOutput, GraphIR, op_short_name
+from ..ir.nodes import Extern, ExternOutput, GraphIR, Scatter, op_short_name
 from .kernels import Kernel, KernelNode, Schedule
 
 # Library calls whose tensor results are always new memory (never views of an input).
@@ -65,7 +65,10 @@ def writes_in_place(k: Kernel, node: KernelNode, name: str) -> bool:
     that is dead after it: every load of `name` in the kernel is at the element
     `node` stores (same flat index, dtype, no data-dependent offset) and happens no
     later than that store. Then each element is read before it is overwritten, by the
-    same iteration, whatever the parallel split or vector width."""
+    same iteration, whatever the parallel split or vector width. Never for a Scatter
+    (its stores go where its indices say)."""
+    if isinstance(node.buf, Scatter):
+        return False
     loaders = []
     for n in k.nodes:
         lds = [e for e in walk(n.body) if isinstance(e, Load) and e.buf == name]

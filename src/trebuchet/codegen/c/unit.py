@@ -1,6 +1,6 @@
 """The C translation unit of a graph: the prelude, then each kernel's function
-(kernels.py); kernels of identical structure share one function (repeated layers
-compile once).
+(kernels.py; a scatter kernel's by scatter.py); kernels of identical structure share one
+function (repeated layers compile once).
 """
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pathlib
 from typing import Iterable
 
 from ...ir.expr import Expr, Load, rewrite
+from ...ir.nodes import Scatter
 from ...scheduler.describe import Param, Pointer
 from ...scheduler.coalesce import coalesce
-from ...scheduler.kernels import Kernel
+from ...scheduler.kernels import Kernel, is_scatter
 from ..target import GeneratedCode
 from .kernels import KernelWriter
+from .scatter import ScatterWriter
 
 PRELUDE = (pathlib.Path(__file__).parent / "prelude.h").read_text()
 
@@ -31,9 +33,15 @@ def structure(k: Kernel, params: list[Param], internal: set[str]) -> tuple:
             return Load(names.get(e.buf, e.buf), e.index, e.dtype, e.dynamic)
         return None
 
+    def scatter(n) -> tuple:     # a Scatter's store offset, initial contents and layout
+        if not isinstance(n.buf, Scatter):
+            return ()
+        return (n.dynamic and rewrite(n.dynamic, role), rewrite(n.buf.init, role),
+                tuple(n.buf.shape), tuple(n.buf.stride))
+
     nodes = tuple((names[n.buf.name], type(n.buf).__name__, n.buf.dtype,
                    getattr(n.buf, "reduce_type", None), rewrite(n.body, role), n.store_index,
-                   n.stage, n.level, n.buf.name in internal) for n in k.nodes)
+                   n.stage, n.level, n.buf.name in internal, *scatter(n)) for n in k.nodes)
     args = tuple((type(p).__name__, names[p.name], p.dtype, p.role) if isinstance(p, Pointer)
                  else (type(p).__name__, p.name) for p in params)
     return (tuple(k.outer), tuple(k.inner), args, nodes)
@@ -48,14 +56,16 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     seen: dict[tuple, str] = {}
     sincos = False
     for k in kernels:
-        k = coalesce(k)      # longer innermost loops (H x W as one)
+        if not is_scatter(k):
+            k = coalesce(k)      # longer innermost loops (H x W as one)
         key = structure(k, params[k.name], internal)
         if key in seen:
             functions[k.name] = seen[key]
             parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
             continue
         seen[key] = functions[k.name] = k.name
-        w = KernelWriter(k, internal, params[k.name], (notes or {}).get(k.name, ""))
+        writer = ScatterWriter if is_scatter(k) else KernelWriter
+        w = writer(k, internal, params[k.name], (notes or {}).get(k.name, ""))
         parts.append(w.write())
         sincos |= w.sincos
     if sincos:

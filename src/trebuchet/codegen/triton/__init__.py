@@ -8,6 +8,7 @@ through its compiled form (launch.py), under Triton's interpreter with `kernel[g
     tiles.py     pointwise kernels with a transposed load, as 2-D tiles
     reductions.py  row, column and scalar reduction kernels
     split.py     scalar and column reductions with few outputs: partial results, then combined
+    scatter.py   a Scatter: its initial contents, then its entries in order (no atomics)
     module.py    the module: the prelude's import, each kernel and its launch function
     launch.py    write and import the module; the wrapper's arguments, the error flag
     autotune.py  autotune=True: pointwise launch configurations timed on a GPU, cached on disk
@@ -49,7 +50,7 @@ class TritonTarget(Target):
     limits = {"xblock": MAX_XBLOCK, "persistent_rblock": PERSISTENT_RBLOCK,
               "scalar_split": SCALAR_SPLIT}
     source_file = "kernels.py"
-    shapes = ("pointwise", "row", "column", "scalar")   # kernel shapes it generates
+    shapes = ("pointwise", "row", "column", "scalar", "scatter")   # kernel shapes it generates
     defers_errors = True                  # the error flag is device memory: read once per call
     devices_text = "CUDA tensors, and CPU tensors under Triton's interpreter (TRITON_INTERPRET=1)"
 

@@ -1,7 +1,8 @@
 """The Triton module of a graph: the prelude's import, then each kernel's `@triton.jit`
 function and the function launching it (kernels.py: pointwise, tiles.py: pointwise with a
 transposed load, as 2-D tiles; reductions.py: row,
-column and scalar reductions; split.py: scalar and column reductions split over programs). Its text
+column and scalar reductions; split.py: scalar and column reductions split over programs;
+scatter.py: a Scatter's initial contents and its entries in order). Its text
 is the target's source (`kernels.py` in the debug folder) and is what the launcher imports.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..target import GeneratedCode
 from ...scheduler.describe import kernel_shape
 from .kernels import TritonKernelWriter
 from .reductions import PERSISTENT_RBLOCK, TritonReductionWriter
+from .scatter import TritonScatterWriter
 from .split import SCALAR_SPLIT, SplitWriter, splittable
 from .tiles import TileWriter, tile_axes
 
@@ -35,7 +37,9 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
     for k in kernels:
         note = (notes or {}).get(k.name, "")
         ps = params[k.name]
-        if kernel_shape(k) == "pointwise":
+        if kernel_shape(k) == "scatter":
+            parts.append(TritonScatterWriter(k, internal, ps, note).write())
+        elif kernel_shape(k) == "pointwise":
             axes = tile_axes(k, internal)
             parts.append(TritonKernelWriter(k, internal, ps, note).write() if axes is None
                          else TileWriter(k, internal, ps, note, axes).write())
