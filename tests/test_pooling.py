@@ -108,11 +108,24 @@ def test_avg_pool2d(target: str, dtype: torch.dtype, channels_last: bool) -> Non
 
 
 def test_large_window_runs_eagerly() -> None:
+    """A forward over more than MAX_WINDOW positions runs eagerly; its backward, where each
+    input is covered by one output, is still lowered."""
     x = torch.randn(1, 2, 20, 20)
-    trebuchet.reset()
-    out = trebuchet.compile(lambda a: F.max_pool2d(a, 8) + 1, target="c")(x)
-    torch.testing.assert_close(out, F.max_pool2d(x, 8) + 1)
-    assert "aten.max_pool2d_with_indices.default" in trebuchet.stats()["fallback_ops"]
+    for fn, fwd, bwd in [(lambda a: F.max_pool2d(a, 8) + 1, "aten.max_pool2d_with_indices.default",
+                          "aten.max_pool2d_with_indices_backward.default"),
+                         (lambda a: F.avg_pool2d(a, 8, 6, 2, ceil_mode=True) + 1, "aten.avg_pool2d.default",
+                          "aten.avg_pool2d_backward.default")]:
+        trebuchet.reset()
+        a_e, a_c = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out = trebuchet.compile(fn, target="c")(a_c)
+        ref = fn(a_e)
+        torch.testing.assert_close(out, ref)
+        g = torch.randn_like(ref)
+        out.backward(g)
+        ref.backward(g)
+        torch.testing.assert_close(a_c.grad, a_e.grad, rtol=0, atol=0)
+        stats = trebuchet.stats()
+        assert fwd in stats["fallback_ops"] and bwd in stats["lowered_ops"], stats
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -106,9 +106,7 @@ def _avg_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue, 
     check_input(x, n)
     if grad.dtype != x.dtype:
         raise LoweringError("avg pool backward with mixed dtypes")
-    win = Window(x.shape, grad.shape, n, kernel, stride, padding)
-    if win.overlap() > MAX_WINDOW:
-        raise LoweringError("avg pool backward with too many overlapping windows")
+    win = Window(x.shape, grad.shape, n, kernel, stride, padding, backward=True)
     grad = _stored(ctx, grad, win.overlap())
     acc = opmath(x.dtype)
     lead = x.ndim - n

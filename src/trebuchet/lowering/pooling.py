@@ -12,7 +12,8 @@ positions are visited in row-major order, a max takes a value greater than the c
 one or NaN (so NaN propagates and the first maximum's index is kept). A backward sums,
 for each input element, the gradients of the outputs covering it whose index names it,
 in output order as eager's loop does, rounding to the dtype after each addition.
-Windows (or, backward, covering outputs) beyond `MAX_WINDOW` positions run the eager op.
+Windows beyond `MAX_WINDOW` positions (for a backward: inputs covered by more outputs) run
+the eager op.
 """
 from __future__ import annotations
 
@@ -51,10 +52,12 @@ def _params(values: Sequence[int] | int, n: int, default: Sequence[int] | None =
 
 
 class Window:
-    """A pooling window over the last `n` dims of an input of shape `in_shape`."""
+    """A pooling window over the last `n` dims of an input of shape `in_shape`. Declined
+    when an element would read more than `MAX_WINDOW` positions: the window's, or for a
+    `backward` the outputs covering an input."""
 
     def __init__(self, in_shape: Sequence[sympy.Expr], out_shape: Sequence[sympy.Expr], n: int,
-                 kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> None:
+                 kernel: Any, stride: Any, padding: Any, dilation: Any = 1, backward: bool = False) -> None:
         self.n = n
         self.kernel = _params(kernel, n)
         self.stride = _params(stride, n, self.kernel)
@@ -62,7 +65,9 @@ class Window:
         self.dilation = _params(dilation, n)
         self.sizes = list(in_shape[-n:])
         self.out_sizes = list(out_shape[-n:])
-        if math.prod(self.kernel) > MAX_WINDOW:
+        if backward and self.overlap() > MAX_WINDOW:
+            raise LoweringError(f"pooling backward with more than {MAX_WINDOW} outputs covering an input")
+        if not backward and math.prod(self.kernel) > MAX_WINDOW:
             raise LoweringError(f"pooling window of more than {MAX_WINDOW} positions")
         if any(not isinstance(s, sympy.Integer) for s in self.sizes + self.out_sizes):
             raise LoweringError("pooling over symbolic spatial sizes")
@@ -272,9 +277,7 @@ def _max_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue, 
                        kernel: Any, stride: Any, padding: Any, dilation: Any,
                        indices: TensorValue) -> TensorValue:
     check_input(x, n)
-    win = Window(x.shape, grad.shape, n, kernel, stride, padding, dilation)
-    if win.overlap() > MAX_WINDOW:
-        raise LoweringError("max pool backward with too many overlapping windows")
+    win = Window(x.shape, grad.shape, n, kernel, stride, padding, dilation, backward=True)
     return _max_grad(ctx, grad, x, indices, n, win.covering)
 
 
