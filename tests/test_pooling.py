@@ -5,8 +5,9 @@ Max pool with and without indices and its backward, avg pool 2d/3d and adaptive 
 pool 1-3d with their backwards, on the C and reference targets, contiguous and
 channels_last, float32/float64/bfloat16/float16, with padding, dilation, ceil_mode,
 count_include_pad, divisor_override, NaN and -inf in windows; each op must be lowered (no
-fallback). The average pools and every backward match eager bit for bit; a small CNN's
-training step with each kind of pool runs with no op left to eager.
+fallback). The average pools and every backward match eager bit for bit (also on the
+Triton target, under its interpreter, for a bfloat16 sample); a small CNN's training step
+with each kind of pool runs with no op left to eager.
 """
 from __future__ import annotations
 
@@ -266,3 +267,16 @@ def test_cnn_training_step_lowers_pools(pool: str, channels_last: bool) -> None:
     if pool == "global_avg":        # the mean's backward: no kernel of its own
         kernels = [ops for ops in stats["kernel_ops"] if "aten.div.Scalar" in ops]
         assert kernels and all("aten.where.self" in ops for ops in kernels), stats["kernel_ops"]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_triton_pool_backwards(channels_last: bool) -> None:
+    """The Triton target (CPU tensors under its interpreter) gives the same bits."""
+    pytest.importorskip("triton")
+    x = _input(torch.bfloat16, channels_last, special=False)
+    _check(lambda a: F.avg_pool2d(a, 3, 2, 1, ceil_mode=True, divisor_override=257), "triton", x,
+           grad=True, exact=True, op="aten.avg_pool2d_backward.default")
+    _check(lambda a: F.adaptive_avg_pool2d(a, (13, 4)), "triton", x, grad=True, exact=True,
+           op="aten._adaptive_avg_pool2d_backward.default")
+    _check(lambda a: F.adaptive_max_pool2d(a, (4, 3)), "triton", x, grad=True, exact=True,
+           op="aten.adaptive_max_pool2d_backward.default")
