@@ -29,7 +29,7 @@ from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
-from . import misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
+from . import avg_pooling, misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
 from .layout import CHANNELS_LAST, channels_last_nodes, channels_last_strides, is_conv2d
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)

@@ -1,21 +1,26 @@
-"""Lowering rules for pooling over small windows: max pool with its indices (1-3 spatial
-dims) and its backward, avg pool 2d, adaptive avg pool 2d.
+"""Lowering rules for max pooling over small windows, and the window geometry every
+pooling rule shares: max pool with its indices (1-3 spatial dims) and its backward,
+adaptive max pool 2d/3d and its backward; `Window` (kernel, stride, padding, dilation)
+and `Adaptive` (windows [floor(o*I/O), ceil((o+1)*I/O))) give each output's window
+positions and each input's covering outputs. Average pools are in avg_pooling.py.
 
 A small window is a fixed list of shifted loads, so pooling is a pointwise value that
 fuses with its producer (the convolution block's epilogue) and its consumers: a 3x3 max
 pool is a max of 9 loads. Each matches eager's CPU kernel (`cpu_max_pool`,
-`cpu_avg_pool`): the window is clipped to the input (padding never read), positions are
-visited in row-major order, a max takes a value greater than the current one or NaN (so
-NaN propagates and the first maximum's index is kept), an average sums in that order in
-the op-math type and divides once. The max pool backward sums, for each input element,
-the gradients of the outputs whose index names it, in output order as eager's loop does.
-Windows larger than `MAX_WINDOW` positions run the eager op.
+`cpu_adaptive_max_pool`): the window is clipped to the input (padding never read),
+positions are visited in row-major order, a max takes a value greater than the current
+one or NaN (so NaN propagates and the first maximum's index is kept). A backward sums,
+for each input element, the gradients of the outputs covering it whose index names it,
+in output order as eager's loop does, rounding to the dtype after each addition.
+Windows beyond `MAX_WINDOW` positions (for a backward: inputs covered by more outputs) run
+the eager op.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, Iterator, Sequence
 
 import sympy
 import torch
@@ -47,10 +52,12 @@ def _params(values: Sequence[int] | int, n: int, default: Sequence[int] | None =
 
 
 class Window:
-    """A pooling window over the last `n` dims of an input of shape `in_shape`."""
+    """A pooling window over the last `n` dims of an input of shape `in_shape`. Declined
+    when an element would read more than `MAX_WINDOW` positions: the window's, or for a
+    `backward` the outputs covering an input."""
 
     def __init__(self, in_shape: Sequence[sympy.Expr], out_shape: Sequence[sympy.Expr], n: int,
-                 kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> None:
+                 kernel: Any, stride: Any, padding: Any, dilation: Any = 1, backward: bool = False) -> None:
         self.n = n
         self.kernel = _params(kernel, n)
         self.stride = _params(stride, n, self.kernel)
@@ -58,7 +65,9 @@ class Window:
         self.dilation = _params(dilation, n)
         self.sizes = list(in_shape[-n:])
         self.out_sizes = list(out_shape[-n:])
-        if math.prod(self.kernel) > MAX_WINDOW:
+        if backward and self.overlap() > MAX_WINDOW:
+            raise LoweringError(f"pooling backward with more than {MAX_WINDOW} outputs covering an input")
+        if not backward and math.prod(self.kernel) > MAX_WINDOW:
             raise LoweringError(f"pooling window of more than {MAX_WINDOW} positions")
         if any(not isinstance(s, sympy.Integer) for s in self.sizes + self.out_sizes):
             raise LoweringError("pooling over symbolic spatial sizes")
@@ -91,12 +100,47 @@ class Window:
                 sub.append(pos)
             yield sub, valid
 
-    def flat(self, sub: Sequence[sympy.Expr]) -> sympy.Expr:
-        """The index eager's max pool records: the position flattened over the spatial dims."""
-        out = sympy.Integer(0)
-        for d, s in enumerate(sub):
-            out = out * self.sizes[d] + s
-        return out
+    def overlap(self) -> int:
+        """The most outputs whose windows cover one input."""
+        return math.prod(self._span(d) for d in range(self.n))
+
+    def _span(self, d: int) -> int:
+        return -(-((self.kernel[d] - 1) * self.dilation[d] + 1) // self.stride[d])
+
+    def covering(self, in_idx: Sequence[sympy.Expr]) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
+        """The outputs whose windows cover input `in_idx` (spatial part), in row-major
+        order: the output index (clamped into range) and whether it covers it. Along dim
+        d these are o = (i + p - k*dil) / s for the k that divide exactly: at most `span`
+        consecutive o, the last floor((i+p)/s)."""
+        per_dim = []
+        for d, i in enumerate(in_idx):
+            s, p, dil = self.stride[d], self.padding[d], self.dilation[d]
+            reach = (self.kernel[d] - 1) * dil          # the last window position's offset
+            span = self._span(d)
+            choices = []
+            for j in range(span - 1, -1, -1):
+                o = FloorDiv(i + p, s) - j
+                off = i + p - o * s                       # k * dilation, if o covers i
+                conds = []
+                if j > 0:
+                    conds.append(_lt(-1, o))
+                if (int(self.sizes[d]) - 1 + p) // s - j >= self.out_sizes[d]:
+                    conds.append(_lt(o, self.out_sizes[d]))
+                if j > 0 or s - 1 > reach:
+                    conds.append(_lt(off, reach + 1))
+                if dil > 1:
+                    conds.append(op("eq", Index(ModularIndexing(off, 1, dil)), Index(sympy.Integer(0))))
+                choices.append((sympy.Max(0, sympy.Min(o, self.out_sizes[d] - 1)), conds))
+            per_dim.append(choices)
+        return combine(per_dim)
+
+
+def flat_index(sub: Sequence[sympy.Expr], sizes: Sequence[Any]) -> sympy.Expr:
+    """The index eager's max pools record: the position flattened over the spatial dims."""
+    out = sympy.Integer(0)
+    for d, s in enumerate(sub):
+        out = out * sizes[d] + s
+    return out
 
 
 def _max(a: Expr, b: Expr) -> Expr:
@@ -105,21 +149,21 @@ def _max(a: Expr, b: Expr) -> Expr:
     return op("where", op("isnan", b), b, op("where", op("le", a, b), b, a))
 
 
-def _out_shape(ctx: LoweringContext, k: int = 0) -> tuple[sympy.Expr, ...]:
+def output_shape(ctx: LoweringContext, k: int = 0) -> tuple[sympy.Expr, ...]:
     meta = ctx.current_meta
     meta = meta[k] if isinstance(meta, (list, tuple)) else meta
     return tuple(sympy.sympify(int(s)) for s in meta.shape)
 
 
-def _check_input(x: TensorValue, n: int) -> None:
+def check_input(x: TensorValue, n: int) -> None:
     if x.ndim not in (n + 1, n + 2) or not x.dtype.is_floating_point:
         raise LoweringError("pooling of a non-floating input or of unexpected rank")
 
 
 def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride: Any,
               padding: Any, dilation: Any, ceil_mode: bool) -> tuple[TensorValue, TensorValue]:
-    _check_input(x, n)
-    out_shape = _out_shape(ctx)
+    check_input(x, n)
+    out_shape = output_shape(ctx)
     win = Window(x.shape, out_shape, n, kernel, stride, padding, dilation)
     acc = opmath(x.dtype)
     lead = x.ndim - n
@@ -132,7 +176,7 @@ def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride:
 
     def candidates(idx: Sequence[sympy.Expr]) -> Iterator[tuple[Expr, Expr | None, sympy.Expr]]:
         for sub, valid in win.positions(idx[lead:], repeat_ok=True):
-            yield cast(x.load(list(idx[:lead]) + sub), acc), valid, win.flat(sub)
+            yield cast(x.load(list(idx[:lead]) + sub), acc), valid, flat_index(sub, win.sizes)
 
     def values(idx: Sequence[sympy.Expr]) -> Expr:
         cur: Expr | None = None
@@ -178,54 +222,63 @@ def max_pool3d_with_indices(ctx: LoweringContext, x: TensorValue, kernel_size: A
     return _max_pool(ctx, x, 3, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def _max_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue, n: int,
-                       kernel: Any, stride: Any, padding: Any, dilation: Any,
-                       indices: TensorValue) -> TensorValue:
-    _check_input(x, n)
+def _and(conds: Sequence[Expr]) -> Expr | None:
+    out: Expr | None = None
+    for c in conds:
+        out = c if out is None else op("logical_and", out, c)
+    return out
+
+
+def _lt(a: sympy.Expr, b: sympy.Expr) -> Expr:
+    return op("lt", Index(sympy.sympify(a)), Index(sympy.sympify(b)))
+
+
+def combine(per_dim: Sequence[Sequence[tuple[sympy.Expr, list[Expr]]]]
+            ) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
+    """The row-major product of per-dim choices (index, conditions): each choice's index
+    per dim and whether all its conditions hold (None when there are none)."""
+    for choice in itertools.product(*per_dim):
+        yield [c[0] for c in choice], _and([cond for c in choice for cond in c[1]])
+
+
+def round_to(value: Expr, dtype: torch.dtype) -> Expr:
+    """`value` (computed in opmath) rounded to `dtype` as a store would, kept in opmath:
+    eager's loops that add into a float16/bfloat16 tensor round after every addition."""
+    return cast(cast(value, dtype), value.dtype)
+
+
+def _max_grad(ctx: LoweringContext, grad: TensorValue, x: TensorValue, indices: TensorValue, n: int,
+              covering: Callable[[Sequence[sympy.Expr]], Iterator[tuple[list[sympy.Expr], Expr | None]]]
+              ) -> TensorValue:
+    """Max pool's backward: each input sums the gradients of the outputs covering it whose
+    index names it, in increasing output order (eager's loop adds into the input in that
+    order, in the input's dtype)."""
     if grad.dtype != x.dtype or indices.dtype != torch.int64:
         raise LoweringError("max pool backward with mixed dtypes")
-    win = Window(x.shape, grad.shape, n, kernel, stride, padding, dilation)
     lead = x.ndim - n
     acc = opmath(x.dtype)
-    # Along dim d, the outputs whose window covers input i are o = (i + p - k*dil) / s for
-    # the k that divide exactly: at most `span` consecutive o, the last floor((i+p)/s).
-    spans = [-(-((k - 1) * dl + 1) // s) for k, s, dl in zip(win.kernel, win.stride, win.dilation)]
-    if math.prod(spans) > MAX_WINDOW:
-        raise LoweringError("max pool backward with too many overlapping windows")
+    sizes = list(x.shape[lead:])
 
     def loader(idx: Sequence[sympy.Expr]) -> Expr:
-        here = win.flat(idx[lead:])
-        total: Expr | None = None
-        # Outputs in increasing order (eager's loop adds into the input in that order).
-        for js in itertools.product(*(range(s - 1, -1, -1) for s in spans)):
-            sub: list[sympy.Expr] = []
-            valid: Expr | None = None
-            for d, j in enumerate(js):
-                i = idx[lead + d]
-                o = FloorDiv(i + win.padding[d], win.stride[d]) - j
-                off = i + win.padding[d] - o * win.stride[d]     # k * dilation, if covered
-                conds = [op("ge", Index(o), Index(sympy.Integer(0))),
-                         op("lt", Index(o), Index(win.out_sizes[d])),
-                         op("le", Index(off), Index(sympy.Integer((win.kernel[d] - 1) * win.dilation[d])))]
-                if win.dilation[d] > 1:
-                    conds.append(op("eq", Index(ModularIndexing(off, 1, win.dilation[d])),
-                                        Index(sympy.Integer(0))))
-                for c in conds:
-                    valid = c if valid is None else op("logical_and", valid, c)
-                sub.append(sympy.Max(0, sympy.Min(o, win.out_sizes[d] - 1)))
+        here = Index(flat_index(idx[lead:], sizes))
+        total: Expr = Const(0.0, acc)
+        for sub, valid in covering(idx[lead:]):
             at = list(idx[:lead]) + sub
-            hit = op("eq", indices.load(at), Index(here))
-            take = hit if valid is None else op("logical_and", valid, hit)
-            g = cast(grad.load(at), acc)
-            if total is None:
-                total = op("where", take, g, Const(0.0, acc))
-            else:   # eager adds in the tensor's dtype: round after every addition
-                total = op("where", take, cast(cast(op("add", total, g), x.dtype), acc), total)
-        assert total is not None
+            take = _and([c for c in (valid, op("eq", indices.load(at), here)) if c is not None])
+            assert take is not None
+            total = op("where", take, round_to(op("add", total, cast(grad.load(at), acc)), x.dtype), total)
         return cast(total, x.dtype)
 
     origins = merge_origins(grad.origins, indices.origins, (ctx.current_origin,))
     return TensorValue(tuple(x.shape), x.dtype, loader, None, origins)
+
+
+def _max_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue, n: int,
+                       kernel: Any, stride: Any, padding: Any, dilation: Any,
+                       indices: TensorValue) -> TensorValue:
+    check_input(x, n)
+    win = Window(x.shape, grad.shape, n, kernel, stride, padding, dilation, backward=True)
+    return _max_grad(ctx, grad, x, indices, n, win.covering)
 
 
 @register_lowering(aten.max_pool2d_with_indices_backward.default)
@@ -242,75 +295,140 @@ def max_pool3d_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
     return _max_pool_backward(ctx, grad, x, 3, kernel_size, stride, padding, dilation, indices)
 
 
-@register_lowering(aten.avg_pool2d.default)
-def avg_pool2d(ctx: LoweringContext, x: TensorValue, kernel_size: Any, stride: Any = (),
-               padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: int | None = None) -> TensorValue:
-    _check_input(x, 2)
-    out_shape = _out_shape(ctx)
-    win = Window(x.shape, out_shape, 2, kernel_size, stride, padding)
-    acc = opmath(x.dtype)
-    lead = x.ndim - 2
-
-    def divisor(idx: Sequence[sympy.Expr]) -> Expr:
-        if divisor_override:
-            return Const(divisor_override, torch.int64)
-        # eager: the window clipped to the padded input, then (without count_include_pad)
-        # to the input itself
-        count = sympy.Integer(1)
-        for d in range(2):
-            start = idx[lead + d] * win.stride[d] - win.padding[d]
-            end = sympy.Min(start + win.kernel[d], win.sizes[d] + win.padding[d])
-            if not count_include_pad:
-                start, end = sympy.Max(start, 0), sympy.Min(end, win.sizes[d])
-            count = count * (end - start)
-        return Index(count)
-
-    def loader(idx: Sequence[sympy.Expr]) -> Expr:
-        total: Expr = Const(0.0, acc)
-        for sub, valid in win.positions(idx[lead:]):
-            v = cast(x.load(list(idx[:lead]) + sub), acc)
-            total = op("add", total, v) if valid is None else op("where", valid, op("add", total, v), total)
-        return cast(op("truediv", total, cast(divisor(idx), acc)), x.dtype)
-
-    return TensorValue(out_shape, x.dtype, loader, None, merge_origins(x.origins, (ctx.current_origin,)))
+def _fdiv(a: Any, b: int) -> Any:
+    return FloorDiv(a, b) if isinstance(a, sympy.Expr) else a // b
 
 
-@register_lowering(aten._adaptive_avg_pool2d.default)
-def adaptive_avg_pool2d(ctx: LoweringContext, x: TensorValue, output_size: Any) -> TensorValue:
-    """Output o averages input [floor(o*I/O), ceil((o+1)*I/O)) per spatial dim: a window of
-    varying size, read as its largest size with the slots beyond masked; summed in order
-    and divided by its height, then its width, as eager's CPU kernel does. (A 1x1 output
-    reaches us as a mean: a reduction.)"""
-    _check_input(x, 2)
-    out_shape = _out_shape(ctx)
-    lead = x.ndim - 2
-    sizes, outs = list(x.shape[lead:]), list(out_shape[lead:])
-    if any(not isinstance(s, sympy.Integer) for s in sizes + outs) or any(o == 0 for o in outs):
-        raise LoweringError("adaptive pooling over symbolic or empty sizes")
-    sizes_i, outs_i = [int(s) for s in sizes], [int(o) for o in outs]
-    widest = [max(-(-(o + 1) * i // n) - (o * i // n) for o in range(n)) for i, n in zip(sizes_i, outs_i)]
-    if math.prod(widest) > MAX_WINDOW:
+class Adaptive:
+    """Adaptive pooling windows over the last `n` dims: output o of a dim of input size I
+    and output size O covers the inputs [floor(o*I/O), ceil((o+1)*I/O)); input i is
+    covered by the outputs [floor(i*O/I), floor(((i+1)*O-1)/I)]."""
+
+    def __init__(self, in_shape: Sequence[sympy.Expr], out_shape: Sequence[sympy.Expr], n: int) -> None:
+        sizes, outs = list(in_shape[-n:]), list(out_shape[-n:])
+        if any(not isinstance(s, sympy.Integer) for s in sizes + outs) or any(o == 0 for o in outs):
+            raise LoweringError("adaptive pooling over symbolic or empty sizes")
+        self.n = n
+        self.sizes, self.outs = [int(s) for s in sizes], [int(o) for o in outs]
+        # per dim: the narrowest and widest window, the fewest and most outputs covering an input
+        counts = [[end - start for start, end in map(partial(self.window, d), range(self.outs[d]))]
+                  for d in range(n)]
+        covers = [[last - first + 1 for first, last in map(partial(self.cover, d), range(self.sizes[d]))]
+                  for d in range(n)]
+        self.narrowest, self.widest = [min(c) for c in counts], [max(c) for c in counts]
+        self.fewest, self.covers = [min(c) for c in covers], [max(c) for c in covers]
+
+    def window(self, d: int, o: Any) -> tuple[Any, Any]:
+        """The inputs [start, end) output o reads along dim d."""
+        size, out = self.sizes[d], self.outs[d]
+        return _fdiv(o * size, out), _fdiv((o + 1) * size - 1, out) + 1
+
+    def cover(self, d: int, i: Any) -> tuple[Any, Any]:
+        """The first and last output whose window covers input i along dim d."""
+        size, out = self.sizes[d], self.outs[d]
+        return _fdiv(i * out, size), _fdiv((i + 1) * out - 1, size)
+
+    def counts(self, out_idx: Sequence[sympy.Expr]) -> list[sympy.Expr]:
+        """The window's size per dim at output `out_idx` (spatial part)."""
+        return [end - start for start, end in (self.window(d, o) for d, o in enumerate(out_idx))]
+
+    def positions(self, out_idx: Sequence[sympy.Expr], repeat_ok: bool = False
+                  ) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
+        """The window positions of output `out_idx` in row-major order, read as the widest
+        window's: slots beyond this window's size masked, or (`repeat_ok`) reading its last
+        position again, with no mask."""
+        per_dim = []
+        for d, o in enumerate(out_idx):
+            start, end = self.window(d, o)
+            slots = []
+            for k in range(self.widest[d]):
+                if k < self.narrowest[d]:
+                    slots.append((start + k, []))
+                elif repeat_ok:
+                    slots.append((sympy.Min(start + k, end - 1), []))
+                else:
+                    slots.append((sympy.Min(start + k, self.sizes[d] - 1), [_lt(k, end - start)]))
+            per_dim.append(slots)
+        return combine(per_dim)
+
+    def covering(self, in_idx: Sequence[sympy.Expr]) -> Iterator[tuple[list[sympy.Expr], Expr | None]]:
+        """The outputs whose windows cover input `in_idx`, in row-major order."""
+        per_dim = []
+        for d, i in enumerate(in_idx):
+            first, last = self.cover(d, i)
+            per_dim.append([(first + j, []) if j < self.fewest[d]
+                            else (sympy.Min(first + j, self.outs[d] - 1), [_lt(j, last - first + 1)])
+                            for j in range(self.covers[d])])
+        return combine(per_dim)
+
+
+def _adaptive_max_pool(ctx: LoweringContext, x: TensorValue, n: int) -> tuple[TensorValue, TensorValue]:
+    """Each output the maximum of its adaptive window, as eager's CPU kernel: from -inf and
+    the window's first position, take a value greater than the current one or NaN."""
+    check_input(x, n)
+    out_shape = output_shape(ctx)
+    win = Adaptive(x.shape, out_shape, n)
+    if math.prod(win.widest) > MAX_WINDOW:
         raise LoweringError(f"adaptive pooling window of more than {MAX_WINDOW} positions")
     acc = opmath(x.dtype)
+    lead = x.ndim - n
 
-    def loader(idx: Sequence[sympy.Expr]) -> Expr:
-        starts = [FloorDiv(idx[lead + d] * sizes_i[d], outs_i[d]) for d in range(2)]
-        counts = [FloorDiv((idx[lead + d] + 1) * sizes_i[d] - 1, outs_i[d]) + 1 - starts[d]
-                  for d in range(2)]
-        total: Expr = Const(0.0, acc)
-        for ks in itertools.product(*(range(w) for w in widest)):
-            sub: list[sympy.Expr] = []
-            valid: Expr | None = None
-            for d, k in enumerate(ks):
-                sub.append(sympy.Min(starts[d] + k, sizes_i[d] - 1))
-                if k > 0:   # slot 0 is always inside the window
-                    ok = op("lt", Index(sympy.Integer(k)), Index(counts[d]))
-                    valid = ok if valid is None else op("logical_and", valid, ok)
+    def values(idx: Sequence[sympy.Expr]) -> Expr:
+        cur: Expr | None = None
+        for sub, _ in win.positions(idx[lead:], repeat_ok=True):
             v = cast(x.load(list(idx[:lead]) + sub), acc)
-            total = op("add", total, v) if valid is None else op("where", valid, op("add", total, v), total)
-        for d in range(2):
-            total = op("truediv", total, cast(Index(counts[d]), acc))
-        return cast(total, x.dtype)
+            cur = v if cur is None else _max(cur, v)
+        assert cur is not None
+        return cast(cur, x.dtype)
 
-    return TensorValue(out_shape, x.dtype, loader, None, merge_origins(x.origins, (ctx.current_origin,)))
+    def indices(idx: Sequence[sympy.Expr]) -> Expr:
+        cur: Expr = Const(float("-inf"), acc)
+        pos: Expr | None = None
+        for sub, valid in win.positions(idx[lead:]):
+            v = cast(x.load(list(idx[:lead]) + sub), acc)
+            here = Index(flat_index(sub, win.sizes))
+            if pos is None:       # the first position: eager's initial index
+                pos = here
+            take = op("logical_or", op("gt", v, cur), op("isnan", v))
+            take = take if valid is None else op("logical_and", valid, take)
+            cur = op("where", take, v, cur)
+            pos = op("where", take, here, pos)
+        assert pos is not None
+        return pos
+
+    origins = merge_origins(x.origins, (ctx.current_origin,))
+    return (TensorValue(out_shape, x.dtype, values, None, origins),
+            TensorValue(out_shape, torch.int64, indices, None, origins))
+
+
+@register_lowering(aten.adaptive_max_pool2d.default)
+def adaptive_max_pool2d(ctx: LoweringContext, x: TensorValue, output_size: Any
+                        ) -> tuple[TensorValue, TensorValue]:
+    return _adaptive_max_pool(ctx, x, 2)
+
+
+@register_lowering(aten.adaptive_max_pool3d.default)
+def adaptive_max_pool3d(ctx: LoweringContext, x: TensorValue, output_size: Any
+                        ) -> tuple[TensorValue, TensorValue]:
+    return _adaptive_max_pool(ctx, x, 3)
+
+
+def _adaptive_max_pool_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
+                                indices: TensorValue, n: int) -> TensorValue:
+    check_input(x, n)
+    win = Adaptive(x.shape, grad.shape, n)
+    if math.prod(win.covers) > MAX_WINDOW:
+        raise LoweringError("adaptive max pool backward with too many overlapping windows")
+    return _max_grad(ctx, grad, x, indices, n, win.covering)
+
+
+@register_lowering(aten.adaptive_max_pool2d_backward.default)
+def adaptive_max_pool2d_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
+                                 indices: TensorValue) -> TensorValue:
+    return _adaptive_max_pool_backward(ctx, grad, x, indices, 2)
+
+
+@register_lowering(aten.adaptive_max_pool3d_backward.default)
+def adaptive_max_pool3d_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
+                                 indices: TensorValue) -> TensorValue:
+    return _adaptive_max_pool_backward(ctx, grad, x, indices, 3)
