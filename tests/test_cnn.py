@@ -198,3 +198,19 @@ def test_channels_last_plan_runs_convolutions_channels_last() -> None:
         assert int(x.stride[1]) == 1, x      # the input passed channels-last
     plain = lower_graph(graphs[0], OpCounts(), channels_last=False)
     assert all(int(b.stride[-1]) == 1 for b in plain.buffers if isinstance(b, Extern))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_inputs_read_through_one_window(channels_last: bool) -> None:
+    """Two inputs read at the same clamped window positions in one kernel: each load keeps
+    its own buffer when the C target computes the window's offsets before the innermost
+    loop (codegen/c/kernels.py `_hoist_indices`)."""
+    def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(a, 3, 2, 1) + F.max_pool2d(b, 3, 2, 1)
+
+    torch.manual_seed(0)
+    a, b = (_layout(torch.randn(2, 16, 9, 11), channels_last) for _ in range(2))
+    trebuchet.reset()
+    out = trebuchet.compile(fn, target="c", strict=True)(a, b)
+    torch.testing.assert_close(out, fn(a, b), rtol=0, atol=0)
+    assert trebuchet.stats()["kernels"] == 1

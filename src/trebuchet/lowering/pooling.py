@@ -191,16 +191,22 @@ def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride:
 
     def indices(idx: Sequence[sympy.Expr]) -> Expr:
         # Eager starts from -inf at the first valid position and takes a value greater
-        # than the current one, or NaN: idx < 0 marks "nothing valid seen yet".
+        # than the current one, or NaN. `seen`: whether a valid position came before (a
+        # flag, not a test of the index: GCC under -fwrapv does not vectorize a chain
+        # that compares the selected int64 index); None once one always does.
         cur: Expr = Const(float("-inf"), acc)
         pos: Expr = Const(-1, torch.int64)
+        seen: Expr | None = Const(False, torch.bool)
         for v, valid, flat in candidates(idx):
-            take = op("logical_or", op("logical_or", op("gt", v, cur), op("isnan", v)),
-                      op("lt", pos, Const(0, torch.int64)))
+            take = op("logical_or", op("gt", v, cur), op("isnan", v))
+            if seen is not None:
+                take = op("logical_or", take, op("eq", seen, Const(False, torch.bool)))
             if valid is not None:
                 take = op("logical_and", valid, take)
             cur = op("where", take, v, cur)
             pos = op("where", take, Index(flat), pos)
+            if seen is not None:
+                seen = None if valid is None else op("logical_or", seen, valid)
         return pos
 
     origins = merge_origins(x.origins, (ctx.current_origin,))

@@ -42,8 +42,9 @@ class KernelWriter(Emitter):
         # Whether the kernel calls the prelude's float32 t_sinf/t_cosf, whose out-of-line
         # huge-argument path the unit then compiles in (T_SINCOS).
         self.sincos = False
-        # load index -> (a pointer computed before the innermost loop, the index from it)
-        self.load_offsets: dict[sympy.Expr, tuple[str, str]] = {}
+        # (buffer, load index) -> (a pointer computed before the innermost loop, the
+        # index from it)
+        self.load_offsets: dict[tuple[str, sympy.Expr], tuple[str, str]] = {}
 
     # ---- the leaves of expressions, in C ----
     def const_code(self, node: Const) -> str:
@@ -54,7 +55,8 @@ class KernelWriter(Emitter):
             if node.dtype != torch.int64 else print_index(node.expr)
 
     def load_code(self, node: Load) -> str:
-        buf, index = self.load_offsets.get(node.index) or (node.buf, print_index(node.index))
+        buf, index = (self.load_offsets.get((node.buf, node.index))
+                      or (node.buf, print_index(node.index)))
         if node.dynamic is not None:
             index = f"{index} + {self._lookup(node.dynamic)}"
         return c_load(buf, index, node.dtype)
@@ -544,7 +546,7 @@ class KernelWriter(Emitter):
             for e in walk(n.body):
                 if isinstance(e, Index) and not e.expr.has(last) and self._find(e) is None:
                     self.var(e, indent)
-                elif isinstance(e, Load) and e.index not in self.load_offsets:
+                elif isinstance(e, Load) and (e.buf, e.index) not in self.load_offsets:
                     index = sympy.expand(e.index)
                     step = index.coeff(last)
                     rest = sympy.expand(index - step * last)
@@ -553,7 +555,7 @@ class KernelWriter(Emitter):
                     name = f"row{len(self.load_offsets)}_{e.buf}"
                     self.lines.append(f"{indent}const {STORAGE[e.dtype]}* const {name} = "
                                       f"{e.buf} + ({print_index(rest)});")
-                    self.load_offsets[e.index] = (name, print_index(step * last))
+                    self.load_offsets[e.buf, e.index] = (name, print_index(step * last))
 
     def _row_nodes(self, stage: int, indent: str) -> None:
         for node in self.k.nodes:
