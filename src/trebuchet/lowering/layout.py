@@ -33,6 +33,9 @@ aten = torch.ops.aten
 
 # Memory order (outermost first) of an NCHW tensor stored channels-last.
 CHANNELS_LAST = [0, 2, 3, 1]
+# Convolutions of these run in oneDNN, which follows its input's layout (others, float64
+# ones, run ATen's own kernels, and their results would be copied back to the plan's).
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def channels_last_nodes(gm: torch.fx.GraphModule) -> set[torch.fx.Node]:
@@ -57,12 +60,12 @@ def channels_last_strides(shape: Sequence[sympy.Expr]) -> tuple[sympy.Expr, ...]
 
 
 def is_conv2d(n: torch.fx.Node) -> bool:
-    """A 2-d, not transposed, convolution of CPU floating-point tensors."""
+    """A 2-d, not transposed, convolution of CPU float32 or bfloat16 tensors."""
     if n.op != "call_function" or n.target is not aten.convolution.default or len(n.args) < 7:
         return False
     x = n.args[0].meta.get("val") if isinstance(n.args[0], torch.fx.Node) else None
     return (isinstance(x, torch.Tensor) and x.ndim == 4 and x.device.type == "cpu"
-            and x.dtype.is_floating_point and not n.args[6])
+            and x.dtype in ONEDNN_DTYPES and not n.args[6])
 
 
 def _eligible(n: torch.fx.Node) -> bool:
