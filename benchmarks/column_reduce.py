@@ -11,13 +11,12 @@ faster). The machine is noisy: compare ratios, and repeat the run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
 import torch
 
-from common import BACKENDS, format_text, make_callable, ms, ratio, time_interleaved
+from common import case_options, format_text, make_callable, ms, ratio, time_interleaved
 
 CASES = {
     "column_sum": (lambda x: x.sum(dim=0), (8192, 1024), torch.float32),
@@ -38,14 +37,7 @@ def make_input(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", help="comma-separated: " + ",".join(CASES))
-    parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--repeats", type=int, default=41)
-    args = parser.parse_args(argv)
-    backends = args.backends.split(",")
-    names = args.cases.split(",") if args.cases else list(CASES)
-    print(f"{torch.get_num_threads()} threads, median of {args.repeats}", flush=True)
+    args, backends, names = case_options(argv, __doc__.splitlines()[0], CASES, 41)
     header = ["case", "shape"] + [f"{b} ms" for b in backends] + ["vs eager", "vs inductor",
                                                                   "correct"]
     rows, bad = [header], False

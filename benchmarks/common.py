@@ -9,6 +9,7 @@ torch.compile(backend="inductor").
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import math
 import os
@@ -214,3 +215,17 @@ def targets(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
     met = geomean >= GEOMEAN_TARGET and all(fast) and all(not_slower) and len(cheap) == n and all(cheap)
     lines.append(f"- all targets met: {_verdict(met)}")
     return table, lines
+
+
+def case_options(argv: list[str] | None, description: str, cases: dict, repeats: int
+                 ) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """A micro benchmark's options over its named cases (--cases, --backends, --repeats):
+    the parsed options, the backends and the cases to run; prints the threads line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cases", help="comma-separated: " + ",".join(cases))
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args(argv)
+    names = args.cases.split(",") if args.cases else list(cases)
+    print(f"{torch.get_num_threads()} threads, median of {args.repeats}", flush=True)
+    return args, args.backends.split(","), names

@@ -13,13 +13,12 @@ checked bit for bit against eager (both add each row's tokens in token order).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 
 import torch
 
-from common import BACKENDS, format_text, make_callable, ms, ratio, time_interleaved
+from common import case_options, format_text, make_callable, ms, ratio, time_interleaved
 
 aten = torch.ops.aten
 VOCAB, HIDDEN, BATCH, SEQ = 30522, 768, 8, 128
@@ -53,14 +52,7 @@ CASES = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", help="comma-separated: " + ",".join(CASES))
-    parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--repeats", type=int, default=21)
-    args = parser.parse_args(argv)
-    backends = args.backends.split(",")
-    names = args.cases.split(",") if args.cases else list(CASES)
-    print(f"{torch.get_num_threads()} threads, median of {args.repeats}", flush=True)
+    args, backends, names = case_options(argv, __doc__.splitlines()[0], CASES, 21)
     header = ["case"] + [f"{b} ms" for b in backends] + ["vs eager", "vs inductor", "correct"]
     rows, bad = [header], False
     for name in names:

@@ -27,7 +27,7 @@ import torch
 
 from ..ir.expr import Const, Expr, Index, cast, op
 from .pointwise import opmath
-from .pooling import MAX_WINDOW, Adaptive, Window, check_input, output_shape, round_to
+from .pooling import MAX_WINDOW, Adaptive, Window, adaptive_windows, check_input, output_shape, round_to
 
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 from .storage import memory_order, store_in_order
@@ -141,11 +141,7 @@ def avg_pool3d_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
 
 def _adaptive_avg_pool(ctx: LoweringContext, x: TensorValue, n: int) -> TensorValue:
     """Windows of varying size, read at their largest with the slots beyond masked."""
-    check_input(x, n)
-    out_shape = output_shape(ctx)
-    win = Adaptive(x.shape, out_shape, n)
-    if math.prod(win.widest) > MAX_WINDOW:
-        raise LoweringError(f"adaptive pooling window of more than {MAX_WINDOW} positions")
+    out_shape, win = adaptive_windows(ctx, x, n)
     acc = opmath(x.dtype)
     lead = x.ndim - n
     # eager's 3d kernel sums and divides in the tensor's dtype, its 2d kernel in op-math

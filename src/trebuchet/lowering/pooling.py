@@ -368,14 +368,21 @@ class Adaptive:
         return combine(per_dim)
 
 
-def _adaptive_max_pool(ctx: LoweringContext, x: TensorValue, n: int) -> tuple[TensorValue, TensorValue]:
-    """Each output the maximum of its adaptive window, as eager's CPU kernel: from -inf and
-    the window's first position, take a value greater than the current one or NaN."""
+def adaptive_windows(ctx: LoweringContext, x: TensorValue, n: int) -> tuple[tuple[sympy.Expr, ...], Adaptive]:
+    """An adaptive pool's output shape and windows over x's last n dims (LoweringError when
+    a window is wider than MAX_WINDOW positions: the eager op runs)."""
     check_input(x, n)
     out_shape = output_shape(ctx)
     win = Adaptive(x.shape, out_shape, n)
     if math.prod(win.widest) > MAX_WINDOW:
         raise LoweringError(f"adaptive pooling window of more than {MAX_WINDOW} positions")
+    return out_shape, win
+
+
+def _adaptive_max_pool(ctx: LoweringContext, x: TensorValue, n: int) -> tuple[TensorValue, TensorValue]:
+    """Each output the maximum of its adaptive window, as eager's CPU kernel: from -inf and
+    the window's first position, take a value greater than the current one or NaN."""
+    out_shape, win = adaptive_windows(ctx, x, n)
     acc = opmath(x.dtype)
     lead = x.ndim - n
 

@@ -714,34 +714,40 @@ class KernelWriter(Emitter):
     def _wrap_outer(self, body: list[str], hoisted: list[str] = ()) -> str:
         """The loops around `body`; `hoisted` lines go just before the innermost loop."""
         k = self.k
-        vars_ = [str(v) for v in k.outer_vars]
         sizes = [print_index(s) for s in k.outer]
         lines = self._kernel_head()
-        if vars_:
-            work = " * ".join(f"({s})" for s in sizes + [print_index(r) for r in k.inner]) or "1"
-            n_par = len(vars_) if k.inner else max(len(vars_) - 1, 0)
-            if k.inner or len(vars_) > 1:
-                lines.append(f"    #pragma omp parallel for collapse({max(n_par, 1)}) "
-                             f"if(({work}) > 32768){self.err}")
-            else:
-                lines.append(f"    #pragma omp parallel for simd if(({work}) > 32768){self.err}")
-            indent = "    "
-            order = self._loop_order()
-            for d, (v, s) in enumerate((vars_[i], sizes[i]) for i in order):
-                if d == len(vars_) - 1:
-                    lines.extend(hoisted)
-                if not k.inner and d == len(vars_) - 1 and len(vars_) > 1:
-                    lines.append(f"{indent}#pragma omp simd{self.err}")
-                lines.append(f"{indent}for (int64_t {v} = 0; {v} < {s}; ++{v}) {{")
-                indent += "    "
-            lines.extend(body)
-            for _ in vars_:
-                indent = indent[:-4]
-                lines.append(f"{indent}}}")
-        else:
-            lines.extend(body)
+        lines += self.loop_nest([str(v) for v in k.outer_vars], sizes, body, self._loop_order(),
+                                [print_index(r) for r in k.inner], hoisted)
         lines.extend(self._function_end())
         return "\n".join(lines)
+
+    def loop_nest(self, vars_: list[str], sizes: list[str], body: list[str], order: list[int],
+                  inner: list[str] = (), hoisted: list[str] = ()) -> list[str]:
+        """Parallel loops over `vars_` (in `order`) around `body`. With no `inner` (reduced)
+        loops in the body, the innermost of them is the vectorized one (`omp simd`), the
+        others are collapsed across the threads; `hoisted` lines go before the innermost."""
+        if not vars_:
+            return list(body)
+        work = " * ".join(f"({s})" for s in sizes + list(inner)) or "1"
+        n_par = len(vars_) if inner else max(len(vars_) - 1, 0)
+        if inner or len(vars_) > 1:
+            lines = [f"    #pragma omp parallel for collapse({max(n_par, 1)}) "
+                     f"if(({work}) > 32768){self.err}"]
+        else:
+            lines = [f"    #pragma omp parallel for simd if(({work}) > 32768){self.err}"]
+        indent = "    "
+        for d, i in enumerate(order):
+            if d == len(vars_) - 1:
+                lines.extend(hoisted)
+                if not inner and len(vars_) > 1:
+                    lines.append(f"{indent}#pragma omp simd{self.err}")
+            lines.append(f"{indent}for (int64_t {vars_[i]} = 0; {vars_[i]} < {sizes[i]}; ++{vars_[i]}) {{")
+            indent += "    "
+        lines.extend(body)
+        for _ in vars_:
+            indent = indent[:-4]
+            lines.append(f"{indent}}}")
+        return lines
 
     def params(self) -> list[str]:
         """The C declarations of the kernel's parameters, in call order."""

@@ -50,24 +50,7 @@ class ScatterWriter(KernelWriter):
         store = print_index(linear_index(ivars, b.stride))
         self.lines.append(f"{ind}{b.name}[{store}] = {store_value(v, b.dtype)};")
         self.scopes.pop()
-        body = self.lines
-        if not names:
-            return body
-        work = " * ".join(f"({s})" for s in sizes)
-        out = [f"    #pragma omp parallel for collapse({len(names) - 1}) if(({work}) > 32768){self.err}"
-               if len(names) > 1 else
-               f"    #pragma omp parallel for simd if(({work}) > 32768){self.err}"]
-        indent = "    "
-        for d, (name, size) in enumerate(zip(names, sizes)):
-            if d == len(names) - 1 and len(names) > 1:
-                out.append(f"{indent}#pragma omp simd{self.err}")
-            out.append(f"{indent}for (int64_t {name} = 0; {name} < {size}; ++{name}) {{")
-            indent += "    "
-        out.extend(body)
-        for _ in names:
-            indent = indent[:-4]
-            out.append(f"{indent}}}")
-        return out
+        return self.loop_nest(names, sizes, self.lines, list(range(len(names))))
 
     def _entry(self, node, indent: str) -> list[str]:
         """One entry's work at one point: the values, then the store."""
