@@ -532,21 +532,25 @@ class KernelWriter(Emitter):
         indent = "    " * len(k.outer)
         self.hoist([n.body for n in k.nodes], lambda e: _depends_on(e, {last}) or any(
             isinstance(x, Load) and x.buf in produced for x in walk(e)), indent)
-        self._hoist_indices(last, indent)
+        self._hoist_indices(last, produced, indent)
         hoisted, self.lines = self.lines, []
         return hoisted
 
-    def _hoist_indices(self, last: sympy.Symbol, indent: str) -> None:
+    def _hoist_indices(self, last: sympy.Symbol, produced: set[str], indent: str) -> None:
         """Index arithmetic that does not vary along the innermost loop, computed before
         it: index values (a pooling window's argmax positions) and the non-affine part of
         load offsets (a padded window's clamped row and column), as a pointer to the
         row's start. Left in the loop, a clamp makes the C compiler vectorize the load as a
-        gather, and an integer offset (under -fwrapv) keeps it from vectorizing at all."""
+        gather, and an integer offset (under -fwrapv) keeps it from vectorizing at all.
+        Loads already hoisted, and values of this kernel's own buffers, get no pointer."""
         for n in self.k.nodes:
             for e in walk(n.body):
-                if isinstance(e, Index) and not e.expr.has(last) and self._find(e) is None:
+                if self._find(e) is not None:
+                    continue
+                if isinstance(e, Index) and not e.expr.has(last):
                     self.var(e, indent)
-                elif isinstance(e, Load) and (e.buf, e.index) not in self.load_offsets:
+                elif (isinstance(e, Load) and e.buf not in produced
+                      and (e.buf, e.index) not in self.load_offsets):
                     index = sympy.expand(e.index)
                     step = index.coeff(last)
                     rest = sympy.expand(index - step * last)
