@@ -1,6 +1,7 @@
 """The C translation unit of a graph: the prelude, then each kernel's function
 (kernels.py; a scatter kernel's by scatter.py); kernels of identical structure share one
-function (repeated layers compile once).
+function (repeated layers compile once), and kernels that differ only in constants
+share one body (constants.py: the same layer at other sizes compiles once).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ...scheduler.describe import Param, Pointer
 from ...scheduler.coalesce import coalesce
 from ...scheduler.kernels import Kernel, is_scatter
 from ..target import GeneratedCode
+from .constants import share_constants
 from .kernels import KernelWriter
 from .scatter import ScatterWriter
 
@@ -51,7 +53,7 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
              notes: dict[str, str] | None = None) -> GeneratedCode:
     """The translation unit, and the C function each kernel calls (kernels of identical
     structure share one function: repeated layers compile once)."""
-    parts = [PRELUDE]
+    parts: list[tuple[str, str]] = []
     functions: dict[str, str] = {}
     seen: dict[tuple, str] = {}
     sincos = False
@@ -61,14 +63,15 @@ def generate(kernels: Iterable[Kernel], internal: set[str], params: dict[str, li
         key = structure(k, params[k.name], internal)
         if key in seen:
             functions[k.name] = seen[key]
-            parts.append(f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins()))
+            parts.append((k.name, f"// {k.name}: same code as {seen[key]}; " + ", ".join(k.origins())))
             continue
         seen[key] = functions[k.name] = k.name
         writer = ScatterWriter if is_scatter(k) else KernelWriter
         w = writer(k, internal, params[k.name], (notes or {}).get(k.name, ""))
-        parts.append(w.write())
+        parts.append((k.name, w.write()))
         sincos |= w.sincos
+    prelude = PRELUDE
     if sincos:
-        parts[0] = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
-    return GeneratedCode("\n\n".join(parts) + "\n", functions,
+        prelude = "#define T_SINCOS 1  /* the prelude's huge-argument sin/cos path */\n" + PRELUDE
+    return GeneratedCode("\n\n".join([prelude, *share_constants(parts)]) + "\n", functions,
                          {k: params[k] for k in functions})

@@ -1,0 +1,209 @@
+"""Kernels that differ only in their constants share one C function (codegen/c/unit.py
+calls `share_constants` on the written kernels).
+
+A network's layers repeat with other sizes: MobileNetV3's batch norms are one kernel
+each, the same code over 16, 24, ..., 576 channels. unit.py already shares kernels of
+identical structure; this module shares the rest of what differs only in numbers. Each
+kernel's function text is split into tokens; its *skeleton* is that text with the
+buffer names (its parameters and the locals named after them) replaced by their order of
+appearance and each numeric literal replaced by its C type. Kernels with equal skeletons
+become one `static` function, `<first>_body`, in which every literal whose value differs
+between them is a parameter of exactly the literal's C type (`int`, `long`, `double`,
+`float`), so each use computes what the literal computed; each kernel keeps its name and
+signature as a one-line function that passes its own literals. The body is
+`noinline, noclone` so that GCC does not copy it back per caller, the compile time this
+saves (about half of a MobileNetV3 training step's C code is such repeats).
+
+Literals stay literal (and must then be equal for kernels to share) where a constant
+matters to the code GCC makes or C requires one: preprocessor lines (`#pragma omp`,
+but for its run-time `if(...)` clause),
+array sizes in declarations, and an integer right operand of `/` and `%` (GCC turns
+division by a constant into a multiply). Literals with a suffix other than `f` and
+hexadecimal integers stay too. A kernel passes its literals as the same C text, so a
+value is rounded to its type exactly as the literal was.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# One C token: a comment, a string, a hexadecimal float, a number, a name, or any other
+# character (spaces included, so the tokens join back to the text).
+_TOKEN = re.compile(r"""
+    (?P<comment>//[^\n]*|/\*.*?\*/)
+  | (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')
+  | (?P<number>0[xX][0-9a-fA-F]*\.?[0-9a-fA-F]*[pP][+-]?\d+[fFlL]?
+              |0[xX][0-9a-fA-F]+[uUlL]*
+              |(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[fFlLuU]*)
+  | (?P<name>[A-Za-z_]\w*)
+  | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+# The names of buffers (lowering/registry.py `new_name`, graph inputs) and of the locals
+# the kernel writers derive from them (acc_buf3, part_buf3, ...), and the kernel's own.
+_BUFFER_NAME = re.compile(r"(?:a_|acc_|ai_|arg_|part_|v_)?(?:buf|in|const)\d+|kernel\d+")
+_DECLARED_TYPES = re.compile(r"(?:const|float|double|int|long|char|bool|_Bool|u?int\d+_t|half|bf16)")
+INT_MAX = 2**31 - 1
+
+
+@dataclass
+class _Function:
+    """One kernel's C text taken apart."""
+
+    name: str
+    header: str                 # the comment lines above the function
+    params: list[str]           # its parameters' names, in order
+    tokens: list[tuple[str, str]]       # (kind, text) of the function from `void` on
+    literals: list[int]                 # indices into tokens of the numbers that may vary
+    skeleton: tuple
+
+
+def share_constants(parts: list[tuple[str, str]]) -> list[str]:
+    """The C text of the kernels `parts` ((kernel name, its function text with header
+    comment)), kernels that differ only in constants written as one shared body and a
+    one-line function each. The result keeps the kernels' order (a group at its first
+    member); each element starts with its first kernel's `// kernelN: ` comment."""
+    functions = [_parse(name, text) for name, text in parts]
+    groups: dict[tuple, list[int]] = {}
+    for i, f in enumerate(functions):
+        if f is not None:
+            groups.setdefault(f.skeleton, []).append(i)
+    out: list[str] = []
+    done: set[int] = set()
+    for i, (name, text) in enumerate(parts):
+        if i in done:
+            continue
+        members = groups.get(functions[i].skeleton, [i]) if functions[i] is not None else [i]
+        if len(members) < 2:
+            out.append(text)
+            continue
+        done.update(members)
+        out.append(_write_group([functions[j] for j in members]))
+    return out
+
+
+def _parse(name: str, text: str) -> _Function | None:
+    """The function taken apart, or None when its text is not one `void name(...) {...}`
+    (it is then written as it is)."""
+    start = text.find(f"\nvoid {name}(")
+    if start < 0:
+        return None
+    header, code = text[:start], text[start + 1:]
+    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code)]
+    try:
+        params = _param_names(tokens, name)
+    except ValueError:
+        return None
+    names: dict[str, str] = {}
+    skeleton: list[str] = []
+    literals: list[int] = []
+    significant: list[str] = []     # the code tokens so far (no spaces or comments)
+    bracket_decl = 0                # inside the [size] of an array declaration
+    line_is_pp = False
+    pp_if = 0                       # parenthesis depth inside a pragma's if(...) clause
+    for i, (kind, tok) in enumerate(tokens):
+        if kind == "other" and tok == "\n":
+            line_is_pp, pp_if = False, 0
+        elif kind == "other" and tok == "#" and _line_start(tokens, i):
+            line_is_pp = True
+        if kind == "comment" or (kind == "other" and tok.isspace()):
+            continue
+        if line_is_pp and tok == "(" and (pp_if or significant[-1:] == ["if"]):
+            pp_if += 1
+        elif line_is_pp and tok == ")" and pp_if:
+            pp_if -= 1
+        if kind == "name" and _BUFFER_NAME.fullmatch(tok):
+            skeleton.append(names.setdefault(tok, f"@{len(names)}"))
+        elif kind == "number":
+            ctype = _literal_type(tok)
+            fixed = (ctype is None or (line_is_pp and not pp_if) or bracket_decl
+                     or (ctype in ("int", "long") and any(t in ("/", "%") for t in significant[-2:])))
+            if fixed:
+                skeleton.append(tok)
+            else:
+                skeleton.append(f"#{ctype}")
+                literals.append(i)
+        else:
+            skeleton.append(tok)
+        if tok == "[" and len(significant) >= 2 and _is_declaration(significant):
+            bracket_decl += 1
+        elif tok == "]" and bracket_decl:
+            bracket_decl -= 1
+        significant.append(tok)
+    return _Function(name, header, params, tokens, literals, tuple(skeleton))
+
+
+def _line_start(tokens: list[tuple[str, str]], i: int) -> bool:
+    """Whether token i is the first non-space token of its line."""
+    for _, tok in reversed(tokens[:i]):
+        if tok == "\n":
+            return True
+        if not tok.isspace():
+            return False
+    return True
+
+
+def _is_declaration(significant: list[str]) -> bool:
+    """Whether the `[` about to follow starts an array declaration's size: the token
+    before it is a name declared right there (after a type name or `*`)."""
+    name, before = significant[-1], significant[-2]
+    return (re.fullmatch(r"[A-Za-z_]\w*", name) is not None
+            and (before == "*" or _DECLARED_TYPES.fullmatch(before) is not None))
+
+
+def _literal_type(tok: str) -> str | None:
+    """The C type of a numeric literal that may become a parameter, or None to keep it."""
+    low = tok.lower()
+    if low.startswith("0x"):
+        if "p" not in low:
+            return None                  # a hexadecimal integer may be unsigned
+        return "float" if low.endswith("f") else None if low.endswith("l") else "double"
+    if any(c in low for c in ".e"):
+        if low.endswith("f"):
+            return "float"
+        return None if low.endswith("l") else "double"
+    if not low.isdigit() or (low.startswith("0") and low != "0"):
+        return None                      # u, l suffixes; octal
+    return "int" if int(low) <= INT_MAX else "long"
+
+
+def _param_names(tokens: list[tuple[str, str]], name: str) -> list[str]:
+    """The parameter names of `void name(type a, type* b, ...)`."""
+    text = "".join(t for _, t in tokens)
+    m = re.match(rf"void {re.escape(name)}\(([^)]*)\)", text)
+    if m is None:
+        raise ValueError(name)
+    inside = m.group(1).strip()
+    if not inside or inside == "void":
+        return []
+    names = [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in inside.split(",")]
+    return names
+
+
+def _write_group(members: list[_Function]) -> str:
+    """One body with a parameter per literal that differs (positions whose literals are
+    equal in every kernel share one), then each kernel's function."""
+    first = members[0]
+    columns: dict[tuple[str, ...], str] = {}     # the members' literals at a position -> name
+    tokens = [t for _, t in first.tokens]
+    for k, i in enumerate(first.literals):
+        values = tuple(m.tokens[m.literals[k]][1] for m in members)
+        if len(set(values)) > 1:
+            tokens[i] = columns.setdefault(values, f"lit{len(columns)}")
+    body_name = f"{first.name}_body"
+    code = "".join(tokens)
+    signature_end = code.index(")")
+    extra = "".join(f", const {_literal_type(values[0])} {name}" for values, name in columns.items())
+    if not first.params:
+        extra = extra[2:]
+    code = (f"__attribute__((noinline, noclone)) static void {body_name}"
+            + code[len(f"void {first.name}"):signature_end] + extra + code[signature_end:])
+    listing = ", ".join(m.name for m in members)
+    lines = [f"// {first.name}: the body of kernels {listing}, which differ only in "
+             f"{len(columns)} constant(s) (lit0...: each passes its own)", code.rstrip()]
+    for j, m in enumerate(members):
+        m_code = "".join(t for _, t in m.tokens)
+        signature = m_code[:m_code.index(")") + 1]
+        args = [*m.params, *(values[j] for values in columns)]
+        lines.append(m.header.rstrip("\n"))
+        lines.append(f"{signature} {{ {body_name}({', '.join(args)}); }}")
+    return "\n".join(lines)
