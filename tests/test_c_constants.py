@@ -33,8 +33,10 @@ def test_kernels_differing_in_constants_share_a_body() -> None:
             "const float lit1, const double lit2)") in group
     assert "x0 < lit0" in group and "in0[x0] * lit1 + lit2" in group
     # each kernel keeps its name and parameters and passes its own literals' text
-    assert "void kernel0(const float* in0, float* buf1) { kernel0_body(in0, buf1, 576, 0x1.8p+0f, 196.0); }" in group
-    assert "void kernel3(const float* in7, float* buf9) { kernel0_body(in7, buf9, 96, 0x1.4p+1f, 49.0); }" in group
+    assert ("void kernel0(const float* in0, float* buf1) "
+            "{ kernel0_body(in0, buf1, 576, 0x1.8p+0f, 196.0); }") in group
+    assert ("void kernel3(const float* in7, float* buf9) "
+            "{ kernel0_body(in7, buf9, 96, 0x1.4p+1f, 49.0); }") in group
     assert "// from: here" in group       # the kernels' own comments stay
 
 
