@@ -12,6 +12,8 @@ Primitive op set (`Op.op`), 60 names at most, each documented in `OPS`.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Callable, Iterable
 
 import sympy
@@ -241,15 +243,23 @@ def substitute_indices(root: Expr, mapping: dict[sympy.Symbol, sympy.Expr]) -> E
     """Replace loop variables inside every index of the tree."""
     if not mapping:
         return root
+    key = tuple(mapping.items())
 
     def leaf(node: Expr) -> Expr | None:
         if isinstance(node, Load):
-            return Load(node.buf, node.index.xreplace(mapping), node.dtype, node.dynamic)
+            return Load(node.buf, _replaced(node.index, key), node.dtype, node.dynamic)
         if isinstance(node, Index):
-            return Index(node.expr.xreplace(mapping), node.dtype)
+            return Index(_replaced(node.expr, key), node.dtype)
         return None
 
     return rewrite(root, leaf)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _replaced(index: sympy.Expr, mapping: tuple) -> sympy.Expr:
+    """index.xreplace(mapping), cached: the same indices are renamed alike for each
+    repeated layer, and sympy evaluates a Min/Max again on every rebuild (slowly)."""
+    return index.xreplace(dict(mapping))
 
 
 def rewrite_indices(root: Expr, fn: Callable[[sympy.Expr], sympy.Expr]) -> Expr:

@@ -8,6 +8,7 @@ use these instead.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sympy
@@ -27,3 +28,12 @@ def equal(a: Any, b: Any) -> bool:
     if diff.is_number:
         return bool(diff == 0)
     return sympy.cancel(diff) == 0
+
+
+@functools.lru_cache(maxsize=65536)
+def clamp(index: sympy.Expr, high: sympy.Expr) -> sympy.Expr:
+    """max(0, min(index, high)): an index kept inside [0, high]. Cached: sympy decides
+    the comparisons through its assumptions, slowly, and lowering asks for the same
+    clamps again each time a consumer's expression is built (a `cat` feeding a chain
+    of pointwise ops)."""
+    return sympy.Max(0, sympy.Min(index, high))

@@ -10,6 +10,7 @@ import sympy
 import torch
 
 from ..ir.expr import INDEX_ERRORS, Const, Expr, Index, Load, cast, op
+from ..ir.symbolic import clamp
 from .pointwise import broadcast_shapes, broadcast_to, const_value, scalar_expr
 from .registry import LoweringContext, LoweringError, TensorValue, register_lowering
 
@@ -120,7 +121,7 @@ def cat(ctx: LoweringContext, tensors: Sequence[TensorValue], dim: int = 0) -> T
             sub = list(idx)
             sub[dim] = idx[dim] - offsets[k]
             # Clamp so every branch's load stays inside its part.
-            sub[dim] = sympy.Max(0, sympy.Min(sub[dim], parts[k].shape[dim] - 1))
+            sub[dim] = clamp(sub[dim], parts[k].shape[dim] - 1)
             val = cast(parts[k].load(sub), dtype)
             if result is None:
                 result = val
@@ -154,7 +155,7 @@ def constant_pad_nd(ctx: LoweringContext, x: TensorValue, pad: Sequence[Any],
             ok = op("logical_and", op("ge", Index(pos), Index(sympy.Integer(0))),
                     op("lt", Index(pos), Index(x.shape[d])))
             inside = ok if inside is None else op("logical_and", inside, ok)
-            sub[d] = sympy.Max(0, sympy.Min(pos, x.shape[d] - 1))
+            sub[d] = clamp(pos, x.shape[d] - 1)
         val = x.load(sub)
         return val if inside is None else op("where", inside, val, fill)
 

@@ -27,6 +27,7 @@ import torch
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ir.expr import Const, Expr, Index, cast, op
+from ..ir.symbolic import clamp
 from .pointwise import opmath
 from .storage import memory_order, store_in_order
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
@@ -91,12 +92,12 @@ class Window:
             for d, k in enumerate(ks):
                 pos = out_idx[d] * self.stride[d] - self.padding[d] + k * self.dilation[d]
                 if not self.inside(d) and repeat_ok and self.dilation[d] == 1:
-                    pos = sympy.Max(0, sympy.Min(pos, self.sizes[d] - 1))
+                    pos = clamp(pos, self.sizes[d] - 1)
                 elif not self.inside(d):
                     ok = op("logical_and", op("ge", Index(pos), Index(sympy.Integer(0))),
                             op("lt", Index(pos), Index(self.sizes[d])))
                     valid = ok if valid is None else op("logical_and", valid, ok)
-                    pos = sympy.Max(0, sympy.Min(pos, self.sizes[d] - 1))
+                    pos = clamp(pos, self.sizes[d] - 1)
                 sub.append(pos)
             yield sub, valid
 
@@ -130,7 +131,7 @@ class Window:
                     conds.append(_lt(off, reach + 1))
                 if dil > 1:
                     conds.append(op("eq", Index(ModularIndexing(off, 1, dil)), Index(sympy.Integer(0))))
-                choices.append((sympy.Max(0, sympy.Min(o, self.out_sizes[d] - 1)), conds))
+                choices.append((clamp(o, self.out_sizes[d] - 1), conds))
             per_dim.append(choices)
         return combine(per_dim)
 

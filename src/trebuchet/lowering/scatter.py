@@ -34,6 +34,7 @@ from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
 from ..ir.expr import Const, Expr, Index, Load, cast, op
 from ..ir.nodes import BufferRef, Scatter, contiguous_strides, index_vars, product
+from ..ir.symbolic import clamp
 from . import misc
 from .misc import indirect, load_indirect
 from .pointwise import broadcast_shapes, broadcast_to, opmath, scalar_expr
@@ -404,7 +405,7 @@ def as_strided_scatter(ctx: LoweringContext, x: TensorValue, src: TensorValue, s
         pos = sum((i * s for i, s in zip(idx, out_stride)), sympy.Integer(0)) - offset
         inside = op("logical_and", op("ge", Index(pos), Index(sympy.Integer(0))),
                     op("lt", Index(pos), Index(numel)))
-        j = sympy.Max(0, sympy.Min(pos, numel - 1))
+        j = clamp(pos, numel - 1)
         src_idx = [sympy.Integer(0) if size[d] == 1 else
                    ModularIndexing(j, stride[d], size[d]) for d in range(len(size))]
         return op("where", inside, src.load(src_idx), x.load(idx))
