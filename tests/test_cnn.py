@@ -170,6 +170,20 @@ def test_channels_last_plan_keeps_outputs_in_eager_layout() -> None:
     assert trebuchet.stats()["extern_ops"] == {"aten.convolution.default": 2}
 
 
+def _inference_graph(model: nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
+    """The ATen inference graph AOTAutograd hands a backend."""
+    from torch._functorch.aot_autograd import aot_module_simplified
+    graphs = []
+
+    def grab(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    with torch.no_grad():
+        torch.compile(model, backend=lambda gm, ex: aot_module_simplified(gm, ex, fw_compiler=grab))(x)
+    return graphs[0]
+
+
 def test_channels_last_plan_runs_convolutions_channels_last() -> None:
     """The second convolution's input (computed by a kernel) is stored channels-last, and
     the convolutions' results are declared so: no layout copies between them."""
@@ -177,18 +191,8 @@ def test_channels_last_plan_runs_convolutions_channels_last() -> None:
     from trebuchet.ir.nodes import Extern
 
     torch.manual_seed(0)
-    model = _TwoConvs().eval()
-    graphs = []
-
-    def grab(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    from torch._functorch.aot_autograd import aot_module_simplified
-    with torch.no_grad():
-        torch.compile(model, backend=lambda gm, ex: aot_module_simplified(gm, ex, fw_compiler=grab))(
-            torch.randn(2, 3, 10, 9))
-    graph = lower_graph(graphs[0], OpCounts(), channels_last=True)
+    gm = _inference_graph(_TwoConvs().eval(), torch.randn(2, 3, 10, 9))
+    graph = lower_graph(gm, OpCounts(), channels_last=True)
     convs = [b for b in graph.buffers if isinstance(b, Extern)]
     assert len(convs) == 2
     for conv in convs:
@@ -196,8 +200,32 @@ def test_channels_last_plan_runs_convolutions_channels_last() -> None:
         assert tuple(int(s) for s in conv.stride) == (c * h * w, 1, w * c, c)
         x = conv.args[0]
         assert int(x.stride[1]) == 1, x      # the input passed channels-last
-    plain = lower_graph(graphs[0], OpCounts(), channels_last=False)
+    plain = lower_graph(gm, OpCounts(), channels_last=False)
     assert all(int(b.stride[-1]) == 1 for b in plain.buffers if isinstance(b, Extern))
+
+
+def test_channels_last_plan_crosses_batch_norm_and_max_pool() -> None:
+    """ResNet's stem, conv -> batch norm -> relu -> 3x3/2 max pool -> conv: batch norm and
+    max pool have several results, and the plan extends through them, so the relu the
+    pool stores once (its windows overlap) is stored channels-last like the convolution
+    output it reads; it was stored NCHW, a transposing kernel and a strided pool."""
+    from trebuchet.lowering.graph import OpCounts, lower_graph
+    from trebuchet.ir.nodes import Extern
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.MaxPool2d(3, 2, 1), nn.Conv2d(8, 8, 3, 1, 1)).eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 20, 18)
+    graph = lower_graph(_inference_graph(model, x), OpCounts(), channels_last=True)
+    stored = {tuple(int(s) for s in b.shape): b for b in graph.buffers
+              if not isinstance(b, Extern) and len(b.shape) == 4}
+    assert (2, 10, 9, 8) in stored and (2, 8, 10, 9) not in stored, stored   # the relu: NHWC
+    assert (2, 5, 5, 8) in stored                                             # the pool's output
+    trebuchet.reset()
+    compiled = trebuchet.compile(model, target="c", strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -256,6 +256,8 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
         ctx.current_source = source_line(node)
         ctx.current_origin = Origin(name, ctx.current_source)
         ctx.current_target, ctx.current_meta = target, meta
+        orders = _planned_orders(ctx, node, meta)
+        ctx.current_order = orders[0] if isinstance(orders, list) else orders
         try:
             result = rule(ctx, *args, **kwargs)
         except LoweringError:
@@ -350,8 +352,9 @@ def _planned_order(ctx: LoweringContext, node: torch.fx.Node) -> list[int] | Non
 
 
 def _planned_orders(ctx: LoweringContext, node: torch.fx.Node, result: Any) -> Any:
-    """`_planned_order` of a result, per item of a multi-output op (its getitem users)."""
-    if isinstance(result, TensorValue):
+    """`_planned_order` of a result (or of its traced value), per item of a multi-output
+    op (its getitem users)."""
+    if not isinstance(result, (list, tuple)):
         return _planned_order(ctx, node)
     items = {u.args[1]: u for u in node.users if u.target is operator.getitem}
     return [_planned_order(ctx, items[k]) if k in items else None for k in range(len(result))]

@@ -10,7 +10,8 @@ between them (batch norm, activations, residual adds, pooling) read and write NH
 
 The plan: from the input and the output of every 2-d convolution, the connected 4-d
 floating-point values (through any op but views, whose re-indexing belongs to the traced
-layout) that eager lays out contiguously with more than one spatial element. Only for
+layout; through multi-output ops such as batch norm and max pool to their results) that
+eager lays out contiguously with more than one spatial element. Only for
 inference graphs on the CPU: a training graph returns its saved activations to the backward
 graph in the traced layout, so there the conversion would add copies.
 
@@ -41,10 +42,17 @@ ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 def channels_last_nodes(gm: torch.fx.GraphModule) -> set[torch.fx.Node]:
     """The nodes whose values are stored NHWC (see the module docstring)."""
     region: set[torch.fx.Node] = set()
+    crossed: set[torch.fx.Node] = set()     # multi-output ops the region extends through
     stack = [m for n in gm.graph.nodes if is_conv2d(n) for m in (n, n.args[0])]
     while stack:
         n = stack.pop()
-        if n in region or not _eligible(n):
+        if n in region or n in crossed:
+            continue
+        if _multi_output(n):
+            crossed.add(n)
+            stack.extend(m for m in [*n.all_input_nodes, *n.users] if m not in region)
+            continue
+        if not _eligible(n):
             continue
         region.add(n)
         # a convolution's weight keeps its layout: only its input and users join
@@ -66,6 +74,17 @@ def is_conv2d(n: torch.fx.Node) -> bool:
     x = n.args[0].meta.get("val") if isinstance(n.args[0], torch.fx.Node) else None
     return (isinstance(x, torch.Tensor) and x.ndim == 4 and x.device.type == "cpu"
             and x.dtype in ONEDNN_DTYPES and not n.args[6])
+
+
+def _multi_output(n: torch.fx.Node) -> bool:
+    """An op with several results, one of them a 4-d floating-point tensor (batch norm,
+    max pool with its indices): it is not stored itself, its results (getitem nodes)
+    are, so the region extends through it to its inputs and results."""
+    v = n.meta.get("val")
+    return (n.op == "call_function" and isinstance(v, (tuple, list))
+            and op_short_name(n.target) not in VIEW_OPS
+            and any(isinstance(t, torch.Tensor) and t.ndim == 4 and t.dtype.is_floating_point
+                    for t in v))
 
 
 def _eligible(n: torch.fx.Node) -> bool:

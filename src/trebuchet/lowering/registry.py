@@ -131,6 +131,9 @@ class LoweringContext:
     # calls whose result is declared so (not in eager's layout: never returned as is).
     channels_last: set = dataclasses.field(default_factory=set)
     relaid_out: set = dataclasses.field(default_factory=set)
+    # The layout plan's memory order of the node's result (its first, if several), None
+    # for eager's: a rule that stores a value in its output's layout follows it.
+    current_order: list | None = None
 
     def out_meta(self) -> Any:
         """The fake tensor of the node being lowered (its first, if several)."""
