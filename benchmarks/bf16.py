@@ -96,4 +96,4 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(workloads_fn=bf16_workloads, add_args=_args))
+    sys.exit(main(workloads_fn=bf16_workloads, add_args=_args, description=__doc__))

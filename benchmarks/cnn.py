@@ -368,9 +368,12 @@ def _text_row(row: dict[str, Any], backends: list[str]) -> str:
 
 def main(argv: list[str] | None = None,
          workloads_fn: Callable[[argparse.Namespace], list[Workload]] = cnn_workloads,
-         add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """Runs the workloads, prints the tables and the targets; 1 if an output did not match eager."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+         add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+         description: str | None = None) -> int:
+    """Runs the workloads, prints the tables and the targets; 1 if an output did not match
+    eager. `description`: the --help text (the calling script's docstring; this one's)."""
+    p = argparse.ArgumentParser(description=description or __doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
