@@ -500,6 +500,28 @@ def test_c_compiler_error_falls_back(monkeypatch: pytest.MonkeyPatch,
     _expect_eager_fallback(torch.randn(6), match="badcc: internal error")
 
 
+def test_gcc_only_flags_go_to_gcc_alone(monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: pathlib.Path) -> None:
+    """A compiler that is not GCC (here a clang stand-in that logs its arguments and runs
+    gcc) gets the common flags only: clang rejects some of GCC's -fno-* loop options."""
+    from trebuchet.runtime import cbuild
+
+    log = tmp_path / "args.txt"
+    fake_cc = tmp_path / "clangcc"
+    fake_cc.write_text("#!/bin/sh\n"
+                       "if [ \"$1\" = --version ]; then echo 'clang version 17.0.6'; exit 0; fi\n"
+                       f"echo \"$@\" >> {log}\nexec gcc \"$@\"\n")
+    fake_cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake_cc))
+    monkeypatch.setenv("TREBUCHET_CACHE_DIR", str(tmp_path / "cache"))
+    assert cbuild.is_gcc("gcc") and not cbuild.is_gcc(str(fake_cc))
+    trebuchet.reset()
+    x = torch.randn(6)
+    torch.testing.assert_close(trebuchet.compile(_fn, target="c", strict=True)(x), _fn(x))
+    args = log.read_text()
+    assert "-O3" in args and not any(flag in args for flag in cbuild.GCC_FLAGS)
+
+
 # ---- the kernel cache --------------------------------------------------------------
 
 def _unwritable_dir(tmp_path: pathlib.Path) -> pathlib.Path:
