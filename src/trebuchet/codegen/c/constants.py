@@ -27,8 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# One C token: a comment, a string, a hexadecimal float, a number, a name, or any other
-# character (spaces included, so the tokens join back to the text).
+# One C token: a comment, a string, a hexadecimal float, a number, a name, a run of
+# blanks, or any other character (a newline included, so the tokens join back to the text).
 _TOKEN = re.compile(r"""
     (?P<comment>//[^\n]*|/\*.*?\*/)
   | (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')
@@ -36,6 +36,7 @@ _TOKEN = re.compile(r"""
               |0[xX][0-9a-fA-F]+[uUlL]*
               |(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?[fFlLuU]*)
   | (?P<name>[A-Za-z_]\w*)
+  | (?P<space>[ \t]+)
   | (?P<other>.)
 """, re.VERBOSE | re.DOTALL)
 # The names of buffers (lowering/registry.py `new_name`, graph inputs) and of the locals
@@ -51,6 +52,7 @@ class _Function:
 
     name: str
     header: str                 # the comment lines above the function
+    code: str                   # the function, from `void` on
     params: list[str]           # its parameters' names, in order
     tokens: list[tuple[str, str]]       # (kind, text) of the function from `void` on
     literals: list[int]                 # indices into tokens of the numbers that may vary
@@ -88,25 +90,27 @@ def _parse(name: str, text: str) -> _Function | None:
     if start < 0:
         return None
     header, code = text[:start], text[start + 1:]
-    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code)]
     try:
-        params = _param_names(tokens, name)
+        params = _param_names(code, name)
     except ValueError:
         return None
+    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code)]
     names: dict[str, str] = {}
     skeleton: list[str] = []
     literals: list[int] = []
     significant: list[str] = []     # the code tokens so far (no spaces or comments)
     bracket_decl = 0                # inside the [size] of an array declaration
-    line_is_pp = False
+    line_is_pp, line_start = False, True
     pp_if = 0                       # parenthesis depth inside a pragma's if(...) clause
     for i, (kind, tok) in enumerate(tokens):
-        if kind == "other" and tok == "\n":
-            line_is_pp, pp_if = False, 0
-        elif kind == "other" and tok == "#" and _line_start(tokens, i):
-            line_is_pp = True
-        if kind == "comment" or (kind == "other" and tok.isspace()):
+        if kind == "space" or kind == "comment":
             continue
+        if tok == "\n" and kind == "other":
+            line_is_pp, line_start, pp_if = False, True, 0
+            continue
+        if tok == "#" and line_start:
+            line_is_pp = True
+        line_start = False
         if line_is_pp and tok == "(" and (pp_if or significant[-1:] == ["if"]):
             pp_if += 1
         elif line_is_pp and tok == ")" and pp_if:
@@ -129,17 +133,7 @@ def _parse(name: str, text: str) -> _Function | None:
         elif tok == "]" and bracket_decl:
             bracket_decl -= 1
         significant.append(tok)
-    return _Function(name, header, params, tokens, literals, tuple(skeleton))
-
-
-def _line_start(tokens: list[tuple[str, str]], i: int) -> bool:
-    """Whether token i is the first non-space token of its line."""
-    for _, tok in reversed(tokens[:i]):
-        if tok == "\n":
-            return True
-        if not tok.isspace():
-            return False
-    return True
+    return _Function(name, header, code, params, tokens, literals, tuple(skeleton))
 
 
 def _is_declaration(significant: list[str]) -> bool:
@@ -166,10 +160,9 @@ def _literal_type(tok: str) -> str | None:
     return "int" if int(low) <= INT_MAX else "long"
 
 
-def _param_names(tokens: list[tuple[str, str]], name: str) -> list[str]:
+def _param_names(code: str, name: str) -> list[str]:
     """The parameter names of `void name(type a, type* b, ...)`."""
-    text = "".join(t for _, t in tokens)
-    m = re.match(rf"void {re.escape(name)}\(([^)]*)\)", text)
+    m = re.match(rf"void {re.escape(name)}\(([^)]*)\)", code)
     if m is None:
         raise ValueError(name)
     inside = m.group(1).strip()
@@ -201,8 +194,7 @@ def _write_group(members: list[_Function]) -> str:
     lines = [f"// {first.name}: the body of kernels {listing}, which differ only in "
              f"{len(columns)} constant(s) (lit0...: each passes its own)", code.rstrip()]
     for j, m in enumerate(members):
-        m_code = "".join(t for _, t in m.tokens)
-        signature = m_code[:m_code.index(")") + 1]
+        signature = m.code[:m.code.index(")") + 1]
         args = [*m.params, *(values[j] for values in columns)]
         lines.append(m.header.rstrip("\n"))
         lines.append(f"{signature} {{ {body_name}({', '.join(args)}); }}")
