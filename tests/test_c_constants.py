@@ -40,6 +40,22 @@ def test_kernels_differing_in_constants_share_a_body() -> None:
     assert "// from: here" in group       # the kernels' own comments stay
 
 
+def test_parameters_in_another_order_share_by_role() -> None:
+    # Parameters are listed by name, so twin kernels can list their buffers in another
+    # order (buf93 sorts after buf107); each kernel passes its own in the body's order.
+    a = _kernel("kernel8", "    buf32[0] = buf17[0] * 2.0 + buf24[0];",
+                "const double* buf17, const double* buf24, double* buf32")
+    b = _kernel("kernel22", "    buf108[0] = buf93[0] * 3.0 + buf100[0];",
+                "const double* buf100, const double* buf93, double* buf108")
+    (group,) = share_constants([a, b])
+    assert "void kernel22(const double* buf100, const double* buf93, double* buf108) " \
+           "{ kernel8_body(buf93, buf100, buf108, 3.0); }" in group
+    assert "{ kernel8_body(buf17, buf24, buf32, 2.0); }" in group
+    c = _kernel("kernel9", "    buf108[0] = buf93[0] * 3.0 + buf100[0];",
+                "const double* buf100, const float* buf93, double* buf108")     # a float: apart
+    assert share_constants([a, c]) == [a[1], c[1]]
+
+
 @pytest.mark.parametrize("fixed", [
     "    #pragma omp simd simdlen({n})\n    buf1[0] = in0[0];",
     "    #pragma omp parallel for collapse({n}) if(x > 3)\n    buf1[0] = in0[0];",

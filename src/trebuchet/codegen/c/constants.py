@@ -4,23 +4,24 @@ calls `share_constants` on the written kernels).
 A network's layers repeat with other sizes: MobileNetV3's batch norms are one kernel
 each, the same code over 16, 24, ..., 576 channels. unit.py already shares kernels of
 identical structure; this module shares the rest of what differs only in numbers. Each
-kernel's function text is split into tokens; its *skeleton* is that text with the
-buffer names (its parameters and the locals named after them) replaced by their order of
-appearance and each numeric literal replaced by its C type. Kernels with equal skeletons
-become one `static` function, `<first>_body`, in which every literal whose value differs
-between them is a parameter of exactly the literal's C type (`int`, `long`, `double`,
-`float`), so each use computes what the literal computed; each kernel keeps its name and
-signature as a one-line function that passes its own literals. The body is
-`noinline, noclone` so that GCC does not copy it back per caller, the compile time this
-saves (about half of a MobileNetV3 training step's C code is such repeats).
+kernel's function text is split into tokens; its *skeleton* is that text with the buffer
+names (its parameters and the locals named after them) replaced by their order of first
+use in the body (a signature lists them by name, so a twin kernel may list them in
+another order) and each numeric literal replaced by its C type. Kernels with equal
+skeletons become one `static` function, `<first>_body`, in which every literal whose
+value differs between them is a parameter of exactly the literal's C type (`int`,
+`long`, `double`, `float`), so each use computes what the literal computed; each kernel
+keeps its name and signature as a one-line function that passes its own buffers and
+literals. The body is `noinline, noclone` so that GCC does not copy it back per caller,
+the compile time this saves (about half of a MobileNetV3 training step's C code is such
+repeats).
 
 Literals stay literal (and must then be equal for kernels to share) where a constant
-matters to the code GCC makes or C requires one: preprocessor lines (`#pragma omp`,
-but for its run-time `if(...)` clause),
-array sizes in declarations, and an integer right operand of `/` and `%` (GCC turns
-division by a constant into a multiply). Literals with a suffix other than `f` and
-hexadecimal integers stay too. A kernel passes its literals as the same C text, so a
-value is rounded to its type exactly as the literal was.
+matters to the code GCC makes or C requires one: preprocessor lines (`#pragma omp`, but
+for its run-time `if(...)` clause), array sizes in declarations, and an integer right
+operand of `/` and `%` (GCC turns division by a constant into a multiply). Literals with
+a suffix other than `f` and hexadecimal integers stay too. A kernel passes its literals
+as the same C text, so a value is rounded to its type exactly as the literal was.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class _Function:
     header: str                 # the comment lines above the function
     code: str                   # the function, from `void` on
     params: list[str]           # its parameters' names, in order
+    roles: dict[str, str]       # buffer name -> its role (order of first use in the body)
     tokens: list[tuple[str, str]]       # (kind, text) of the function from `void` on
     literals: list[int]                 # indices into tokens of the numbers that may vary
     skeleton: tuple
@@ -91,18 +93,22 @@ def _parse(name: str, text: str) -> _Function | None:
         return None
     header, code = text[:start], text[start + 1:]
     try:
-        params = _param_names(code, name)
+        params = _params(code, name)
     except ValueError:
         return None
     tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code)]
+    body = next(i for i, (_, tok) in enumerate(tokens) if tok == "{")
+    # Buffer names get their role by first use in the body, not by their place in the
+    # signature (parameters are listed by name: buf93 after buf107 in one kernel, buf17
+    # before buf24 in its twin); the parameters' types then go with their roles.
     names: dict[str, str] = {}
     skeleton: list[str] = []
     literals: list[int] = []
     significant: list[str] = []     # the code tokens so far (no spaces or comments)
     bracket_decl = 0                # inside the [size] of an array declaration
-    line_is_pp, line_start = False, True
+    line_is_pp, line_start = False, False
     pp_if = 0                       # parenthesis depth inside a pragma's if(...) clause
-    for i, (kind, tok) in enumerate(tokens):
+    for i, (kind, tok) in enumerate(tokens[body:], body):
         if kind == "space" or kind == "comment":
             continue
         if tok == "\n" and kind == "other":
@@ -133,7 +139,9 @@ def _parse(name: str, text: str) -> _Function | None:
         elif tok == "]" and bracket_decl:
             bracket_decl -= 1
         significant.append(tok)
-    return _Function(name, header, code, params, tokens, literals, tuple(skeleton))
+    signature = sorted((names.setdefault(p, f"@{len(names)}"), ptype) for ptype, p in params)
+    return _Function(name, header, code, [p for _, p in params], names, tokens, literals,
+                     (*signature, *skeleton))
 
 
 def _is_declaration(significant: list[str]) -> bool:
@@ -160,16 +168,21 @@ def _literal_type(tok: str) -> str | None:
     return "int" if int(low) <= INT_MAX else "long"
 
 
-def _param_names(code: str, name: str) -> list[str]:
-    """The parameter names of `void name(type a, type* b, ...)`."""
+def _params(code: str, name: str) -> list[tuple[str, str]]:
+    """The (type, name) of each parameter of `void name(type a, type* b, ...)`."""
     m = re.match(rf"void {re.escape(name)}\(([^)]*)\)", code)
     if m is None:
         raise ValueError(name)
     inside = m.group(1).strip()
     if not inside or inside == "void":
         return []
-    names = [re.findall(r"[A-Za-z_]\w*", p)[-1] for p in inside.split(",")]
-    return names
+    out = []
+    for p in inside.split(","):
+        found = re.fullmatch(r"\s*(.*?)\s*([A-Za-z_]\w*)\s*", p)
+        if found is None:
+            raise ValueError(name)
+        out.append((found.group(1), found.group(2)))
+    return out
 
 
 def _write_group(members: list[_Function]) -> str:
@@ -191,11 +204,13 @@ def _write_group(members: list[_Function]) -> str:
     code = (f"__attribute__((noinline, noclone)) static void {body_name}"
             + code[len(f"void {first.name}"):signature_end] + extra + code[signature_end:])
     listing = ", ".join(m.name for m in members)
-    lines = [f"// {first.name}: the body of kernels {listing}, which differ only in "
-             f"{len(columns)} constant(s) (lit0...: each passes its own)", code.rstrip()]
+    differ = (f"which differ only in {len(columns)} constant(s) (lit0...: each passes its own)"
+              if columns else "the same code over buffers listed in another order")
+    lines = [f"// {first.name}: the body of kernels {listing}, {differ}", code.rstrip()]
     for j, m in enumerate(members):
         signature = m.code[:m.code.index(")") + 1]
-        args = [*m.params, *(values[j] for values in columns)]
+        by_role = {role: name for name, role in m.roles.items()}
+        args = [*(by_role[first.roles[p]] for p in first.params), *(values[j] for values in columns)]
         lines.append(m.header.rstrip("\n"))
         lines.append(f"{signature} {{ {body_name}({', '.join(args)}); }}")
     return "\n".join(lines)
