@@ -63,6 +63,7 @@ def test_parameters_in_another_order_share_by_role() -> None:
     "    buf1[0] = in0[0] + (float)(x / {n});",
     "    buf1[0] = in0[0] + (float)(x % ({n}));",
     "    buf1[0] = in0[0] + {n}UL;",
+    "    float s[4] __attribute__((aligned({n})));\n    s[0] = in0[0]; buf1[0] = s[0];",
 ])
 def test_literals_that_must_stay_constants_keep_kernels_apart(fixed: str) -> None:
     parts = [_kernel(f"kernel{i}", fixed.format(n=n)) for i, n in enumerate((8, 16))]

@@ -18,10 +18,11 @@ repeats).
 
 Literals stay literal (and must then be equal for kernels to share) where a constant
 matters to the code GCC makes or C requires one: preprocessor lines (`#pragma omp`, but
-for its run-time `if(...)` clause), array sizes in declarations, and an integer right
-operand of `/` and `%` (GCC turns division by a constant into a multiply). Literals with
-a suffix other than `f` and hexadecimal integers stay too. A kernel passes its literals
-as the same C text, so a value is rounded to its type exactly as the literal was.
+for its run-time `if(...)` clause), array sizes in declarations, `__attribute__`s
+(`aligned(64)`), and an integer right operand of `/` and `%` (GCC turns division by a
+constant into a multiply). Literals with a suffix other than `f` and hexadecimal
+integers stay too. A kernel passes its literals as the same C text, so a value is
+rounded to its type exactly as the literal was.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def _parse(name: str, text: str) -> _Function | None:
     bracket_decl = 0                # inside the [size] of an array declaration
     line_is_pp, line_start = False, False
     pp_if = 0                       # parenthesis depth inside a pragma's if(...) clause
+    attribute = 0                   # parenthesis depth inside __attribute__((...))
     for i, (kind, tok) in enumerate(tokens[body:], body):
         if kind == "space" or kind == "comment":
             continue
@@ -121,11 +123,15 @@ def _parse(name: str, text: str) -> _Function | None:
             pp_if += 1
         elif line_is_pp and tok == ")" and pp_if:
             pp_if -= 1
+        if tok == "(" and (attribute or significant[-1:] == ["__attribute__"]):
+            attribute += 1
+        elif tok == ")" and attribute:
+            attribute -= 1
         if kind == "name" and _BUFFER_NAME.fullmatch(tok):
             skeleton.append(names.setdefault(tok, f"@{len(names)}"))
         elif kind == "number":
             ctype = _literal_type(tok)
-            fixed = (ctype is None or (line_is_pp and not pp_if) or bracket_decl
+            fixed = (ctype is None or (line_is_pp and not pp_if) or bracket_decl or attribute
                      or (ctype in ("int", "long") and any(t in ("/", "%") for t in significant[-2:])))
             if fixed:
                 skeleton.append(tok)
