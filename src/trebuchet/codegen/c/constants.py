@@ -98,7 +98,9 @@ def _parse(name: str, text: str) -> _Function | None:
     except ValueError:
         return None
     tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(code)]
-    body = next(i for i, (_, tok) in enumerate(tokens) if tok == "{")
+    body = next((i for i, (_, tok) in enumerate(tokens) if tok == "{"), None)
+    if body is None:
+        return None
     # Buffer names get their role by first use in the body, not by their place in the
     # signature (parameters are listed by name: buf93 after buf107 in one kernel, buf17
     # before buf24 in its twin); the parameters' types then go with their roles.
