@@ -11,12 +11,11 @@ faster). The machine is noisy: compare ratios, and repeat the run.
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
 
-from common import case_options, format_text, make_callable, ms, ratio, time_interleaved
+from common import case_options, format_text, run_case
 
 CASES = {
     "column_sum": (lambda x: x.sum(dim=0), (8192, 1024), torch.float32),
@@ -45,23 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         fn, shape, dtype = CASES[name]
         torch._dynamo.reset()
         torch.manual_seed(0)
-        x = make_input(shape, dtype)
-        expected = fn(x)
-        callables = {b: make_callable(b, fn) for b in backends}
-        ok = "n/a"
-        if "trebuchet" in callables:
-            got = callables["trebuchet"](x)
-            ok = "ok"
-            try:
-                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-            except AssertionError:
-                ok, bad = "MISMATCH", True
-        samples = time_interleaved(callables, [x], args.repeats, 3)
-        t = {b: statistics.median(samples[b]) for b in backends}
-        ours = t.get("trebuchet")
-        rows.append([name, "x".join(map(str, shape)) + f" {str(dtype)[6:]}"]
-                    + [ms(t[b]) for b in backends]
-                    + [ratio(t.get("eager"), ours), ratio(t.get("inductor"), ours), ok])
+        cells, good = run_case(fn, [make_input(shape, dtype)], backends, args.repeats, 3,
+                               rtol=1e-4, atol=1e-4)
+        bad |= not good
+        rows.append([name, "x".join(map(str, shape)) + f" {str(dtype)[6:]}"] + cells)
         print("  " + "  ".join(rows[-1]), flush=True)
     print()
     print(format_text(rows))

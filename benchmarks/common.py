@@ -217,6 +217,28 @@ def targets(rows: list[dict[str, Any]]) -> tuple[list[list[str]], list[str]]:
     return table, lines
 
 
+def run_case(fn: Callable, inputs: list[Any], backends: list[str], repeats: int, warmup: int,
+             rtol: float, atol: float, passed: str = "ok") -> tuple[list[str], bool]:
+    """A micro benchmark case: each backend's median ms, Trebuchet's speed-up over eager
+    and over the default backend, and Trebuchet's result checked against eager's (`passed`
+    when it is within rtol/atol, "MISMATCH" otherwise, "n/a" without Trebuchet); returns
+    those cells and whether it matched."""
+    expected = fn(*inputs)
+    callables = {b: make_callable(b, fn) for b in backends}
+    verdict, good = "n/a", True
+    if "trebuchet" in callables:
+        verdict = passed
+        try:
+            torch.testing.assert_close(callables["trebuchet"](*inputs), expected, rtol=rtol, atol=atol)
+        except AssertionError:
+            verdict, good = "MISMATCH", False
+    samples = time_interleaved(callables, inputs, repeats, warmup)
+    t = {b: statistics.median(samples[b]) for b in backends}
+    ours = t.get("trebuchet")
+    return [ms(t[b]) for b in backends] + [ratio(t.get("eager"), ours),
+                                           ratio(t.get("inductor"), ours), verdict], good
+
+
 def case_options(argv: list[str] | None, description: str, cases: dict, repeats: int
                  ) -> tuple[argparse.Namespace, list[str], list[str]]:
     """A micro benchmark's options over its named cases (--cases, --backends, --repeats):

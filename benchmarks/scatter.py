@@ -13,12 +13,11 @@ checked bit for bit against eager (both add each row's tokens in token order).
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
 
-from common import case_options, format_text, make_callable, ms, ratio, time_interleaved
+from common import case_options, format_text, run_case
 
 aten = torch.ops.aten
 VOCAB, HIDDEN, BATCH, SEQ = 30522, 768, 8, 128
@@ -60,23 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         torch._dynamo.reset()
         torch.manual_seed(0)
         inputs = make()
-        expected = fn(*inputs)
-        callables = {b: make_callable(b, fn) for b in backends}
-        ok = "n/a"
-        if "trebuchet" in callables:
-            got = callables["trebuchet"](*inputs)
-            exact = expected.dtype == torch.float32
-            ok = "exact" if exact else "ok"
-            try:
-                torch.testing.assert_close(got, expected, rtol=0 if exact else 1.6e-2,
-                                           atol=0 if exact else 1e-2)
-            except AssertionError:
-                ok, bad = "MISMATCH", True
-        samples = time_interleaved(callables, inputs, args.repeats, 2)
-        t = {b: statistics.median(samples[b]) for b in backends}
-        ours = t.get("trebuchet")
-        rows.append([name] + [ms(t[b]) for b in backends]
-                    + [ratio(t.get("eager"), ours), ratio(t.get("inductor"), ours), ok])
+        exact = inputs[0].dtype == torch.float32
+        cells, good = run_case(fn, inputs, backends, args.repeats, 2, rtol=0 if exact else 1.6e-2,
+                               atol=0 if exact else 1e-2, passed="exact" if exact else "ok")
+        bad |= not good
+        rows.append([name] + cells)
         print("  " + "  ".join(rows[-1]), flush=True)
     print()
     print(format_text(rows))
