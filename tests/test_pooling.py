@@ -36,6 +36,11 @@ def _input(dtype: torch.dtype, channels_last: bool, special: bool = True) -> tor
     return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
+def _input3d(dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    x = torch.randn(2, 3, 7, 6, 5, dtype=dtype)
+    return x.to(memory_format=torch.channels_last_3d) if channels_last else x
+
+
 def _check(fn, target: str, *xs: torch.Tensor, grad: bool = False, op: str, exact: bool = False) -> None:
     """fn compiled (strict) against eager: values, the gradient and its strides if `grad`
     (bit for bit if `exact`), `op` lowered and nothing left to eager."""
@@ -205,8 +210,7 @@ def test_adaptive_avg_pool_backward(target: str, dtype: torch.dtype, channels_la
     for size in [(3, 4), (4, 3), (5, 2), (13, 17)] if full else [(4, 3), (13, 17)]:
         _check(lambda a: F.adaptive_avg_pool2d(a, size), target, x, grad=True, exact=True,
                op="aten._adaptive_avg_pool2d_backward.default")
-    x3 = torch.randn(2, 3, 7, 6, 5, dtype=dtype)
-    x3 = x3.to(memory_format=torch.channels_last_3d) if channels_last else x3
+    x3 = _input3d(dtype, channels_last)
     _check(lambda a: F.adaptive_avg_pool3d(a, (3, 4, 2)), target, x3, grad=True, exact=True,
            op="aten._adaptive_avg_pool3d_backward.default")
     if not channels_last:           # 1d arrives as 2d
@@ -227,8 +231,7 @@ def test_adaptive_max_pool(target: str, dtype: torch.dtype, channels_last: bool)
     for size in [(4, 3), (5, 2), (13, 17)]:
         _check(lambda a: F.adaptive_max_pool2d(a, size), target, x, grad=True, exact=True,
                op="aten.adaptive_max_pool2d_backward.default")
-    x3 = torch.randn(2, 3, 7, 6, 5, dtype=dtype)
-    x3 = x3.to(memory_format=torch.channels_last_3d) if channels_last else x3
+    x3 = _input3d(dtype, channels_last)
     _check(lambda a: F.adaptive_max_pool3d(a, (3, 4, 2)), target, x3, grad=True, exact=True,
            op="aten.adaptive_max_pool3d_backward.default")
 

@@ -30,7 +30,7 @@ from .pointwise import opmath
 from .pooling import MAX_WINDOW, Adaptive, Window, adaptive_windows, check_input, output_shape, round_to
 
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
-from .storage import memory_order, store_in_order
+from .storage import store_in_output_layout
 
 aten = torch.ops.aten
 
@@ -63,8 +63,7 @@ def _stored(ctx: LoweringContext, grad: TensorValue, reads: int) -> TensorValue:
     result's memory format) rather than recomputed at each read."""
     if grad.ref is not None or reads <= 1:
         return grad
-    order = memory_order(tuple(ctx.out_meta().stride())) or list(range(grad.ndim))
-    return ctx.remember(grad, store_in_order(ctx, grad, order))
+    return store_in_output_layout(ctx, grad)
 
 
 def _avg_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride: Any, padding: Any,

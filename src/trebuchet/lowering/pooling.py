@@ -29,7 +29,7 @@ from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 from ..ir.expr import Const, Expr, Index, cast, op
 from ..ir.symbolic import clamp
 from .pointwise import opmath
-from .storage import memory_order, store_in_order
+from .storage import store_in_output_layout
 from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
 
 aten = torch.ops.aten
@@ -173,9 +173,7 @@ def _max_pool(ctx: LoweringContext, x: TensorValue, n: int, kernel: Any, stride:
         # (batch norm + relu before a 3x3/2 pool: measured 1.5x faster than recomputing).
         # Written in memory order, in the output's (its input's) memory format, or the
         # layout plan's for the output.
-        order = (ctx.current_order or memory_order(tuple(ctx.out_meta().stride()))
-                 or list(range(x.ndim)))
-        x = ctx.remember(x, store_in_order(ctx, x, order))
+        x = store_in_output_layout(ctx, x)
 
     def candidates(idx: Sequence[sympy.Expr]) -> Iterator[tuple[Expr, Expr | None, sympy.Expr]]:
         for sub, valid in win.positions(idx[lead:], repeat_ok=True):

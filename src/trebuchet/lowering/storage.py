@@ -81,6 +81,14 @@ def memory_order(stride: tuple) -> list[int] | None:
     return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
 
 
+def store_in_output_layout(ctx: LoweringContext, x: TensorValue) -> TensorValue:
+    """x stored once, in the memory format of the result of the op being lowered (the
+    layout plan's when it has one, else eager's), and remembered: later loads read it."""
+    order = (ctx.current_order or memory_order(tuple(ctx.out_meta().stride()))
+             or list(range(x.ndim)))
+    return ctx.remember(x, store_in_order(ctx, x, order))
+
+
 def store_in_order(ctx: LoweringContext, x: TensorValue, order: list[int]) -> BufferRef:
     """x in a new contiguous buffer whose dims are x's dims in `order`, returned as a
     view with x's dim order (so the kernel filling it iterates the memory in order)."""
