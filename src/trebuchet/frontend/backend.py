@@ -23,8 +23,10 @@ from .decompositions import decomposition_table
 
 def _safe_compiler(options: Options, kind: str) -> Callable:
     def compiler(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        traced = _restride_inputs(gm, example_inputs) if kind == "backward" else {}
         try:
-            fn = compile_graph(gm, options, kind)
+            fn = compile_graph(gm, options, kind, _saved_activations(gm, example_inputs, kind))
+            _report_output_strides(getattr(fn, "output_strides", None))
         except Exception as e:  # noqa: BLE001 - any failure falls back, never a wrong answer
             if options.strict:
                 if isinstance(e, TrebuchetCompileError):
@@ -36,11 +38,82 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
             at = f" (at {where.filename.split('/')[-1]}:{where.lineno})" if where else ""
             warn_user(f"trebuchet: compiling the {kind} graph failed, running it eagerly: "
                       f"{type(e).__name__}: {e}{at}", TrebuchetWarning)
-            return make_boxed_func(gm)
+            return _eager_with_traced_inputs(gm, traced)
         fn._boxed_call = True  # type: ignore[attr-defined]
         return fn
 
     return compiler
+
+
+# Saved activations in another layout than traced
+#
+# Our forward graph may return the activations it saves for the backward graph in the
+# layout plan's channels-last layout (lowering/layout.py). The forward compiler reports
+# each output's strides to AOTAutograd (`TracingContext.output_strides`, as the protocol
+# AOTAutograd defines for compilers that choose layouts); AOTAutograd then hands the
+# backward compiler fake inputs with those strides, whose graph nodes still carry the
+# traced ones. Only the saved tensors change: the outputs a user sees keep eager's layout.
+
+def _saved_activations(gm: torch.fx.GraphModule, example_inputs: list, kind: str) -> range:
+    """The forward graph's output positions holding tensors saved for backward, whose
+    layout is the compiler's to choose (none with symbolic sizes: AOTAutograd takes
+    integer strides)."""
+    tc = torch._guards.TracingContext.try_get()
+    meta = getattr(tc, "fw_metadata", None)
+    if kind != "forward" or meta is None:
+        return range(0)
+    if any(isinstance(d, torch.SymInt) for t in example_inputs if isinstance(t, torch.Tensor)
+           for d in (*t.shape, *t.stride())):
+        return range(0)
+    try:
+        saved = meta.tensors_saved_for_backwards_slice
+    except Exception:       # noqa: BLE001 - metadata of another torch version: choose nothing
+        return range(0)
+    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    n_outputs = len(out.args[0]) if isinstance(out.args[0], (list, tuple)) else 1
+    return range(*saved.indices(n_outputs))
+
+
+def _report_output_strides(strides: list | None) -> None:
+    """Tell AOTAutograd the strides of the outputs whose layout we chose."""
+    tc = torch._guards.TracingContext.try_get()
+    if strides and any(s is not None for s in strides) and tc is not None \
+            and isinstance(tc.output_strides, list):
+        tc.output_strides.extend(strides)
+
+
+def _restride_inputs(gm: torch.fx.GraphModule, example_inputs: list) -> dict:
+    """Give a backward graph's placeholders the strides AOTAutograd passes (those the
+    forward compiler reported for saved activations); returns the traced values replaced."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    traced = {}
+    if len(placeholders) != len(example_inputs):
+        return traced
+    for k, (node, example) in enumerate(zip(placeholders, example_inputs)):
+        val = node.meta.get("val")
+        if (isinstance(val, torch.Tensor) and isinstance(example, torch.Tensor)
+                and val.shape == example.shape and val.stride() != example.stride()):
+            traced[k] = val
+            node.meta["val"] = example
+    return traced
+
+
+def _eager_with_traced_inputs(gm: torch.fx.GraphModule, traced: dict) -> Callable:
+    """The graph run eagerly (a compile failure's fallback), its restrided inputs first
+    copied to the layout it was traced with (its view ops may need it)."""
+    if not traced:
+        return make_boxed_func(gm)
+
+    def run(args: list) -> Any:
+        args = list(args)
+        for k, val in traced.items():
+            if args[k].stride() != val.stride():
+                args[k] = torch.empty_strided(val.shape, val.stride(), dtype=args[k].dtype,
+                                              device=args[k].device).copy_(args[k])
+        return gm(*args)
+
+    run._boxed_call = True  # type: ignore[attr-defined]
+    return run
 
 
 def trebuchet_backend(gm: torch.fx.GraphModule, example_inputs: list, **options: Any) -> Callable:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import operator
 import re
-from typing import Any
+from typing import Any, Collection
 
 import sympy
 import torch
@@ -30,11 +30,12 @@ from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternO
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
 from . import avg_pooling, misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
-from .layout import CHANNELS_LAST, channels_last_nodes, channels_last_strides, is_conv2d
+from .layout import (CHANNELS_LAST, channels_last_nodes, channels_last_strides, is_conv2d,
+                     is_conv2d_backward, prefers_nchw)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
-from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, meta_layout,
-                      realize_like, viewed_bases)
+from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, memory_order,
+                      meta_layout, realize_like, view_root, viewed_bases)
 
 aten = torch.ops.aten
 
@@ -106,15 +107,17 @@ def graph_device(gm: torch.fx.GraphModule) -> torch.device | None:
 
 def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 8,
                 device: str = "cpu", float_acc: torch.dtype = torch.float64,
-                channels_last: bool = False) -> GraphIR:
+                channels_last: bool = False, free_outputs: Collection[int] = ()) -> GraphIR:
     """`inline_limit`: ops a value read by several consumers may hold before it is stored;
-    `channels_last`: keep the activations around 2-d convolutions NHWC (lowering/layout.py;
-    inference graphs);
+    `channels_last`: keep the activations around 2-d convolutions NHWC (lowering/layout.py);
+    `free_outputs`: the output positions whose layout is ours to choose (a training
+    forward graph's saved activations; the plan's are returned channels-last);
     `device`: the device type the target's kernels run on (ops off it run as externs);
     `float_acc`: the accumulator of float16/bfloat16/float32 sums (the target's)."""
     ctx = LoweringContext(inline_limit=inline_limit, float_acc=float_acc)
     if channels_last and device == "cpu":
-        ctx.channels_last = channels_last_nodes(gm)
+        ctx.channels_last = channels_last_nodes(gm) - _viewed_user_outputs(gm, free_outputs)
+        ctx.free_outputs = _planned_outputs(ctx, _free_output_nodes(gm, free_outputs))
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
     symbol_sources: dict[sympy.Symbol, SymbolSource] = {}
@@ -151,6 +154,45 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
         raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
     opaque = [v for v in env.values() if isinstance(v, OpaqueInput)]
     return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants, opaque)
+
+
+def _free_output_nodes(gm: torch.fx.GraphModule, positions: Collection[int]) -> set:
+    """The nodes returned only at `positions` (not also where a user sees them), of static
+    shape (their strides are reported to AOTAutograd as integers)."""
+    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    returned = _as_list(out.args[0])
+    free = {n for k, n in enumerate(returned) if k in positions and isinstance(n, torch.fx.Node)
+            and isinstance(v := n.meta.get("val"), torch.Tensor)
+            and all(isinstance(d, int) for d in v.shape)}
+    free -= {n for k, n in enumerate(returned) if k not in positions}
+    # A value another output views keeps the traced layout, unless that output is a free
+    # alias of it (returned in its layout too, see `_planned_outputs`).
+    free -= {view_root(n) for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
+             and op_short_name(n.target) in VIEW_OPS and not (_is_alias(n) and n in free)}
+    return free
+
+
+def _viewed_user_outputs(gm: torch.fx.GraphModule, positions: Collection[int]) -> set:
+    """Values returned where a user sees them (eager's layout) that another output views
+    (an alias saved for the backward graph): stored in eager's layout, so that the view
+    can be a view of what is returned, as in eager."""
+    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    returned = _as_list(out.args[0])
+    seen = {n for k, n in enumerate(returned) if k not in positions}
+    return {view_root(n) for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
+            and op_short_name(n.target) in VIEW_OPS} & seen
+
+
+def _planned_outputs(ctx: LoweringContext, free: set) -> dict:
+    """The free outputs the layout plan stores channels-last (and aliases of them), with
+    the strides they are returned with."""
+    planned = free & ctx.channels_last
+    planned |= {n for n in free if _is_alias(n) and n.args[0] in planned}
+    return {n: channels_last_strides(meta_layout(n.meta["val"])[0]) for n in planned}
+
+
+def _is_alias(n: torch.fx.Node) -> bool:
+    return n.op == "call_function" and op_short_name(n.target) == "alias"
 
 
 def _as_list(x: Any) -> list:
@@ -372,14 +414,26 @@ def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta:
     if node is not None:     # what the arguments' copies are stored for
         ctx.current_source = source_line(node)
         ctx.current_origin = Origin(name, ctx.current_source)
-    relayout = node is not None and node in ctx.channels_last and is_conv2d(node)
-    e_args = tuple(extern_arg(ctx, v, t, CHANNELS_LAST if relayout and k == 0 else None)
-                   for k, (v, t) in enumerate(zip(args, traced_args)))
+    # A convolution (its backward) in the layout plan reads its input (and output
+    # gradient) channels-last, and oneDNN then writes its result (input gradient) so.
+    # A convolution outside the plan reads its input in the traced layout (eager's choice);
+    # the backward of one that runs faster NCHW reads NCHW tensors (its saved input may be
+    # stored channels-last, as the input of another convolution in the plan).
+    relaid_args, orders = (), [None] * len(args)
+    if node is not None and node in ctx.channels_last:
+        relaid_args = (0,) if is_conv2d(node) else (0, 1) if is_conv2d_backward(node) else ()
+        for k in relaid_args:
+            orders[k] = CHANNELS_LAST
+    elif node is not None and is_conv2d(node) and ctx.channels_last:
+        orders[0] = memory_order(meta_layout(traced_args[0])[1])
+    elif node is not None and is_conv2d_backward(node) and prefers_nchw(node):
+        orders[0] = orders[1] = [0, 1, 2, 3]
+    e_args = tuple(extern_arg(ctx, v, t, o) for v, t, o in zip(args, traced_args, orders))
     e_kwargs = {k: extern_arg(ctx, v, traced_kwargs.get(k)) for k, v in kwargs.items()}
     buf_name = ctx.new_name()
     if isinstance(meta, torch.Tensor):
         shape, stride = meta_layout(meta)
-        if relayout:       # oneDNN writes a channels-last input's result channels-last
+        if relaid_args:
             stride = channels_last_strides(shape)
             ctx.relaid_out.add(buf_name)
         ctx.add(Extern(buf_name, shape, meta.dtype, stride, target=target, args=e_args,
@@ -387,15 +441,22 @@ def make_extern(ctx: LoweringContext, target: Any, args: Any, kwargs: Any, meta:
         return value_from_ref(BufferRef(buf_name, shape, stride, sympy.Integer(0)), meta.dtype)
     ctx.add(Extern(buf_name, (), torch.float32, (), target=target, args=e_args, kwargs=e_kwargs,
                    multi=True))
-    return _extern_outputs(ctx, buf_name, meta, (), name)
+    return _extern_outputs(ctx, buf_name, meta, (), name, (0,) if relaid_args else None)
 
 
-def _extern_outputs(ctx: LoweringContext, source: str, meta: Any, path: tuple, name: str) -> Any:
+def _extern_outputs(ctx: LoweringContext, source: str, meta: Any, path: tuple, name: str,
+                    relaid: tuple | None = None) -> Any:
+    """The results of a multi-output library call; the one at path `relaid` is declared
+    channels-last (a convolution backward's input gradient in the layout plan)."""
     if isinstance(meta, (list, tuple)):
-        return tuple(_extern_outputs(ctx, source, m, path + (k,), name) for k, m in enumerate(meta))
+        return tuple(_extern_outputs(ctx, source, m, path + (k,), name, relaid)
+                     for k, m in enumerate(meta))
     if isinstance(meta, torch.Tensor):
         shape, stride = meta_layout(meta)
         out_name = ctx.new_name()
+        if path == relaid:
+            stride = channels_last_strides(shape)
+            ctx.relaid_out.add(out_name)
         ctx.add(ExternOutput(out_name, shape, meta.dtype, stride, source=source, item=path))
         return value_from_ref(BufferRef(out_name, shape, stride, sympy.Integer(0)), meta.dtype)
     return sym_expr(meta)

@@ -131,6 +131,8 @@ class LoweringContext:
     # calls whose result is declared so (not in eager's layout: never returned as is).
     channels_last: set = dataclasses.field(default_factory=set)
     relaid_out: set = dataclasses.field(default_factory=set)
+    # Graph outputs (FX nodes) returned in the plan's layout (saved activations): their strides.
+    free_outputs: dict = dataclasses.field(default_factory=dict)
     # The layout plan's memory order of the node's result (its first, if several), None
     # for eager's: a rule that stores a value in its output's layout follows it.
     current_order: list | None = None

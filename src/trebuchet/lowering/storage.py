@@ -196,6 +196,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
     if not isinstance(value, TensorValue):
         return GraphOutput("value", value=value)
     shape, traced = meta_layout(meta)
+    traced = ctx.free_outputs.get(node, traced)     # a saved activation in the layout plan's
     stride = traced if _dense(meta) else contiguous_strides(shape)
     ref = value.ref
     if ref is not None and _same_layout(shape, ref.stride, traced):

@@ -45,7 +45,7 @@ from ..config import Options
 from .cache_files import CacheItem, children, is_dir, is_file
 from .wrapper import WrapperCode
 
-FORMAT = 2  # bump when Artifact changes shape
+FORMAT = 3  # bump when Artifact changes shape
 
 
 @dataclasses.dataclass
@@ -58,6 +58,9 @@ class Artifact:
     n_kernels: int
     op_counts: dict[str, dict[str, int]]  # lowered / extern / fallback: ATen op -> count
     kernel_ops: list[list[str]]           # ops fused into each kernel
+    # Per graph output, the strides it is returned with where the compiler chose them
+    # (saved activations in the layout plan), else None; reported to AOTAutograd.
+    output_strides: list[tuple[int, ...] | None] = dataclasses.field(default_factory=list)
 
 
 class Uncacheable(Exception):
@@ -97,12 +100,14 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
         return hashlib.sha256(data.numpy().tobytes()).digest()
 
 
-def graph_key(gm: torch.fx.GraphModule, options: Options, target_name: str | None = None) -> str:
-    """The cache key of `gm` compiled for `target_name` (None: the options' target for CPU)."""
+def graph_key(gm: torch.fx.GraphModule, options: Options, target_name: str | None = None,
+              role: str = "") -> str:
+    """The cache key of `gm` compiled for `target_name` (None: the options' target for CPU);
+    `role`: what else the pipeline reads (the graph's kind, the outputs whose layout is free)."""
     h = hashlib.sha256()
     target = get_target(target_name or options.resolved_target())
     h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{target.name}|"
-             f"{options.inline_limit}|{target.options_key(options)}\n".encode())
+             f"{options.inline_limit}|{target.options_key(options)}|{role}\n".encode())
     for node in gm.graph.nodes:
         h.update(node.format_node().encode())
         h.update(_describe(node.meta.get("val")).encode())

@@ -23,7 +23,7 @@ import itertools
 import logging
 import pathlib
 import time
-from typing import Callable
+from typing import Callable, Collection
 
 import torch
 
@@ -43,8 +43,12 @@ _graph_ids = itertools.count()
 log = logging.getLogger("trebuchet")
 
 
-def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forward") -> Callable:
-    """Compile one ATen graph; returns a boxed callable (takes the argument list).
+def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forward",
+                  free_outputs: Collection[int] = ()) -> Callable:
+    """Compile one ATen graph; returns a boxed callable (takes the argument list) whose
+    `output_strides` lists, per output, the strides the compiler chose for it (None: eager's).
+    `kind`: "inference", "forward" or "backward"; `free_outputs`: the output positions
+    whose layout is the compiler's to choose (a forward graph's saved activations).
 
     A generating target looks the graph up in the whole-graph cache first (not in
     debug mode, which always runs every pass so it can write their output, nor with
@@ -57,7 +61,7 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
     device = graph_device(gm) if gm is not None else None
     target = choose(options.target, device.type if device else None)
     try:
-        return _compile(gm, options, kind, graph_id, target, device, start)
+        return _compile(gm, options, kind, graph_id, target, device, start, frozenset(free_outputs))
     except Exception:
         if not options.strict:       # it falls back to eager: counted for its target too
             stats.record_target(target.name, graph_fallbacks=1)
@@ -65,7 +69,8 @@ def compile_graph(gm: torch.fx.GraphModule, options: Options, kind: str = "forwa
 
 
 def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: int,
-             target: Target, device: torch.device | None, start: float) -> Callable:
+             target: Target, device: torch.device | None, start: float,
+             free_outputs: frozenset[int]) -> Callable:
     if target.executes_ir:
         counts = OpCounts()
         debug = _debug_dir(options, graph_id, kind, gm)
@@ -79,19 +84,21 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
     key, artifact = None, None
     if options.graph_cache and not options.debug and not options.profile:
         try:
-            key = graph_cache.graph_key(gm, options, target.name)
+            key = graph_cache.graph_key(gm, options, target.name,
+                                        f"{kind}|{sorted(free_outputs)}")
         except graph_cache.Uncacheable:
             key = None
         artifact = graph_cache.load(options.cache_path(), key) if key else None
     hit = artifact is not None
     if artifact is None:
-        artifact = compile_artifact(gm, options, graph_id, kind, target, device)
+        artifact = compile_artifact(gm, options, graph_id, kind, target, device, free_outputs)
         if key:
             graph_cache.store(options.cache_path(), key, artifact)
     fn = instantiate_artifact(artifact, options)
     if options.cudagraphs:
         fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device,
                              options.profile)
+    fn.output_strides = artifact.output_strides
     seconds = time.perf_counter() - start
     if log.isEnabledFor(logging.INFO):
         log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
@@ -116,14 +123,18 @@ def _op_count(gm: torch.fx.GraphModule | None) -> int:
 
 def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int = 0,
                      kind: str = "forward", target: Target | None = None,
-                     device: torch.device | None = None) -> graph_cache.Artifact:
+                     device: torch.device | None = None,
+                     free_outputs: Collection[int] = ()) -> graph_cache.Artifact:
     """Run the passes: lower, schedule, codegen, write the wrapper (the build is left
-    to `instantiate_artifact`). `device`: where the graph's tensors are (None: CPU)."""
+    to `instantiate_artifact`). `device`: where the graph's tensors are (None: CPU).
+    The layout plan (lowering/layout.py) runs on inference and backward graphs, and on
+    forward graphs where it may choose the saved activations' layout."""
     target = target or get_target(options.resolved_target())
     counts = OpCounts()
     debug = _debug_dir(options, graph_id, kind, gm)
+    layout_plan = kind in ("inference", "backward") or bool(free_outputs)
     graph = lower_graph(gm, counts, options.inline_limit, _type(device),     # lower
-                        target.float_sum_dtype, channels_last=kind == "inference")
+                        target.float_sum_dtype, channels_last=layout_plan, free_outputs=free_outputs)
     if debug:
         (debug / "ir.txt").write_text(format_ir(graph))
     sched = schedule(graph)                                           # schedule
@@ -144,7 +155,9 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
         n_kernels=len(kernels),
         op_counts={"lowered": dict(counts.lowered), "extern": dict(counts.extern),
                    "fallback": dict(counts.fallback)},
-        kernel_ops=[k.origins() for k in kernels])
+        kernel_ops=[k.origins() for k in kernels],
+        output_strides=[tuple(int(s) for s in o.ref.stride) if k in free_outputs and o.ref else None
+                        for k, o in enumerate(graph.outputs)])
 
 
 def instantiate_artifact(artifact: graph_cache.Artifact, options: Options) -> Callable:
