@@ -1,7 +1,9 @@
 """The torch.compile backend: TorchDynamo hands us an FX graph; AOTAutograd
 (with our decomposition table) splits it into forward and backward ATen
 graphs; each goes through the compile pipeline. A graph that fails to compile
-runs eagerly with a warning saying why (strict mode raises instead).
+runs eagerly with a warning saying why (strict mode raises instead). Between the
+two graphs of a training step: the layouts the forward compile chose for the saved
+activations (see "Saved activations in another layout" below).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
     return compiler
 
 
-# Saved activations in another layout than traced
+# Saved activations in another layout
 #
 # Our forward graph may return the activations it saves for the backward graph in the
 # layout plan's channels-last layout (lowering/layout.py). The forward compiler reports
