@@ -185,3 +185,16 @@ def test_training_step_with_a_convolution_faster_nchw() -> None:
 
     torch.manual_seed(0)
     _check_training_step(Net().train(), torch.randn(2, 8, 14, 14))
+
+
+def test_backward_given_other_strides_than_compiled_for_copies_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A torch whose AOTAutograd did not restride the backward graph's inputs for the
+    strides the forward compile reported: the backward graph, compiled for the traced
+    layout, finds other strides on its first call, says so, and copies those inputs."""
+    monkeypatch.setattr(backend, "_restride_inputs", lambda gm, example_inputs: {})
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _check_training_step(_Net().train(), torch.randn(2, 3, 20, 18))
+    assert any("another layout than it was compiled for" in str(w.message) for w in caught)

@@ -42,7 +42,7 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
                       f"{type(e).__name__}: {e}{at}", TrebuchetWarning)
             return _eager_with_traced_inputs(gm, traced)
         fn._boxed_call = True  # type: ignore[attr-defined]
-        return fn
+        return _inputs_checked_once(fn, gm) if kind == "backward" else fn
 
     return compiler
 
@@ -98,6 +98,40 @@ def _restride_inputs(gm: torch.fx.GraphModule, example_inputs: list) -> dict:
             traced[k] = val
             node.meta["val"] = example
     return traced
+
+
+def _inputs_checked_once(fn: Callable, gm: torch.fx.GraphModule) -> Callable:
+    """A backward graph's callable that compares, on its first call, the strides of the
+    tensors it is given with those it was compiled for (a torch that did not restride
+    the fake inputs for the strides the forward compile reported would hand it saved
+    activations in another layout). Any that differ are copied to the compiled layout
+    from then on, with a warning; otherwise the compiled callable runs as it is."""
+    expected = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    state: dict[str, Any] = {"fix": None}
+
+    def run(args: list) -> Any:
+        if state["fix"] is None:
+            state["fix"] = [k for k, (a, e) in enumerate(zip(args, expected))
+                            if isinstance(a, torch.Tensor) and isinstance(e, torch.Tensor)
+                            and a.dim() == e.dim() and a.numel() > 1 and not _same_strides(a, e)]
+            if state["fix"]:
+                warn_user(f"trebuchet: the backward graph was given {len(state['fix'])} input(s) in "
+                          "another layout than it was compiled for; copying them", TrebuchetWarning)
+        for k in state["fix"]:
+            e = expected[k]
+            args[k] = torch.empty_strided(e.shape, e.stride(), dtype=args[k].dtype,
+                                          device=args[k].device).copy_(args[k])
+        return fn(args)
+
+    run._boxed_call = True  # type: ignore[attr-defined]
+    return run
+
+
+def _same_strides(a: torch.Tensor, e: torch.Tensor) -> bool:
+    """Equal strides, size-1 dims aside (symbolic ones, of dynamic shapes, taken as equal:
+    those graphs' saved activations keep the traced layout)."""
+    return all(size == 1 or not isinstance(y, int) or x == y
+               for size, x, y in zip(a.shape, a.stride(), e.stride()))
 
 
 def _eager_with_traced_inputs(gm: torch.fx.GraphModule, traced: dict) -> Callable:
