@@ -107,6 +107,9 @@ def _inputs_checked_once(fn: Callable, gm: torch.fx.GraphModule) -> Callable:
     activations in another layout). Any that differ are copied to the compiled layout
     from then on, with a warning; otherwise the compiled callable runs as it is."""
     expected = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    if any(isinstance(e, torch.Tensor) and not all(isinstance(d, int) for d in (*e.shape, *e.stride()))
+           for e in expected):
+        return fn       # symbolic sizes: the forward compile chose no layouts (_saved_activations)
     state: dict[str, Any] = {"fix": None}
 
     def run(args: list) -> Any:
@@ -128,10 +131,8 @@ def _inputs_checked_once(fn: Callable, gm: torch.fx.GraphModule) -> Callable:
 
 
 def _same_strides(a: torch.Tensor, e: torch.Tensor) -> bool:
-    """Equal strides, size-1 dims aside (symbolic ones, of dynamic shapes, taken as equal:
-    those graphs' saved activations keep the traced layout)."""
-    return all(size == 1 or not isinstance(y, int) or x == y
-               for size, x, y in zip(a.shape, a.stride(), e.stride()))
+    """Equal strides, size-1 dims aside."""
+    return all(size == 1 or x == y for size, x, y in zip(a.shape, a.stride(), e.stride()))
 
 
 def _eager_with_traced_inputs(gm: torch.fx.GraphModule, traced: dict) -> Callable:
