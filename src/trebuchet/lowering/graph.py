@@ -30,12 +30,12 @@ from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternO
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
 from . import avg_pooling, misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
-from .layout import (CHANNELS_LAST, channels_last_nodes, channels_last_strides, is_conv2d,
+from .layout import (CHANNELS_LAST, channels_last_plan, channels_last_strides, is_conv2d,
                      is_conv2d_backward, prefers_nchw)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
 from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, memory_order,
-                      meta_layout, realize_like, view_root, viewed_bases)
+                      meta_layout, realize_like, viewed_bases)
 
 aten = torch.ops.aten
 
@@ -116,8 +116,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     `float_acc`: the accumulator of float16/bfloat16/float32 sums (the target's)."""
     ctx = LoweringContext(inline_limit=inline_limit, float_acc=float_acc)
     if channels_last and device == "cpu":
-        ctx.channels_last = channels_last_nodes(gm) - _viewed_user_outputs(gm, free_outputs)
-        ctx.free_outputs = _planned_outputs(ctx, _free_output_nodes(gm, free_outputs))
+        ctx.channels_last, ctx.free_outputs = channels_last_plan(gm, free_outputs)
     env: dict[torch.fx.Node, Any] = {}
     inputs: list[InputBuffer] = []
     symbol_sources: dict[sympy.Symbol, SymbolSource] = {}
@@ -154,45 +153,6 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
         raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
     opaque = [v for v in env.values() if isinstance(v, OpaqueInput)]
     return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants, opaque)
-
-
-def _free_output_nodes(gm: torch.fx.GraphModule, positions: Collection[int]) -> set:
-    """The nodes returned only at `positions` (not also where a user sees them), of static
-    shape (their strides are reported to AOTAutograd as integers)."""
-    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-    returned = _as_list(out.args[0])
-    free = {n for k, n in enumerate(returned) if k in positions and isinstance(n, torch.fx.Node)
-            and isinstance(v := n.meta.get("val"), torch.Tensor)
-            and all(isinstance(d, int) for d in v.shape)}
-    free -= {n for k, n in enumerate(returned) if k not in positions}
-    # A value another output views keeps the traced layout, unless that output is a free
-    # alias of it (returned in its layout too, see `_planned_outputs`).
-    free -= {view_root(n) for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
-             and op_short_name(n.target) in VIEW_OPS and not (_is_alias(n) and n in free)}
-    return free
-
-
-def _viewed_user_outputs(gm: torch.fx.GraphModule, positions: Collection[int]) -> set:
-    """Values returned where a user sees them (eager's layout) that another output views
-    (an alias saved for the backward graph): stored in eager's layout, so that the view
-    can be a view of what is returned, as in eager."""
-    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-    returned = _as_list(out.args[0])
-    seen = {n for k, n in enumerate(returned) if k not in positions}
-    return {view_root(n) for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
-            and op_short_name(n.target) in VIEW_OPS} & seen
-
-
-def _planned_outputs(ctx: LoweringContext, free: set) -> dict:
-    """The free outputs the layout plan stores channels-last (and aliases of them), with
-    the strides they are returned with."""
-    planned = free & ctx.channels_last
-    planned |= {n for n in free if _is_alias(n) and n.args[0] in planned}
-    return {n: channels_last_strides(meta_layout(n.meta["val"])[0]) for n in planned}
-
-
-def _is_alias(n: torch.fx.Node) -> bool:
-    return n.op == "call_function" and op_short_name(n.target) == "alias"
 
 
 def _as_list(x: Any) -> list:

@@ -30,14 +30,14 @@ activations, which only the backward graph reads, change order.
 from __future__ import annotations
 
 import operator
-from typing import Sequence
+from typing import Collection, Sequence
 
 import sympy
 import torch
 import torch.fx
 
 from ..ir.nodes import op_short_name
-from .storage import VIEW_OPS
+from .storage import VIEW_OPS, meta_layout, view_root
 
 aten = torch.ops.aten
 
@@ -46,6 +46,37 @@ CHANNELS_LAST = [0, 2, 3, 1]
 # Convolutions of these run in oneDNN, which follows its input's layout (others, float64
 # ones, run ATen's own kernels, and their results would be copied back to the plan's).
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def channels_last_plan(gm: torch.fx.GraphModule, free_positions: Collection[int] = ()
+                       ) -> tuple[set[torch.fx.Node], dict[torch.fx.Node, tuple]]:
+    """The nodes stored NHWC, and the graph outputs returned so with their strides: those
+    at `free_positions` (the saved activations of a forward graph, whose layout is ours to
+    choose) in the plan, and aliases of them returned there too. A value a user sees
+    (returned elsewhere) that another output views keeps eager's layout, so that the view
+    is a view of it, as in eager."""
+    returned = _returned(gm)
+    views = [n for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
+             and op_short_name(n.target) in VIEW_OPS]
+    seen = {n for k, n in enumerate(returned) if k not in free_positions}
+    region = channels_last_nodes(gm) - ({view_root(n) for n in views} & seen)
+    free = {n for k, n in enumerate(returned) if k in free_positions and isinstance(n, torch.fx.Node)
+            and isinstance(v := n.meta.get("val"), torch.Tensor)
+            and all(isinstance(d, int) for d in v.shape)} - seen
+    # a value another output views keeps the traced layout, unless that is a free alias
+    free -= {view_root(n) for n in views if not (_is_alias(n) and n in free)}
+    planned = free & region
+    planned |= {n for n in free if _is_alias(n) and n.args[0] in planned}
+    return region, {n: channels_last_strides(meta_layout(n.meta["val"])[0]) for n in planned}
+
+
+def _returned(gm: torch.fx.GraphModule) -> list:
+    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    return list(out.args[0]) if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+
+
+def _is_alias(n: torch.fx.Node) -> bool:
+    return n.op == "call_function" and op_short_name(n.target) == "alias"
 
 
 def channels_last_nodes(gm: torch.fx.GraphModule) -> set[torch.fx.Node]:
