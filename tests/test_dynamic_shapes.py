@@ -52,6 +52,28 @@ def test_expression_input_in_backward(target: str) -> None:
         assert torch.equal(x.grad, torch.full_like(x, 4.0))
 
 
+@pytest.mark.parametrize("target", ["c", "reference"])
+def test_batch_norm_training_at_several_sizes(target: str) -> None:
+    """Batch norm's training graphs hold float expressions of sizes (the running variance's
+    n / (n - 1), the backward's 1 / n): computed in double, not truncated to integers."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    ref = copy.deepcopy(model)
+    cf = _strict_compile(model, dynamic=True, target=target)
+    for n in (9, 12, 17):
+        x = torch.randn(2, 3, n, n + 1)
+        out, expected = cf(x), ref(x)
+        torch.testing.assert_close(out, expected)
+        g = torch.randn_like(out)
+        out.backward(g)
+        expected.backward(g)
+        for p, q in zip(model.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+            p.grad, q.grad = None, None
+        for b, c in zip(model.buffers(), ref.buffers()):
+            torch.testing.assert_close(b, c)
+
+
 def test_symbol_solved_from_an_expression() -> None:
     """A symbol whose only source is an expression input (`2*s + 1`) is solved from it;
     an expression of two unknown symbols binds nothing."""

@@ -1,7 +1,8 @@
 """Print sympy index expressions as code (C or Python) for int64 arithmetic.
 
 Index expressions are non-negative integer arithmetic over loop variables and
-size symbols, with FloorDiv/ModularIndexing from PyTorch's sympy functions.
+size symbols, with FloorDiv/ModularIndexing from PyTorch's sympy functions; a
+float-valued expression of sizes (a SymFloat scalar) prints as double arithmetic.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ class _Printer:
             return "(" + " * ".join(self.doprint(a) for a in e.args) + ")"
         if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) > 0:
             return "(" + " * ".join([self.doprint(e.base)] * int(e.exp)) + ")"
+        if isinstance(e, sympy.Pow) and e.exp.is_Integer and int(e.exp) < 0:    # 1 / n: a float
+            return f"(1.0 / {self._float(e.base ** -e.exp)})"
         if isinstance(e, F.FloorDiv):
             a, b = (self.doprint(x) for x in e.args)
             return f"({a} / {b})" if self.lang == "c" else f"({a} // {b})"
@@ -59,9 +62,22 @@ class _Printer:
         if isinstance(e, F.CeilDiv):
             a, b = e.args
             return self.doprint(F.FloorDiv(a + b - 1, b))
+        # Float-valued size arithmetic (a SymFloat scalar: batch norm's n / (n - 1))
+        if isinstance(e, (F.IntTrueDiv, F.FloatTrueDiv)):
+            a, b = (self._float(x) for x in e.args)
+            return f"({a} / {b})"
+        if isinstance(e, F.ToFloat):
+            return self._float(e.args[0])
+        if isinstance(e, sympy.Float):
+            return repr(float(e))
         if isinstance(e, sympy.Rational):
             raise NotImplementedError(f"non-integer index {e}")
         raise NotImplementedError(f"cannot print index {e} ({type(e).__name__})")
+
+    def _float(self, e: sympy.Expr) -> str:
+        """e as a double (C) or float (Python, Triton) value."""
+        code = self.doprint(e)
+        return f"((double){code})" if self.lang == "c" else f"float({code})" if self.lang == "py" else code
 
     def _fold(self, args: tuple, fn: str) -> str:
         parts = [self.doprint(a) for a in args]

@@ -42,7 +42,8 @@ def eval_index(e: sympy.Expr, env: dict[sympy.Symbol, Any]) -> Any:
             out = out * eval_index(a, env)
         return out
     if isinstance(e, sympy.Pow) and e.exp.is_Integer:
-        return eval_index(e.base, env) ** int(e.exp)
+        base = eval_index(e.base, env)
+        return base ** int(e.exp) if int(e.exp) >= 0 else 1.0 / _as_float(base) ** -int(e.exp)
     if isinstance(e, F.FloorDiv):
         return eval_index(e.args[0], env) // eval_index(e.args[1], env)
     if isinstance(e, F.ModularIndexing):
@@ -50,17 +51,28 @@ def eval_index(e: sympy.Expr, env: dict[sympy.Symbol, Any]) -> Any:
         return (a // b) % m
     if isinstance(e, (F.Mod, F.PythonMod, sympy.Mod)):
         return eval_index(e.args[0], env) % eval_index(e.args[1], env)
-    if isinstance(e, (sympy.Max, sympy.Min)):
+    if isinstance(e, (sympy.Max, sympy.Min, F.Max, F.Min)):
+        is_max = isinstance(e, (sympy.Max, F.Max))
         vals = [eval_index(a, env) for a in e.args]
-        fn = torch.maximum if isinstance(e, sympy.Max) else torch.minimum
+        fn = torch.maximum if is_max else torch.minimum
         out = vals[0]
         for v in vals[1:]:
             if isinstance(out, torch.Tensor) or isinstance(v, torch.Tensor):
                 out = fn(torch.as_tensor(out), torch.as_tensor(v))
             else:
-                out = max(out, v) if isinstance(e, sympy.Max) else min(out, v)
+                out = max(out, v) if is_max else min(out, v)
         return out
+    if isinstance(e, (F.IntTrueDiv, F.FloatTrueDiv)):     # float size arithmetic (a SymFloat)
+        return _as_float(eval_index(e.args[0], env)) / _as_float(eval_index(e.args[1], env))
+    if isinstance(e, F.ToFloat):
+        return _as_float(eval_index(e.args[0], env))
+    if isinstance(e, sympy.Float):
+        return float(e)
     raise NotImplementedError(f"reference: index {e}")
+
+
+def _as_float(v: Any) -> Any:
+    return v.double() if isinstance(v, torch.Tensor) else float(v)
 
 
 def _pyfloordiv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

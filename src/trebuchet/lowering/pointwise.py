@@ -107,9 +107,8 @@ def pointwise(ctx: LoweringContext, args: Sequence[Any], fn: Callable[..., Expr]
 def _operand_scalar(value: Any, via: torch.dtype | None, dtype: torch.dtype) -> Expr:
     """A scalar operand of an element-wise op: converted as TensorIterator converts a
     wrapped number (unchecked: integers wrap), to `via` first when given."""
-    from ..ir.expr import Index
     if isinstance(value, sympy.Expr) and not value.is_number:
-        index = Index(value)
+        index = size_value(value)
         return cast(index if via is None else cast(index, via), dtype)
     if via is not None:
         return scalar_expr(scalar_value(_number(value), via, wrap=True), dtype, wrap=True)
@@ -125,10 +124,16 @@ def _number(value: Any) -> Any:
 def scalar_expr(value: Any, dtype: torch.dtype, wrap: bool = False) -> Expr:
     """A Python scalar (or sympy size expression) as a `dtype` Const holding the value eager
     converts it to (`scalars.scalar_value`; wrap=False declines values that do not fit)."""
-    from ..ir.expr import Index
     if isinstance(value, sympy.Expr) and not value.is_number:
-        return cast(Index(value), dtype)
+        return cast(size_value(value), dtype)
     return Const(scalar_value(_number(value), dtype, wrap=wrap), dtype)
+
+
+def size_value(value: sympy.Expr) -> Expr:
+    """A symbolic scalar: an int64 size expression, or a float64 one (a SymFloat, such as
+    batch norm's n / (n - 1) under dynamic shapes: held in an int64 it would truncate)."""
+    from ..ir.expr import Index
+    return Index(value, torch.int64 if value.is_integer else torch.float64)
 
 
 def promote(args: Sequence[Any], kind: KIND) -> tuple[torch.dtype, torch.dtype]:
