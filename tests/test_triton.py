@@ -775,6 +775,29 @@ def test_tiny_gpt2_inference_at_symbolic_sequence_lengths() -> None:
     assert stats["graphs"] == 1 and not stats["graph_fallbacks"]
 
 
+def test_batch_norm_training_at_symbolic_sizes() -> None:
+    """Batch norm's float expressions of sizes (n / (n - 1), 1 / n) in Triton arithmetic."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    ref = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    ref.load_state_dict(model.state_dict())
+    trebuchet.reset()
+    compiled = trebuchet.compile(model, target="triton", strict=True, dynamic=True)
+    for n in (9, 12):
+        x = torch.randn(2, 3, n, n + 1, generator=_gen(n))
+        out, want = compiled(x), ref(x)
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+        g = torch.randn(out.shape, generator=_gen(n + 1))
+        out.backward(g)
+        want.backward(g)
+        for p, q in zip(model.parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+            p.grad = q.grad = None
+        for b, c in zip(model.buffers(), ref.buffers()):
+            torch.testing.assert_close(b, c)
+    assert not trebuchet.stats()["graph_fallbacks"]
+
+
 def test_column_reductions_over_two_dims_split() -> None:
     """[4, 150, 24] reduced over (0, 1): 600 rows of 24 outputs in two reduced dims (split
     in chunks), and over dim 1 alone."""
