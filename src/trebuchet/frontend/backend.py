@@ -18,6 +18,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 from .. import stats
 from ..config import Options
 from ..errors import TrebuchetCompileError, TrebuchetWarning
+from ..lowering.storage import same_layout
 from ..runtime.pipeline import compile_graph
 from ..warn import warn_user
 from .decompositions import decomposition_table
@@ -42,7 +43,7 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
                       f"{type(e).__name__}: {e}{at}", TrebuchetWarning)
             return _eager_with_traced_inputs(gm, traced)
         fn._boxed_call = True  # type: ignore[attr-defined]
-        return _inputs_checked_once(fn, gm) if kind == "backward" else fn
+        return _backward_inputs_checked(fn, gm) if kind == "backward" else fn
 
     return compiler
 
@@ -100,54 +101,44 @@ def _restride_inputs(gm: torch.fx.GraphModule, example_inputs: list) -> dict:
     return traced
 
 
-def _inputs_checked_once(fn: Callable, gm: torch.fx.GraphModule) -> Callable:
-    """A backward graph's callable that compares, on its first call, the strides of the
-    tensors it is given with those it was compiled for (a torch that did not restride
-    the fake inputs for the strides the forward compile reported would hand it saved
-    activations in another layout). Any that differ are copied to the compiled layout
-    from then on, with a warning; otherwise the compiled callable runs as it is."""
-    expected = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
-    if any(isinstance(e, torch.Tensor) and not all(isinstance(d, int) for d in (*e.shape, *e.stride()))
-           for e in expected):
+def _backward_inputs_checked(fn: Callable, gm: torch.fx.GraphModule) -> Callable:
+    """A compiled backward graph that checks its inputs' strides against those it was
+    compiled for (a torch that did not restride the fake inputs for the strides the
+    forward compile reported would hand it saved activations in another layout)."""
+    vals = [n.meta.get("val") for n in gm.graph.nodes if n.op == "placeholder"]
+    expected = {k: v for k, v in enumerate(vals) if isinstance(v, torch.Tensor)}
+    if any(not all(isinstance(d, int) for d in (*e.shape, *e.stride())) for e in expected.values()):
         return fn       # symbolic sizes: the forward compile chose no layouts (_saved_activations)
-    state: dict[str, Any] = {"fix": None}
-
-    def run(args: list) -> Any:
-        if state["fix"] is None:
-            state["fix"] = [k for k, (a, e) in enumerate(zip(args, expected))
-                            if isinstance(a, torch.Tensor) and isinstance(e, torch.Tensor)
-                            and a.dim() == e.dim() and a.numel() > 1 and not _same_strides(a, e)]
-            if state["fix"]:
-                warn_user(f"trebuchet: the backward graph was given {len(state['fix'])} input(s) in "
-                          "another layout than it was compiled for; copying them", TrebuchetWarning)
-        for k in state["fix"]:
-            e = expected[k]
-            args[k] = torch.empty_strided(e.shape, e.stride(), dtype=args[k].dtype,
-                                          device=args[k].device).copy_(args[k])
-        return fn(args)
-
-    run._boxed_call = True  # type: ignore[attr-defined]
-    return run
-
-
-def _same_strides(a: torch.Tensor, e: torch.Tensor) -> bool:
-    """Equal strides, size-1 dims aside."""
-    return all(size == 1 or x == y for size, x, y in zip(a.shape, a.stride(), e.stride()))
+    return _inputs_in_layouts(fn, expected, warn=True)
 
 
 def _eager_with_traced_inputs(gm: torch.fx.GraphModule, traced: dict) -> Callable:
     """The graph run eagerly (a compile failure's fallback), its restrided inputs first
     copied to the layout it was traced with (its view ops may need it)."""
-    if not traced:
-        return make_boxed_func(gm)
+    fn = make_boxed_func(gm)
+    return _inputs_in_layouts(fn, traced, warn=False) if traced else fn
+
+
+def _inputs_in_layouts(fn: Callable, expected: dict[int, torch.Tensor], warn: bool) -> Callable:
+    """`fn` (boxed) given its inputs at the positions of `expected` in the layouts there. Which
+    differ is found on the first call (a forward graph returns the same layouts each call);
+    those are copied from then on, and with `warn` a warning says so once."""
+    fix: list[int] | None = None
 
     def run(args: list) -> Any:
-        args = list(args)
-        for k, val in traced.items():
-            if args[k].stride() != val.stride():
-                args[k] = torch.empty_strided(val.shape, val.stride(), dtype=args[k].dtype,
-                                              device=args[k].device).copy_(args[k])
-        return gm(*args)
+        nonlocal fix
+        if fix is None:
+            fix = [k for k, e in expected.items() if k < len(args) and isinstance(args[k], torch.Tensor)
+                   and args[k].dim() == e.dim() and args[k].numel() > 1
+                   and not same_layout(tuple(args[k].shape), args[k].stride(), e.stride())]
+            if fix and warn:
+                warn_user(f"trebuchet: the backward graph was given {len(fix)} input(s) in another "
+                          "layout than it was compiled for; copying them", TrebuchetWarning)
+        for k in fix:
+            e = expected[k]
+            args[k] = torch.empty_strided(e.shape, e.stride(), dtype=args[k].dtype,
+                                          device=args[k].device).copy_(args[k])
+        return fn(args)
 
     run._boxed_call = True  # type: ignore[attr-defined]
     return run

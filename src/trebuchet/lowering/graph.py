@@ -277,8 +277,8 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
                     and _read_by_library(node)):
                 # A library call will read it from memory anyway: store it once, and let
                 # its other users load it instead of recomputing it.
-                return realize_like(ctx, result, meta, _planned_order(ctx, node))
-            return _finish(ctx, result, len(node.users), meta, _planned_orders(ctx, node, result))
+                return realize_like(ctx, result, meta, orders)
+            return _finish(ctx, result, len(node.users), meta, orders)
     short = op_short_name(target)
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
     return make_extern(ctx, target, args, kwargs, meta, name, node)

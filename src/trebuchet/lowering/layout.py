@@ -84,7 +84,7 @@ def channels_last_nodes(gm: torch.fx.GraphModule) -> set[torch.fx.Node]:
     convolution backwards that run channels-last."""
     region: set[torch.fx.Node] = set()
     crossed: set[torch.fx.Node] = set()     # multi-output ops the region extends through
-    stack = [m for n in gm.graph.nodes if is_conv2d(n) and not prefers_nchw(n) for m in (n, n.args[0])]
+    stack = [m for n in gm.graph.nodes if _conv2d_in_plan(n) for m in (n, n.args[0])]
     backwards = [n for n in gm.graph.nodes if _conv2d_backward_in_plan(n)]
     for n in backwards:      # its output gradient, its input and its input gradient
         stack += [m for m in (n.args[0], n.args[1]) if isinstance(m, torch.fx.Node)]
@@ -142,6 +142,10 @@ def prefers_nchw(n: torch.fx.Node) -> bool:
         return False
 
 
+def _conv2d_in_plan(n: torch.fx.Node) -> bool:
+    return is_conv2d(n) and not prefers_nchw(n)
+
+
 def is_conv2d_backward(n: torch.fx.Node) -> bool:
     """The backward of a convolution `is_conv2d` accepts."""
     if (n.op != "call_function" or n.target is not aten.convolution_backward.default
@@ -182,7 +186,7 @@ def _multi_output(n: torch.fx.Node) -> bool:
 
 
 def _eligible(n: torch.fx.Node) -> bool:
-    if n.op not in ("placeholder", "call_function") or (is_conv2d(n) and prefers_nchw(n)) or (
+    if n.op not in ("placeholder", "call_function") or (is_conv2d(n) and not _conv2d_in_plan(n)) or (
             n.op == "call_function" and n.target is not operator.getitem
             and op_short_name(n.target) in VIEW_OPS):
         return False

@@ -199,7 +199,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
     traced = ctx.free_outputs.get(node, traced)     # a saved activation in the layout plan's
     stride = traced if _dense(meta) else contiguous_strides(shape)
     ref = value.ref
-    if ref is not None and _same_layout(shape, ref.stride, traced):
+    if ref is not None and same_layout(shape, ref.stride, traced):
         # eager's strides (a size-1 dim's stride is free, but observable)
         return GraphOutput("ref", ref=BufferRef(ref.buf, ref.shape, traced, ref.offset))
     if ref is not None and (tuple(ref.stride) == stride or ref.buf in ctx.input_names
@@ -224,7 +224,7 @@ def graph_output(ctx: LoweringContext, node: Any, env: dict, must_view: bool = F
     return GraphOutput("ref", ref=ref)
 
 
-def _same_layout(shape: tuple, stride: tuple, traced: tuple) -> bool:
+def same_layout(shape: tuple, stride: tuple, traced: tuple) -> bool:
     """Whether strides address the same elements as the traced ones (size-1 dims aside)."""
     return len(stride) == len(traced) and all(
         symbolic.equal(size, 1) or symbolic.equal(a, b) for size, a, b in zip(shape, stride, traced))
