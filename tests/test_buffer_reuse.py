@@ -44,6 +44,27 @@ def test_gelu_runs_in_place_of_the_matmul_result(tmp_path: pathlib.Path) -> None
     assert len(in_place(src)) == 1
 
 
+def test_no_kernel_writes_over_a_convolution_result(tmp_path: pathlib.Path) -> None:
+    """A convolution's result is new memory from the allocator on each call: the kernel
+    after it writes its own (kept) buffer and the result is freed as soon as it is read,
+    so that the next call's allocation gets the same block back (written over, it stayed
+    alive past the next convolution's allocation, and glibc grew and trimmed its heap on
+    every call: page faults); a matmul result the wrapper keeps may still be written over."""
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 16, 16)
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(conv(x))
+        return torch.relu(conv(y)) + 1
+
+    with torch.no_grad():
+        src = run(block, x, tmp_path=tmp_path)
+    convs = re.findall(r"^    (buf\d+) = op\d+\(", src, re.M)
+    assert len(convs) == 2
+    assert not [p for p in in_place(src) if p[1] in convs]
+    assert "del " + convs[0] in src
+
+
 def test_transposed_read_is_not_in_place(tmp_path: pathlib.Path) -> None:
     x, w = torch.randn(32, 32), torch.randn(32, 32)
     src = run(lambda x, w: ((x @ w).t() + 1).contiguous(), x, w, tmp_path=tmp_path)
