@@ -19,7 +19,7 @@ from .. import stats
 from ..config import Options
 from ..errors import TrebuchetCompileError, TrebuchetWarning
 from ..lowering.storage import same_layout
-from ..runtime.pipeline import compile_graph
+from ..runtime.pipeline import Building, compile_graph
 from ..warn import warn_user
 from .decompositions import decomposition_table
 
@@ -27,13 +27,12 @@ from .decompositions import decomposition_table
 def _safe_compiler(options: Options, kind: str) -> Callable:
     def compiler(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
         traced = _restride_inputs(gm, example_inputs) if kind == "backward" else {}
-        try:
-            fn = compile_graph(gm, options, kind, _saved_activations(gm, example_inputs, kind))
-            _report_output_strides(getattr(fn, "output_strides", None))
-        except Exception as e:  # noqa: BLE001 - any failure falls back, never a wrong answer
+
+        def fallback(e: Exception) -> Callable:
+            """The graph run eagerly after a failed compile (in strict mode: the error)."""
             if options.strict:
                 if isinstance(e, TrebuchetCompileError):
-                    raise
+                    raise e
                 raise TrebuchetCompileError(f"compiling the {kind} graph failed: "
                                             f"{type(e).__name__}: {e}") from e
             stats.record(graph_fallbacks=1)
@@ -42,10 +41,35 @@ def _safe_compiler(options: Options, kind: str) -> Callable:
             warn_user(f"trebuchet: compiling the {kind} graph failed, running it eagerly: "
                       f"{type(e).__name__}: {e}{at}", TrebuchetWarning)
             return _eager_with_traced_inputs(gm, traced)
+
+        try:
+            fn = compile_graph(gm, options, kind, _saved_activations(gm, example_inputs, kind))
+            _report_output_strides(getattr(fn, "output_strides", None))
+        except Exception as e:  # noqa: BLE001 - any failure falls back, never a wrong answer
+            return fallback(e)
+        if isinstance(fn, Building):
+            fn = _built_or_eager(fn, fallback)
         fn._boxed_call = True  # type: ignore[attr-defined]
         return _backward_inputs_checked(fn, gm) if kind == "backward" else fn
 
     return compiler
+
+
+def _built_or_eager(building: Building, fallback: Callable[[Exception], Callable]) -> Callable:
+    """A graph whose kernels build in the background (runtime/pipeline.py): its first call
+    waits for the build, and a failed build falls back as a failed compile does."""
+    fn: Callable | None = None
+
+    def run(args: list) -> Any:
+        nonlocal fn
+        if fn is None:
+            try:
+                fn = building.wait()
+            except Exception as e:  # noqa: BLE001 - as in the compiler: fall back
+                fn = fallback(e)
+        return fn(args)
+
+    return run
 
 
 # Saved activations in another layout

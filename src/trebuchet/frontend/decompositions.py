@@ -6,9 +6,11 @@ lower directly with a better rule (variance, logsumexp: one fused kernel).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
+import torch._decomp
 from torch._decomp import core_aten_decompositions, get_decompositions
 
 aten = torch.ops.aten
@@ -52,6 +54,13 @@ def _addmm(core: Callable) -> Callable:
 
 
 def decomposition_table() -> dict[Any, Callable]:
+    """The table (a fresh dict, the caller may change it). Built once per state of
+    PyTorch's decomposition registry: building it took 0.027 s, each graph's compile."""
+    return dict(_table(len(torch._decomp.decomposition_table)))
+
+
+@functools.lru_cache(maxsize=1)
+def _table(registered: int) -> dict[Any, Callable]:
     table = dict(core_aten_decompositions())
     table.update(get_decompositions(EXTRA))
     for packet in KEEP + EXTERN:

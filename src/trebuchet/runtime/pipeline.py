@@ -19,13 +19,14 @@ replayed as a CUDA graph (runtime/cudagraphs.py).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gc
 import itertools
 import logging
 import pathlib
 import time
-from typing import Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 
@@ -118,22 +119,83 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
         artifact = compile_artifact(gm, options, graph_id, kind, target, device, free_outputs)
         if key:
             graph_cache.store(options.cache_path(), key, artifact)
+    n_ops = _op_count(gm)
+
+    def finished(fn: Callable, seconds: float) -> Callable:
+        if log.isEnabledFor(logging.INFO):
+            log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops "
+                     "in %.2f s%s", graph_id, kind, n_ops, artifact.n_kernels,
+                     sum(artifact.op_counts["extern"].values()), sum(artifact.op_counts["fallback"].values()),
+                     seconds, " (graph cache hit)" if hit else "")
+        stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=seconds,
+                     graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
+                     extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
+                     kernel_ops=artifact.kernel_ops, target=target.name)
+        return fn
+
+    if _builds_in_background(options, target, artifact):
+        passes = time.perf_counter() - start          # then the build's own seconds
+        return Building(_builder().submit(_timed_build, artifact, options), artifact.output_strides,
+                        lambda fn, build: finished(fn, passes + build),
+                        lambda: stats.record_target(target.name, graph_fallbacks=1))
     fn = instantiate_artifact(artifact, options)
     if options.cudagraphs:
         fn = cudagraphs.wrap(fn, lambda: instantiate_artifact(artifact, options), gm, kind, device,
                              options.profile)
     fn.output_strides = artifact.output_strides
-    seconds = time.perf_counter() - start
-    if log.isEnabledFor(logging.INFO):
-        log.info("graph %d (%s): %d ATen ops -> %d kernels, %d library calls, %d fallback ops in %.2f s%s",
-                 graph_id, kind, _op_count(gm), artifact.n_kernels,
-                 sum(artifact.op_counts["extern"].values()), sum(artifact.op_counts["fallback"].values()),
-                 seconds, " (graph cache hit)" if hit else "")
-    stats.record(graphs=1, kernels=artifact.n_kernels, compile_seconds=seconds,
-                 graph_cache_hits=int(hit), lowered_ops=artifact.op_counts["lowered"],
-                 extern_ops=artifact.op_counts["extern"], fallback_ops=artifact.op_counts["fallback"],
-                 kernel_ops=artifact.kernel_ops, target=target.name)
-    return fn
+    return finished(fn, time.perf_counter() - start)
+
+
+# Kernel builds run on one background thread (the C compiler runs in its own processes;
+# the thread waits for them), so a compile returns while they run and what comes next
+# overlaps them: TorchDynamo finishing the frame, AOTAutograd compiling the backward graph.
+# The graph's first call waits for its build (`Building.wait`). Strict mode, debug,
+# profiling and CUDA graphs build before returning, as do targets that compile nothing.
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _builder() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                          thread_name_prefix="trebuchet-build")
+    return _executor
+
+
+def _builds_in_background(options: Options, target: Target, artifact: graph_cache.Artifact) -> bool:
+    return (artifact.code is not None and target.name == "c" and not options.strict
+            and not options.debug and not options.profile and not options.cudagraphs)
+
+
+def _timed_build(artifact: graph_cache.Artifact, options: Options) -> tuple[Callable, float]:
+    start = time.perf_counter()
+    fn = instantiate_artifact(artifact, options)
+    return fn, time.perf_counter() - start
+
+
+class Building:
+    """A compiled graph whose kernels are being built in the background. `wait()`
+    finishes the build (raising its error: the caller falls back, frontend/backend.py);
+    a call waits first. `output_strides` is known before the build ends."""
+
+    def __init__(self, future: concurrent.futures.Future, output_strides: list,
+                 finished: Callable[[Callable, float], Callable], failed: Callable[[], None]):
+        self._future, self._finished, self._failed = future, finished, failed
+        self._fn: Callable | None = None
+        self.output_strides = output_strides
+
+    def wait(self) -> Callable:
+        if self._fn is None:
+            try:
+                fn, seconds = self._future.result()
+            except Exception:
+                self._failed()
+                raise
+            self._fn = self._finished(fn, seconds)
+        return self._fn
+
+    def __call__(self, args: list) -> Any:
+        return (self._fn or self.wait())(args)
 
 
 def _type(device: torch.device | None) -> str:
