@@ -136,3 +136,35 @@ def test_split_units_with_sin_and_cos_link(tmp_path, monkeypatch) -> None:
     for got, want in zip(compiled(x, y), f(x, y)):
         torch.testing.assert_close(got, want)
     assert units and units[0] >= 2, units
+
+
+def test_compile_returns_while_the_kernels_build(monkeypatch) -> None:
+    """The C build runs on a background thread: compile_graph returns before it ends,
+    the first call waits for it; in strict mode the compile builds first."""
+    import threading
+
+    from trebuchet.config import Options
+    from trebuchet.runtime import pipeline
+
+    gate, started = threading.Event(), threading.Event()
+    build = pipeline.instantiate_artifact
+
+    def held_build(artifact, options):
+        started.set()
+        assert gate.wait(30)
+        return build(artifact, options)
+
+    monkeypatch.setattr(pipeline, "instantiate_artifact", held_build)
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    gm = make_fx(lambda x: torch.sin(x) * 2, tracing_mode="fake")(torch.randn(7))
+    fn = pipeline.compile_graph(gm, Options.from_env(target="c", graph_cache=False), "inference")
+    assert isinstance(fn, pipeline.Building) and started.wait(30)
+    gate.set()
+    x = torch.randn(7)
+    torch.testing.assert_close(fn([x])[0], torch.sin(x) * 2)
+    gate.clear()
+    threading.Timer(0.2, gate.set).start()
+    strict = pipeline.compile_graph(gm, Options.from_env(target="c", graph_cache=False, strict=True),
+                                    "inference")
+    assert gate.is_set() and not isinstance(strict, pipeline.Building)

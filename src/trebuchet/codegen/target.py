@@ -63,6 +63,9 @@ class Target:
     limits: ClassVar[Mapping[str, int]] = {}    # tiling limits of its kernel shapes
     source_file: ClassVar[str] = ""             # the debug folder's file for the source
     executes_ir: ClassVar[bool] = False         # runs the IR itself (no kernels, no wrapper)
+    # `load` may run on a background thread while the compile returns (runtime/pipeline.py):
+    # it spends its time waiting for a compiler's processes.
+    background_build: ClassVar[bool] = False
     # Kernels report data errors into device memory that the wrapper reads once per graph
     # call (see runtime/wrapper.py) instead of after each checking kernel: reading device
     # memory is a synchronization. "kernel_error" (from `load`) then also provides

@@ -150,7 +150,8 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
 # the thread waits for them), so a compile returns while they run and what comes next
 # overlaps them: TorchDynamo finishing the frame, AOTAutograd compiling the backward graph.
 # The graph's first call waits for its build (`Building.wait`). Strict mode, debug,
-# profiling and CUDA graphs build before returning, as do targets that compile nothing.
+# profiling and CUDA graphs build before returning, as do targets other than C (Triton
+# compiles each kernel at its first launch).
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -163,7 +164,7 @@ def _builder() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _builds_in_background(options: Options, target: Target, artifact: graph_cache.Artifact) -> bool:
-    return (artifact.code is not None and target.name == "c" and not options.strict
+    return (artifact.code is not None and target.background_build and not options.strict
             and not options.debug and not options.profile and not options.cudagraphs)
 
 

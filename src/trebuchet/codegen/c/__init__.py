@@ -38,6 +38,7 @@ class CTarget(Target):
               "row_cache_elements": KernelWriter.ROW_CACHE_LIMIT,
               "stage_block": KernelWriter.STAGE_BLOCK}
     source_file = "kernels.c"
+    background_build = True                  # cbuild runs the C compiler's processes
 
     def generate(self, kernels: list[Kernel], internal: set[str], params: dict[str, list[Param]],
                  notes: dict[str, str]) -> GeneratedCode:
