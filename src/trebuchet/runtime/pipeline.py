@@ -4,7 +4,8 @@
     schedule   GraphIR -> kernels + externs        (scheduler/)
     codegen    kernels -> the target's source      (codegen/<target>, found by name)
     wrap       straight-line Python caller         (runtime/wrapper.py)
-    build      source -> callables, disk cache     (the target's `load`)
+    build      source -> callables, disk cache     (the target's `load`; for C on a
+                                                   background thread, see `Building`)
 
 The first four produce an Artifact (plain data), which the whole-graph cache
 (runtime/graph_cache.py) stores, so a new process compiling the same graph skips
