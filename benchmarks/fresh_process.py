@@ -6,8 +6,10 @@
 
 benchmarks/cnn.py and bf16.py run every backend in one process, interleaved, so that
 their ratios come from one machine state; but the C heap is then shaped by all of them.
-Here each (workload, backend) pair runs in its own Python process (the workload's setup
-from cnn.py / bf16.py, `--warmup` steps, then `--steps` timed ones): the median step
+Here each (workload, backend) pair runs in its own Python process (an image network
+built, compiled with `torch.compile(model, backend=...)` and stepped as a user's script
+does; bf16.py's BERT workloads through their setup), `--warmup` steps, then `--steps`
+timed ones: the median step
 time and the minor page faults per step (`resource.getrusage`), which show whether the
 heap is grown and given back on every step (fresh memory faults on its first write).
 Absolute times from separate processes are noisier than cnn.py's interleaved ratios.
@@ -23,14 +25,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 from common import BACKENDS, machine_info, machine_line
 
 
+def _image_step(name: str, backend: str) -> tuple[Callable[[], Any], list]:
+    """A user's script for an image workload of cnn.py: the model built, its input made,
+    `torch.compile(model, backend=...)`, a step function; nothing else in the process."""
+    import torch
+    import torch.nn.functional as F
+
+    import cnn
+    model, rest = next((m, name[len(m) + 1:]) for m in cnn.MODELS if name.startswith(m + "_"))
+    mode, _, layout = rest.partition("_")
+    torch.manual_seed(0)
+    net = cnn.MODELS[model](224).train(mode == "train")
+    x = torch.randn(8 if mode == "infer" else 4, 3, 224, 224)
+    labels = torch.randint(0, 1000, (x.shape[0],))
+    if layout == "channels_last":
+        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    fn = net if backend == "eager" else torch.compile(net, backend=backend)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+    def step() -> Any:
+        if mode == "infer":
+            with torch.no_grad():
+                return fn(x)
+        F.cross_entropy(fn(x), labels).backward()
+        opt.step()
+        opt.zero_grad()
+    return step, []
+
+
 def _one(name: str, backend: str, warmup: int, steps: int) -> dict:
-    import floor
-    (w,) = floor.workloads([name])
-    step, inputs = w.setup(backend)
+    import cnn
+    if any(name.startswith(m + "_") for m in cnn.MODELS):
+        step, inputs = _image_step(name, backend)
+    else:                                   # bf16.py's BERT workloads, through their setup
+        import floor
+        (w,) = floor.workloads([name])
+        step, inputs = w.setup(backend)
     for _ in range(warmup):
         step(*inputs)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -46,7 +81,7 @@ def _one(name: str, backend: str, warmup: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workloads", nargs="+", required=True)
+    p.add_argument("--workloads", nargs="+", default=[])
     p.add_argument("--backends", nargs="+", default=["inductor", "trebuchet"], choices=list(BACKENDS))
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--steps", type=int, default=12)
@@ -55,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(_one(*args.one, args.warmup, args.steps)))
         return 0
+    if not args.workloads:
+        p.error("name the workloads (--workloads), e.g. resnet18_infer_contiguous")
     print(machine_line(machine_info()))
     print("command: python " + " ".join(sys.argv))
     for name in args.workloads:
@@ -70,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {backend}: failed (exit {out.returncode}): {out.stderr.strip()[-500:]}")
                 continue
             r = json.loads(lines[-1])
-            print(f"{name:40s} {backend:10s} {r['ms']:9.2f} ms  {r['faults_per_step']:8.0f} page faults per step",
-                  flush=True)
+            print(f"{name:40s} {backend:10s} {r['ms']:9.2f} ms  {r['faults_per_step']:8.0f} "
+                  "page faults per step", flush=True)
     return 0
 
 
