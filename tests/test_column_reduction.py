@@ -217,6 +217,23 @@ def test_fused_prologue_epilogue_and_keepdim(tmp_path: pathlib.Path) -> None:
     check_shapes(fn, randn, [(6, 300), (4099, 300)], tmp_path, dynamic=False)
 
 
+def test_large_body_folds_fewer_rows_per_pass(tmp_path: pathlib.Path) -> None:
+    """A body of more than COLUMN_LARGE_BODY nodes folds COLUMN_UNROLL_LARGE rows per pass
+    (row counts that leave a remainder, chunked or not); small ones (the other tests)
+    COLUMN_UNROLL."""
+    from trebuchet.codegen.c.kernels import KernelWriter
+    b, c = randn((300,)), randn((300,)) + 2
+
+    def fn(t):
+        y = torch.sigmoid(t * c + b) * torch.tanh(t - b) / (t.abs() + c.abs()) + torch.exp(-t * t)
+        return (y * (t - b)).sum(dim=0), t.sum(dim=0)
+
+    check_shapes(fn, randn, [(7, 300), (4099, 300), (1, 300)], tmp_path, tol=LOOSE, dynamic=False)
+    sources = "\n".join(p.read_text() for p in tmp_path.rglob("kernels.c"))
+    assert f"rr += {KernelWriter.COLUMN_UNROLL_LARGE})" in sources
+    assert f"rr += {KernelWriter.COLUMN_UNROLL})" not in sources
+
+
 def test_sum_and_max_share_one_kernel(tmp_path: pathlib.Path) -> None:
     x = _with_specials((4099, 300))
 
