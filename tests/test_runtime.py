@@ -168,3 +168,48 @@ def test_compile_returns_while_the_kernels_build(monkeypatch) -> None:
     strict = pipeline.compile_graph(gm, Options.from_env(target="c", graph_cache=False, strict=True),
                                     "inference")
     assert gate.is_set() and not isinstance(strict, pipeline.Building)
+
+
+def test_a_forked_child_builds_what_the_parent_had_not(monkeypatch) -> None:
+    """A process forked while a build runs has no build thread: its first call builds
+    the kernels itself instead of waiting forever."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from trebuchet.config import Options
+    from trebuchet.runtime import pipeline
+
+    if not hasattr(os, "fork"):
+        return
+    parent, gate = os.getpid(), threading.Event()
+    build = pipeline.instantiate_artifact
+
+    def held_build(artifact, options):
+        if os.getpid() == parent:
+            assert gate.wait(30)
+        return build(artifact, options)
+
+    monkeypatch.setattr(pipeline, "instantiate_artifact", held_build)
+    gm = make_fx(lambda x: torch.cos(x) + 3, tracing_mode="fake")(torch.randn(5))
+    fn = pipeline.compile_graph(gm, Options.from_env(target="c", graph_cache=False), "inference")
+    x = torch.randn(5)
+    pid = os.fork()
+    if pid == 0:                                  # the child: exit code 0 if right
+        code = 2
+        try:
+            code = 0 if torch.allclose(fn([x])[0], torch.cos(x) + 3) else 1
+        finally:
+            os._exit(code)
+    gate.set()
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    torch.testing.assert_close(fn([x])[0], torch.cos(x) + 3)

@@ -25,7 +25,9 @@ import contextlib
 import gc
 import itertools
 import logging
+import os
 import pathlib
+import threading
 import time
 from typing import Any, Callable, Collection, Iterator
 
@@ -136,7 +138,7 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
 
     if _builds_in_background(options, target, artifact):
         passes = time.perf_counter() - start          # then the build's own seconds
-        return Building(_builder().submit(_timed_build, artifact, options), artifact.output_strides,
+        return Building(lambda: _timed_build(artifact, options), artifact.output_strides,
                         lambda fn, build: finished(fn, passes + build),
                         lambda: stats.record_target(target.name, graph_fallbacks=1))
     fn = instantiate_artifact(artifact, options)
@@ -164,6 +166,16 @@ def _builder() -> concurrent.futures.ThreadPoolExecutor:
     return _executor
 
 
+def _forget_builder() -> None:
+    """In a forked child: the parent's build thread does not exist here."""
+    global _executor
+    _executor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_builder)
+
+
 def _builds_in_background(options: Options, target: Target, artifact: graph_cache.Artifact) -> bool:
     return (artifact.code is not None and target.background_build and not options.strict
             and not options.debug and not options.profile and not options.cudagraphs)
@@ -178,23 +190,31 @@ def _timed_build(artifact: graph_cache.Artifact, options: Options) -> tuple[Call
 class Building:
     """A compiled graph whose kernels are being built in the background. `wait()`
     finishes the build (raising its error: the caller falls back, frontend/backend.py);
-    a call waits first. `output_strides` is known before the build ends."""
+    a call waits first. `output_strides` is known before the build ends. In a process
+    forked before the build ended (its thread is not there), `wait()` builds itself."""
 
-    def __init__(self, future: concurrent.futures.Future, output_strides: list,
+    def __init__(self, build: Callable[[], tuple[Callable, float]], output_strides: list,
                  finished: Callable[[Callable, float], Callable], failed: Callable[[], None]):
-        self._future, self._finished, self._failed = future, finished, failed
+        self._build, self._finished, self._failed = build, finished, failed
+        self._future = _builder().submit(build)
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
         self._fn: Callable | None = None
         self.output_strides = output_strides
 
     def wait(self) -> Callable:
-        if self._fn is None:
-            try:
-                fn, seconds = self._future.result()
-            except Exception:
-                self._failed()
-                raise
-            self._fn = self._finished(fn, seconds)
-        return self._fn
+        with self._lock:
+            if self._fn is None:
+                try:
+                    if os.getpid() != self._pid and not self._future.done():
+                        fn, seconds = self._build()
+                    else:
+                        fn, seconds = self._future.result()
+                except Exception:
+                    self._failed()
+                    raise
+                self._fn = self._finished(fn, seconds)
+            return self._fn
 
     def __call__(self, args: list) -> Any:
         return (self._fn or self.wait())(args)
