@@ -59,7 +59,7 @@ def _usable_dir(path: pathlib.Path) -> pathlib.Path:
     except OSError as e:
         if _fallback_dir is None:
             _fallback_dir = pathlib.Path(tempfile.mkdtemp(prefix="trebuchet-cache-"))
-            atexit.register(shutil.rmtree, _fallback_dir, True)   # this folder only
+            _remove_at_exit(_fallback_dir)                       # this folder only
             warn_user(f"trebuchet: cache folder {path} is not writable ({e.strerror}); "
                       f"using {_fallback_dir} for this process", TrebuchetWarning)
         return _fallback_dir
@@ -253,11 +253,20 @@ def load(lib: pathlib.Path) -> ctypes.CDLL:
     global _private_dir
     if _private_dir is None:
         _private_dir = pathlib.Path(tempfile.mkdtemp(prefix="trebuchet-libs-"))
-        atexit.register(shutil.rmtree, _private_dir, True)
-    copy = _private_dir / f"{next(_copies)}_{lib.name}"
+        _remove_at_exit(_private_dir)
+    # the process id in the name: a forked child shares the folder, and must not write
+    # over a library its parent has loaded
+    copy = _private_dir / f"{os.getpid()}_{next(_copies)}_{lib.name}"
     shutil.copyfile(lib, copy)
     return ctypes.CDLL(str(copy))
 
 
 _private_dir: pathlib.Path | None = None
 _copies = itertools.count()
+
+
+def _remove_at_exit(folder: pathlib.Path) -> None:
+    """Remove `folder` when this process exits (not when a child forked from it does:
+    the folder is still its parent's)."""
+    owner = os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(folder, True))
