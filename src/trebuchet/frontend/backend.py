@@ -18,7 +18,7 @@ from torch._functorch.aot_autograd import make_boxed_func
 from .. import stats
 from ..config import Options
 from ..errors import TrebuchetCompileError, TrebuchetWarning
-from ..lowering.storage import same_layout
+from ..lowering.storage import graph_returns, same_layout
 from ..runtime.pipeline import Building, compile_graph
 from ..warn import warn_user
 from .decompositions import decomposition_table
@@ -96,9 +96,7 @@ def _saved_activations(gm: torch.fx.GraphModule, example_inputs: list, kind: str
         saved = meta.tensors_saved_for_backwards_slice
     except Exception:       # noqa: BLE001 - metadata of another torch version: choose nothing
         return range(0)
-    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-    n_outputs = len(out.args[0]) if isinstance(out.args[0], (list, tuple)) else 1
-    return range(*saved.indices(n_outputs))
+    return range(*saved.indices(len(graph_returns(gm))))
 
 
 def _report_output_strides(strides: list | None) -> None:

@@ -34,8 +34,8 @@ from .layout import (CHANNELS_LAST, channels_last_plan, channels_last_strides, i
                      is_conv2d_backward, prefers_nchw)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
                        value_from_ref)
-from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, memory_order,
-                      meta_layout, realize_like, viewed_bases)
+from .storage import (SAME_ORDER_VIEW_OPS, VIEW_OPS, extern_arg, graph_output, graph_outputs, graph_returns,
+                      memory_order, meta_layout, realize_like, viewed_bases)
 
 aten = torch.ops.aten
 
@@ -122,7 +122,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
     symbol_sources: dict[sympy.Symbol, SymbolSource] = {}
     position = 0
     outputs: list[GraphOutput] = []
-    returned = {n for n in gm.graph.nodes if n.op == "output" for n in _as_list(n.args[0])}
+    returned = set(graph_returns(gm))
     viewed = viewed_bases(returned)
     early: dict[torch.fx.Node, GraphOutput] = {}
     for node in gm.graph.nodes:

@@ -37,7 +37,7 @@ import torch
 import torch.fx
 
 from ..ir.nodes import op_short_name
-from .storage import VIEW_OPS, meta_layout, view_root
+from .storage import VIEW_OPS, graph_returns, meta_layout, view_root
 
 aten = torch.ops.aten
 
@@ -55,7 +55,7 @@ def channels_last_plan(gm: torch.fx.GraphModule, free_positions: Collection[int]
     choose) in the plan, and aliases of them returned there too. A value a user sees
     (returned elsewhere) that another output views keeps eager's layout, so that the view
     is a view of it, as in eager."""
-    returned = _returned(gm)
+    returned = graph_returns(gm)
     views = [n for n in returned if isinstance(n, torch.fx.Node) and n.op == "call_function"
              and op_short_name(n.target) in VIEW_OPS]
     seen = {n for k, n in enumerate(returned) if k not in free_positions}
@@ -68,11 +68,6 @@ def channels_last_plan(gm: torch.fx.GraphModule, free_positions: Collection[int]
     planned = free & region
     planned |= {n for n in free if _is_alias(n) and n.args[0] in planned}
     return region, {n: channels_last_strides(meta_layout(n.meta["val"])[0]) for n in planned}
-
-
-def _returned(gm: torch.fx.GraphModule) -> list:
-    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
-    return list(out.args[0]) if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
 
 
 def _is_alias(n: torch.fx.Node) -> bool:

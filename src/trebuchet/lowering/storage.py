@@ -154,6 +154,12 @@ def shared_view_roots(returned: set) -> set:
     return {r for r in viewed if reach[r] > 1}
 
 
+def graph_returns(gm: torch.fx.GraphModule) -> list:
+    """What the graph returns, in output order (FX nodes and constants)."""
+    out = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    return list(out.args[0]) if isinstance(out.args[0], (list, tuple)) else [out.args[0]]
+
+
 def viewed_bases(returned: set) -> set:
     """Nodes whose value a returned node views through element-order-keeping views, and
     values several outputs view (`shared_view_roots`): they are stored, and the outputs
