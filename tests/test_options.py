@@ -81,6 +81,8 @@ def test_option_given_twice_is_an_error() -> None:
     ({"inline_limit": -1}, ValueError, "inline_limit must be >= 0"),
     ({"target": "gpu"}, ValueError, "unknown target 'gpu'"),
     ({"target": 1}, TypeError, "target must be a str"),
+    ({"matmul": "mkl"}, ValueError, "unknown matmul library 'mkl'"),
+    ({"matmul": True}, TypeError, "matmul must be a str"),
     ({"cache_dir": 3}, TypeError, "cache_dir must be a str or os.PathLike"),
     ({"cc": ["gcc"]}, TypeError, "cc must be a str or os.PathLike"),
     ({"debug_dir": ""}, ValueError, "debug_dir is empty"),
@@ -119,5 +121,9 @@ def test_paths_may_be_path_objects(tmp_path: pathlib.Path) -> None:
 def test_environment_keeps_its_string_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TREBUCHET_STRICT", "yes")
     monkeypatch.setenv("TREBUCHET_CFLAGS", "-O1 -g")
+    monkeypatch.setenv("TREBUCHET_MATMUL", " BLAS")
     opts = Options.from_env()
-    assert opts.strict is True and opts.cflags == ("-O1", "-g")
+    assert opts.strict is True and opts.cflags == ("-O1", "-g") and opts.matmul == "blas"
+    monkeypatch.setenv("TREBUCHET_MATMUL", "fastest")
+    with pytest.raises(ValueError, match="unknown matmul library 'fastest'"):
+        Options.from_env()

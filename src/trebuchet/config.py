@@ -12,6 +12,9 @@ Environment variables (read when a compile starts, so tests can set them):
   TREBUCHET_STRICT=1       raise on compile errors instead of falling back to eager
   TREBUCHET_PROFILE=1      time every kernel and extern call (see trebuchet.profile_report())
   TREBUCHET_CUDAGRAPHS=1   replay static-shape CUDA inference graphs as CUDA graphs
+  TREBUCHET_MATMUL         float32 matrix products on CPU: "auto" (the default: oneDNN where
+                           it measured faster than the BLAS in this process), "onednn" or
+                           "blas" (ATen's mm/addmm as eager calls them); runtime/onednn.py
   TREBUCHET_AUTOTUNE=1     time a few launch configurations of each Triton pointwise kernel
                            on its first call at a size (GPU only), cached on disk
   CC                       the C compiler (default: cc)
@@ -40,6 +43,8 @@ _TARGETS_TEXT = ", ".join(repr(t) for t in TARGETS[:-1]) + f" or {TARGETS[-1]!r}
 # torch.compile's modes. Trebuchet has one way to compile: "default" is it, and the
 # others are accepted (code written for the default backend keeps working) with a
 # warning that they change nothing.
+MATMULS = ("auto", "onednn", "blas")
+_MATMULS_TEXT = "'auto', 'onednn' or 'blas'"
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "lite")
 
 
@@ -70,6 +75,8 @@ class Options:
     # fastest, cached beside the kernel's module (codegen/triton/autotune.py). Under the
     # interpreter it is declined with a warning. The timing is not yet run on a GPU.
     autotune: bool = False
+    # Float32 matrix products of CPU graphs: "auto" | "onednn" | "blas" (runtime/onednn.py).
+    matmul: str = "auto"
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Options":
@@ -83,6 +90,7 @@ class Options:
             profile=_env_flag("TREBUCHET_PROFILE"),
             cudagraphs=_env_flag("TREBUCHET_CUDAGRAPHS"),
             autotune=_env_flag("TREBUCHET_AUTOTUNE"),
+            matmul=os.environ.get("TREBUCHET_MATMUL", "auto").strip().lower() or "auto",
             debug=_env_flag("TREBUCHET_DEBUG") or bool(os.environ.get("TREBUCHET_DEBUG_DIR")),
             debug_dir=os.environ.get("TREBUCHET_DEBUG_DIR"),
             cache_dir=os.environ.get("TREBUCHET_CACHE_DIR"),
@@ -97,6 +105,8 @@ class Options:
             opts.debug = True
         if opts.target not in TARGETS:
             raise ValueError(f"unknown target {opts.target!r}: expected {_TARGETS_TEXT}")
+        if opts.matmul not in MATMULS:
+            raise ValueError(f"unknown matmul library {opts.matmul!r}: expected {_MATMULS_TEXT}")
         return opts
 
     def resolved_target(self, device_type: str | None = None) -> str:
@@ -175,6 +185,12 @@ def check_option(name: str, value: Any) -> Any:
             raise TypeError(f"trebuchet option target must be a str, not {type(value).__name__}")
         if value not in TARGETS:
             raise ValueError(f"unknown target {value!r}: expected {_TARGETS_TEXT}")
+        return value
+    if name == "matmul":
+        if not isinstance(value, str):
+            raise TypeError(f"trebuchet option matmul must be a str, not {type(value).__name__}")
+        if value not in MATMULS:
+            raise ValueError(f"unknown matmul library {value!r}: expected {_MATMULS_TEXT}")
         return value
     if name == "cflags":
         if isinstance(value, str):

@@ -42,7 +42,7 @@ from ..lowering.graph import graph_device
 from ..scheduler.cost import describe_bytes, kernel_bytes
 from ..scheduler.describe import internal_buffers, kernel_params
 from ..scheduler.kernels import Kernel, schedule
-from . import cudagraphs, graph_cache, profiler
+from . import cudagraphs, graph_cache, onednn, profiler
 from .wrapper import instantiate, write_wrapper
 
 _graph_ids = itertools.count()
@@ -253,8 +253,11 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
              for k in kernels}
     code = target.generate(kernels, internal, params, notes)          # codegen
     plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
+    routes = onednn.ROUTES if _type(device) == "cpu" and onednn.use_onednn_matmul(options.matmul) \
+        else None
     wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan,  # wrap
-                            device=str(device or "cpu"), defers_errors=target.defers_errors)
+                            device=str(device or "cpu"), defers_errors=target.defers_errors,
+                            routes=routes)
     if debug:
         (debug / target.source_file).write_text(code.source)
         (debug / "wrapper.py").write_text(wrapper.source)

@@ -60,8 +60,10 @@ def shape_code(shape: Any) -> str:
 class WrapperWriter:
     def __init__(self, graph: GraphIR, sched: Schedule, internal: set[str],
                  params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
-                 profile: ProfilePlan | None = None, defers_errors: bool = False):
+                 profile: ProfilePlan | None = None, defers_errors: bool = False,
+                 routes: dict[tuple, Callable] | None = None):
         self.g, self.sched, self.internal, self.params = graph, sched, internal, params
+        self.routes = routes or {}         # (ATen op, dtype) -> the function called instead
         self.launch_arg = launch_arg
         self.profile = profile
         self.defers_errors = defers_errors
@@ -253,6 +255,13 @@ class WrapperWriter:
             self._check_pending()
         args = ", ".join(self.arg_code(a) for a in e.args)
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
+        route = self.routes.get((e.target, e.dtype))
+        if route is not None and not e.kwargs and not e.multi:
+            # A library the target measured faster for this op (runtime/onednn.py); its
+            # result is new memory, laid out as traced (contiguous), checked as any extern's.
+            self._timed(e.name, [f"    {e.name} = {self.const(route, 'op')}({args})",
+                                 self._fix_layout_line(e)])
+            return
         out_variant = OUT_VARIANTS.get(e.target)
         if out_variant is not None and not e.multi:
             # The result goes to memory the wrapper keeps (a dead buffer or a slot kept
@@ -370,11 +379,14 @@ class WrapperCode:
 def write_wrapper(graph: GraphIR, sched: Schedule, internal: set[str],
                   params: dict[str, list[Param]], launch_arg: Callable[[Param], str],
                   profile: ProfilePlan | None = None, device: str = "cpu",
-                  defers_errors: bool = False) -> WrapperCode:
+                  defers_errors: bool = False,
+                  routes: dict[tuple, Callable] | None = None) -> WrapperCode:
     """The wrapper of a scheduled graph; `params` and `launch_arg` say how each kernel is
     called; `device`: where the graph's buffers go; `defers_errors`: the target's error
-    flag is device memory, read once per call (`Target.defers_errors`)."""
-    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile, defers_errors)
+    flag is device memory, read once per call (`Target.defers_errors`); `routes`: library
+    calls made through another function ((ATen op, result dtype) -> a function of the
+    same arguments)."""
+    w = WrapperWriter(graph, sched, internal, params, launch_arg, profile, defers_errors, routes)
     source = w.write()
     return WrapperCode(source, w.consts, w.slots, device, w.error_ops)
 
