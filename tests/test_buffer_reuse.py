@@ -19,15 +19,18 @@ import torch.nn.functional as F
 import trebuchet
 from trebuchet.scheduler.reuse import FRESH_RESULT_OPS, fresh_result
 from trebuchet.ir.nodes import Extern
+from trebuchet.runtime import onednn
 
 IN_PLACE = re.compile(r"(buf\d+) = alias\((buf\d+), .*\2\.storage_offset\(\)\)$", re.M)
 
 
-def run(fn: Callable, *args: Any, tmp_path: pathlib.Path) -> str:
+def run(fn: Callable, *args: Any, tmp_path: pathlib.Path, matmul: str = "blas") -> str:
     """Compile strictly, compare with eager (twice: the second call reuses buffers),
-    return the wrapper's source."""
+    return the wrapper's source. Matmuls go to the BLAS's `out=` form unless `matmul`
+    says otherwise: memory the wrapper keeps, which a kernel may write over."""
     trebuchet.reset()
-    compiled = trebuchet.compile(fn, target="c", strict=True, debug_dir=str(tmp_path))
+    compiled = trebuchet.compile(fn, target="c", strict=True, debug_dir=str(tmp_path),
+                                 matmul=matmul)
     for _ in range(2):
         torch.testing.assert_close(compiled(*args), fn(*args))
     (wrapper,) = tmp_path.glob("*/wrapper.py")
@@ -63,6 +66,16 @@ def test_no_kernel_writes_over_a_convolution_result(tmp_path: pathlib.Path) -> N
     assert len(convs) == 2
     assert not [p for p in in_place(src) if p[1] in convs]
     assert "del " + convs[0] in src
+
+
+@pytest.mark.skipif(not onednn.use_onednn_matmul("onednn"), reason="no oneDNN in this build")
+def test_no_kernel_writes_over_a_onednn_product(tmp_path: pathlib.Path) -> None:
+    """oneDNN's product (runtime/onednn.py) is a new result, as a convolution's: the
+    GELU after it gets its own memory. (Small integers: exact sums in any order.)"""
+    x, w = (torch.randint(-3, 4, shape).float() for shape in ((128, 256), (256, 256)))
+    src = run(lambda x, w: F.gelu(x @ w), x, w, tmp_path=tmp_path, matmul="onednn")
+    assert "out=" not in src and not in_place(src)        # routed, and not written over
+    assert in_place(run(lambda x, w: F.gelu(x @ w), x, w, tmp_path=tmp_path / "blas"))
 
 
 def test_transposed_read_is_not_in_place(tmp_path: pathlib.Path) -> None:
