@@ -116,3 +116,16 @@ def test_timing_runs_on_real_tensors_inside_a_compile(monkeypatch: pytest.Monkey
     with FakeTensorMode():
         onednn.onednn_faster.__wrapped__()
     assert len(timed) == 2 and not any(isinstance(t, FakeTensor) for t in timed)
+
+
+@needs_onednn
+def test_onednn_switched_off_at_call_time_uses_the_blas(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list = []
+    linear = onednn._linear
+    monkeypatch.setattr(onednn, "_linear", lambda *a: calls.append(1) or linear(*a))
+    a, b = torch.randn(128, 128), torch.randn(128, 256)
+    onednn.mm(a, b)
+    assert calls == [1]
+    with torch.backends.mkldnn.flags(enabled=False):
+        torch.testing.assert_close(onednn.mm(a, b), torch.mm(a, b), rtol=0, atol=0)
+    assert calls == [1]

@@ -31,11 +31,14 @@ from torch.utils._python_dispatch import _disable_current_modes
 MIN_FLOPS = 1 << 21
 
 _linear = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_mkldnn_enabled = getattr(torch._C, "_get_mkldnn_enabled", lambda: True)
 
 
 def _use(a: torch.Tensor, b: torch.Tensor) -> bool:
     m, k = a.shape
-    return k > 0 and m * k * b.shape[1] >= MIN_FLOPS
+    # oneDNN switched off at call time (`torch.backends.mkldnn.flags(enabled=False)`):
+    # the BLAS, as eager would.
+    return k > 0 and m * k * b.shape[1] >= MIN_FLOPS and _mkldnn_enabled()
 
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
