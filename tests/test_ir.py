@@ -322,3 +322,25 @@ def test_strided_store_is_not_fused_into_a_column_reduction() -> None:
     kernels = [k for k in schedule(graph).steps if isinstance(k, Kernel)]
     assert len(kernels) == 2
     assert kernel_shape(kernels[1]) == "column"
+
+
+def test_clamp_drops_only_bounds_that_never_bind() -> None:
+    """symbolic.clamp = max(0, min(index, high)) with the provably redundant sides left
+    out: the same values as sympy's Max/Min everywhere, and the same forms on the index
+    shapes lowering builds (a loop variable, shifted by a part's offset, sizes known at
+    run time)."""
+    from trebuchet.ir.symbolic import clamp
+    i = sympy.Symbol("x0", integer=True, nonnegative=True)
+    s = sympy.Symbol("s0", integer=True, positive=True)
+    cases = [(i, sympy.Integer(5)), (i - 3, sympy.Integer(4)), (i + 2, sympy.Integer(1)),
+             (i - s, s - 1), (i, s - 1), (-i - 1, sympy.Integer(3)), (i * 2 - 7, s),
+             (sympy.Integer(-2), sympy.Integer(3)), (sympy.Integer(9), sympy.Integer(3)),
+             (i, sympy.Integer(-1))]
+    for index, high in cases:
+        got, want = clamp(index, high), sympy.Max(0, sympy.Min(index, high))
+        assert got == want or all(
+            got.subs({i: iv, s: sv}) == want.subs({i: iv, s: sv})
+            for iv in range(0, 12) for sv in range(1, 6)), (index, high, got, want)
+    assert clamp(i, sympy.Integer(5)) == sympy.Min(i, 5)        # never below 0: no max
+    assert clamp(i + 2, sympy.Integer(1)) == 1                  # always above: the bound
+    assert clamp(-i - 1, sympy.Integer(3)) == 0                 # always below: 0

@@ -32,8 +32,32 @@ def equal(a: Any, b: Any) -> bool:
 
 @functools.lru_cache(maxsize=65536)
 def clamp(index: sympy.Expr, high: sympy.Expr) -> sympy.Expr:
-    """max(0, min(index, high)): an index kept inside [0, high]. Cached: sympy decides
-    the comparisons through its assumptions, slowly, and lowering asks for the same
-    clamps again each time a consumer's expression is built (a `cat` feeding a chain
-    of pointwise ops)."""
-    return sympy.Max(0, sympy.Min(index, high))
+    """max(0, min(index, high)): an index kept inside [0, high], without the bounds that
+    provably never bind. Cached: lowering asks for the same clamps again each time a
+    consumer's expression is built (a `cat` feeding a chain of pointwise ops).
+
+    Each side is dropped when one assumption query proves it redundant; sympy's own
+    Min/Max would also compare the arguments pairwise in several rewritten forms, about
+    13 ms a clamp on ViT-Tiny's `cat` (0.22 s of its training step's lowering), for the
+    same results on the 35 distinct clamps of ViT-Tiny, ResNet-18 and a dynamic `cat`."""
+    index, high = sympy.sympify(index), sympy.sympify(high)
+    if index.is_number and high.is_number:
+        return sympy.Max(0, sympy.Min(index, high))
+    if _nonnegative(high - index):
+        inner = index
+    elif _nonnegative(index - high):
+        inner = high
+    else:
+        inner = sympy.Min(index, high, evaluate=False)
+    if _nonnegative(inner):
+        return inner
+    if _nonnegative(-inner):
+        return sympy.Integer(0)
+    return sympy.Max(0, inner, evaluate=False)
+
+
+def _nonnegative(expr: sympy.Expr) -> bool:
+    """expr >= 0 for every value of the size and index symbols (False: not shown)."""
+    if expr.is_number:
+        return bool(expr >= 0)
+    return expr.is_nonnegative is True
