@@ -39,12 +39,12 @@ from .codegen.target import DEFAULT as DEFAULT_TARGET
 from .codegen.target import NAMES as TARGET_NAMES
 
 TARGETS = ("auto", *TARGET_NAMES)
-_TARGETS_TEXT = ", ".join(repr(t) for t in TARGETS[:-1]) + f" or {TARGETS[-1]!r}"
 # torch.compile's modes. Trebuchet has one way to compile: "default" is it, and the
 # others are accepted (code written for the default backend keeps working) with a
 # warning that they change nothing.
 MATMULS = ("auto", "onednn", "blas")
-_MATMULS_TEXT = "'auto', 'onednn' or 'blas'"
+# Options naming one of a few choices: the choices, and what an unknown one is called.
+_CHOICES = {"target": (TARGETS, "target"), "matmul": (MATMULS, "matmul library")}
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "lite")
 
 
@@ -103,10 +103,8 @@ class Options:
             setattr(opts, key, check_option(key, value))
         if opts.debug_dir and overrides.get("debug", True) is not False:
             opts.debug = True
-        if opts.target not in TARGETS:
-            raise ValueError(f"unknown target {opts.target!r}: expected {_TARGETS_TEXT}")
-        if opts.matmul not in MATMULS:
-            raise ValueError(f"unknown matmul library {opts.matmul!r}: expected {_MATMULS_TEXT}")
+        for name in _CHOICES:                  # from the environment: not yet checked
+            _check_choice(name, getattr(opts, name))
         return opts
 
     def resolved_target(self, device_type: str | None = None) -> str:
@@ -180,18 +178,8 @@ def check_option(name: str, value: Any) -> Any:
         if not path.strip():
             raise ValueError(f"trebuchet option {name} is empty")
         return path
-    if name == "target":
-        if not isinstance(value, str):
-            raise TypeError(f"trebuchet option target must be a str, not {type(value).__name__}")
-        if value not in TARGETS:
-            raise ValueError(f"unknown target {value!r}: expected {_TARGETS_TEXT}")
-        return value
-    if name == "matmul":
-        if not isinstance(value, str):
-            raise TypeError(f"trebuchet option matmul must be a str, not {type(value).__name__}")
-        if value not in MATMULS:
-            raise ValueError(f"unknown matmul library {value!r}: expected {_MATMULS_TEXT}")
-        return value
+    if name in _CHOICES:
+        return _check_choice(name, value)
     if name == "cflags":
         if isinstance(value, str):
             try:
@@ -210,6 +198,16 @@ def check_option(name: str, value: Any) -> Any:
             raise ValueError(f"trebuchet option inline_limit must be >= 0, not {value}")
         return value
     raise AssertionError(f"option {name} has no check")  # every field is handled above
+
+
+def _check_choice(name: str, value: Any) -> str:
+    choices, what = _CHOICES[name]
+    if not isinstance(value, str):
+        raise TypeError(f"trebuchet option {name} must be a str, not {type(value).__name__}")
+    if value not in choices:
+        expected = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+        raise ValueError(f"unknown {what} {value!r}: expected {expected}")
+    return value
 
 
 def check_mode(mode: Any) -> str:
