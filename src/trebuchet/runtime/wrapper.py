@@ -263,8 +263,8 @@ class WrapperWriter:
         kwargs = ", ".join(f"{k}={self.arg_code(v)}" for k, v in e.kwargs.items())
         route = self.routes.get((e.target, e.dtype))
         if route is not None and not e.kwargs and not e.multi:
-            # A library the target measured faster for this op (runtime/onednn.py); its
-            # result is new memory, laid out as traced (contiguous), checked as any extern's.
+            # Another library's call for this op, chosen by the pipeline (runtime/onednn.py);
+            # its result is new memory, laid out as traced (contiguous), checked as any extern's.
             self._timed(e.name, [f"    {e.name} = {self.const(route, 'op')}({args})",
                                  self._fix_layout_line(e)])
             return
