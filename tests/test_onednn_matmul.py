@@ -129,3 +129,15 @@ def test_onednn_switched_off_at_call_time_uses_the_blas(monkeypatch: pytest.Monk
     with torch.backends.mkldnn.flags(enabled=False):
         torch.testing.assert_close(onednn.mm(a, b), torch.mm(a, b), rtol=0, atol=0)
     assert calls == [1]
+
+
+@needs_onednn
+@pytest.mark.parametrize("matmul, kernels", [("onednn", 0), ("blas", 1)])
+def test_bias_is_added_inside_the_onednn_product(matmul: str, kernels: int) -> None:
+    # float32 addmm stays whole when oneDNN computes it (frontend/decompositions.py): the
+    # bias goes into the product instead of an add kernel of its own over the result.
+    x, w, b = torch.randn(2, 96, 160), torch.randn(192, 160), torch.randn(192)
+    fn = trebuchet.compile(torch.nn.functional.linear, strict=True, graph_cache=False,
+                           matmul=matmul)
+    torch.testing.assert_close(fn(x, w, b), torch.nn.functional.linear(x, w, b))
+    assert trebuchet.stats()["kernels"] == kernels

@@ -19,6 +19,7 @@ from .. import stats
 from ..config import Options
 from ..errors import TrebuchetCompileError, TrebuchetWarning
 from ..lowering.storage import graph_returns, same_layout
+from ..runtime import onednn
 from ..runtime.pipeline import Building, compile_graph
 from ..warn import warn_user
 from .decompositions import decomposition_table
@@ -170,11 +171,13 @@ def trebuchet_backend(gm: torch.fx.GraphModule, example_inputs: list, **options:
     """The backend registered as "trebuchet" (options as in `trebuchet.compile`;
     `torch.compile(..., options={...}, mode=...)` passes them as `options=` and `mode=`)."""
     opts = Options.from_env(**options)
+    on_cpu = all(t.device.type == "cpu" for t in example_inputs if isinstance(t, torch.Tensor))
     backend = aot_autograd(
         fw_compiler=_safe_compiler(opts, "forward"),
         bw_compiler=_safe_compiler(opts, "backward"),
         inference_compiler=_safe_compiler(opts, "inference"),
-        decompositions=decomposition_table(),
+        decompositions=decomposition_table(
+            bias_in_product=on_cpu and onednn.use_onednn_matmul(opts.matmul)),
     )
     return backend(gm, example_inputs)
 
