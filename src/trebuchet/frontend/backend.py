@@ -171,13 +171,14 @@ def trebuchet_backend(gm: torch.fx.GraphModule, example_inputs: list, **options:
     """The backend registered as "trebuchet" (options as in `trebuchet.compile`;
     `torch.compile(..., options={...}, mode=...)` passes them as `options=` and `mode=`)."""
     opts = Options.from_env(**options)
-    on_cpu = all(t.device.type == "cpu" for t in example_inputs if isinstance(t, torch.Tensor))
+    devices = {t.device.type for t in example_inputs if isinstance(t, torch.Tensor)}
     backend = aot_autograd(
         fw_compiler=_safe_compiler(opts, "forward"),
         bw_compiler=_safe_compiler(opts, "backward"),
         inference_compiler=_safe_compiler(opts, "inference"),
         decompositions=decomposition_table(
-            bias_in_product=on_cpu and onednn.use_onednn_matmul(opts.matmul)),
+            bias_in_product=onednn.applies("cpu" if devices <= {"cpu"} else min(devices),
+                                            opts.matmul)),
     )
     return backend(gm, example_inputs)
 

@@ -12,7 +12,7 @@ pipeline reads:
     recorded stack trace (the kernels' comments quote source lines);
   - the contents of the graph's constant tensors;
   - the options that change the output (target, inline_limit, the target's own: the C
-    compiler and flags; whether float32 products go to oneDNN, as decided here), the torch
+    compiler and flags), the torch
     version and a hash of Trebuchet's own source files.
 
 An entry is the file `<root>/graphs/<key[:2]>/<key>.pkl`, written to a temporary
@@ -43,7 +43,6 @@ from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 from ..codegen.target import GeneratedCode, get_target
 from ..config import Options
 from .cache_files import CacheItem, children, is_dir, is_file
-from . import onednn
 from .wrapper import WrapperCode
 
 FORMAT = 3  # bump when Artifact changes shape
@@ -104,12 +103,12 @@ def _tensor_digest(t: torch.Tensor) -> bytes:
 def graph_key(gm: torch.fx.GraphModule, options: Options, target_name: str | None = None,
               role: str = "") -> str:
     """The cache key of `gm` compiled for `target_name` (None: the options' target for CPU);
-    `role`: what else the pipeline reads (the graph's kind, the outputs whose layout is free)."""
+    `role`: what else the pipeline reads (the graph's kind, the outputs whose layout is free,
+    whether its float32 products go to oneDNN)."""
     h = hashlib.sha256()
     target = get_target(target_name or options.resolved_target())
     h.update(f"{FORMAT}|{_package_hash()}|{torch.__version__}|{target.name}|"
-             f"{options.inline_limit}|{target.options_key(options)}|{role}|"
-             f"{onednn.use_onednn_matmul(options.matmul)}\n".encode())
+             f"{options.inline_limit}|{target.options_key(options)}|{role}\n".encode())
     for node in gm.graph.nodes:
         h.update(node.format_node().encode())
         h.update(_describe(node.meta.get("val")).encode())

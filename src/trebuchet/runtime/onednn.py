@@ -62,6 +62,12 @@ ROUTES = {(torch.ops.aten.mm.default, torch.float32): mm,
           (torch.ops.aten.addmm.default, torch.float32): addmm}
 
 
+def applies(device_type: str, choice: str) -> bool:
+    """Whether a graph on `device_type` sends its float32 products to oneDNN (`ROUTES`):
+    CPU graphs, when `use_onednn_matmul(choice)`."""
+    return device_type == "cpu" and use_onednn_matmul(choice)
+
+
 def use_onednn_matmul(choice: str) -> bool:
     """Whether compiled CPU graphs send float32 products to oneDNN: the `matmul` option
     ("onednn", "blas", or "auto": when oneDNN is enabled in torch and measured faster)."""

@@ -113,7 +113,8 @@ def _compile(gm: torch.fx.GraphModule, options: Options, kind: str, graph_id: in
     if options.graph_cache and not options.debug and not options.profile:
         try:
             key = graph_cache.graph_key(gm, options, target.name,
-                                        f"{kind}|{sorted(free_outputs)}")
+                                        f"{kind}|{sorted(free_outputs)}|"
+                                        f"{onednn.applies(_type(device), options.matmul)}")
         except graph_cache.Uncacheable:
             key = None
         artifact = graph_cache.load(options.cache_path(), key) if key else None
@@ -253,8 +254,7 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
              for k in kernels}
     code = target.generate(kernels, internal, params, notes)          # codegen
     plan = profiler.register(graph_id, kind, graph, sched, internal) if options.profile else None
-    routes = onednn.ROUTES if _type(device) == "cpu" and onednn.use_onednn_matmul(options.matmul) \
-        else None
+    routes = onednn.ROUTES if onednn.applies(_type(device), options.matmul) else None
     wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan,  # wrap
                             device=str(device or "cpu"), defers_errors=target.defers_errors,
                             routes=routes)
