@@ -293,6 +293,23 @@ def test_wrapper_calls_every_kernel(tmp_path: pathlib.Path) -> None:
             assert f"{name}(" in wrapper
 
 
+def test_residual_stream_is_stored_not_summed_again_by_each_reader(tmp_path: pathlib.Path) -> None:
+    """x = x + branch(layer_norm(x)), layer after layer: each sum is stored once, so no
+    kernel reads every earlier branch's output again (a pre-norm transformer's stream)."""
+    layers = 6
+    ws = [rand(HIDDEN, HIDDEN) for _ in range(layers)]
+
+    def fn(x, *ws):
+        for w in ws:
+            x = x + F.layer_norm(x, (HIDDEN,)) @ w
+        return F.layer_norm(x, (HIDDEN,))
+
+    sources = compile_debug(fn, (rand(ROWS, HIDDEN), *ws), tmp_path)
+    params = [line.count("const float*") for source in sources
+              for line in source.splitlines() if KERNEL_DEF.match(line)]
+    assert params and max(params) <= 3, params      # 7 when each reader sums again
+
+
 def _innermost_loop_pragma(source: str) -> tuple[str, str]:
     """(the line before the innermost `for`, that `for`) of the first kernel."""
     body = source[source.index("void kernel0("):]

@@ -15,11 +15,15 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from ..ir.expr import Expr, Load, op_count
+from ..ir.expr import Expr, Load, Op, walk
 from ..ir.nodes import (Buffer, BufferRef, Pointwise, contiguous_strides, index_vars,
                         linear_index)
 
 Loader = Callable[[Sequence[sympy.Expr]], Expr]
+# A value read by several consumers is stored once its expression streams more buffers
+# than this (each reader would read them all again): ViT-Tiny's residual stream otherwise
+# had its layer norms read up to nine buffers each (2-3% of its step).
+STREAMED_LIMIT = 2
 LOWERINGS: dict[Any, Callable] = {}
 
 
@@ -181,8 +185,23 @@ class LoweringContext:
         return value
 
     def should_realize(self, value: TensorValue, num_users: int) -> bool:
-        """Whether to store a value that many consumers would otherwise recompute at length."""
+        """Whether to store a value that many consumers would otherwise recompute at length
+        (more than `inline_limit` ops), or each re-read from more than `STREAMED_LIMIT`
+        buffers of its own size (a residual stream x + a + b + ... would otherwise be
+        summed again from every branch's output by each reader, layer after layer)."""
         if value.ref is not None or not value.shape:
             return False
-        size = op_count(value.load(index_vars(len(value.shape))))
-        return size > 200 or (num_users > 1 and size > self.inline_limit)
+        idx = index_vars(len(value.shape))
+        nodes = walk(value.load(idx))
+        size = sum(1 for n in nodes if isinstance(n, Op))
+        if size > 200 or (num_users > 1 and size > self.inline_limit):
+            return True
+        return num_users > 1 and streamed_buffers(nodes, idx, value.shape) > STREAMED_LIMIT
+
+
+def streamed_buffers(nodes: Sequence[Expr], idx: Sequence[sympy.Symbol], shape: Sequence[Any]) -> int:
+    """How many buffers the loads among `nodes` read element for element over `shape`:
+    their index varies along every dimension of more than one element (a per-channel
+    scale or a broadcast row does not count; it stays in cache)."""
+    varying = {v for v, n in zip(idx, shape) if n != 1}
+    return len({n.buf for n in nodes if isinstance(n, Load) and varying <= n.index.free_symbols})
