@@ -257,7 +257,7 @@ def compile_artifact(gm: torch.fx.GraphModule, options: Options, graph_id: int =
     routes = onednn.ROUTES if onednn.applies(_type(device), options.matmul) else None
     wrapper = write_wrapper(graph, sched, internal, params, target.launch_arg, plan,  # wrap
                             device=str(device or "cpu"), defers_errors=target.defers_errors,
-                            routes=routes)
+                            routes=routes, over_new_results=kind == "inference")
     if debug:
         (debug / target.source_file).write_text(code.source)
         (debug / "wrapper.py").write_text(wrapper.source)
