@@ -265,8 +265,8 @@ def timed_first_call(step: Callable[..., Any], inputs: list[Any]) -> float:
     """Seconds of `step`'s first call (its compile), the garbage collector run just before:
     a full collection of this process's heap (~400,000 objects after a few compiles) takes
     0.35-0.6 s, and without it one fell at random into one backend's compile or another's,
-    collecting the garbage every earlier compile left (0.6 s and 165,000 objects in one
-    of Trebuchet's three ViT-Tiny compiles, none in the other two)."""
+    collecting the garbage every earlier compile left (in one run, inside two of
+    Trebuchet's three ViT-Tiny compiles: 0.36 s and 0.63 s, none in the third)."""
     gc.collect()
     start = time.perf_counter()
     step(*inputs)
