@@ -10,6 +10,8 @@ from __future__ import annotations
 import sympy
 from torch.utils._sympy.functions import FloorDiv, ModularIndexing
 
+from .symbolic import nonnegative
+
 
 def _split(expr: sympy.Expr, divisor: sympy.Expr,
            ranges: dict[sympy.Symbol, sympy.Expr]) -> tuple[sympy.Expr, sympy.Expr] | None:
@@ -29,7 +31,7 @@ def _split(expr: sympy.Expr, divisor: sympy.Expr,
     if high is None:
         return None
     margin = sympy.expand(divisor - 1 - high)
-    if margin.is_nonnegative or (margin.is_number and margin >= 0):
+    if nonnegative(margin):
         return quotient, rest
     return None
 
@@ -84,7 +86,7 @@ def simplify_index(expr: sympy.Expr, ranges: dict[sympy.Symbol, sympy.Expr]) -> 
         high = _max_value(kept, ranges)
         if high is not None:
             margin = sympy.expand(m - 1 - high)
-            if margin.is_nonnegative or (margin.is_number and margin >= 0):
+            if nonnegative(margin):
                 return kept
         return ModularIndexing(a, b, m)
 

@@ -43,20 +43,20 @@ def clamp(index: sympy.Expr, high: sympy.Expr) -> sympy.Expr:
     index, high = sympy.sympify(index), sympy.sympify(high)
     if index.is_number and high.is_number:
         return sympy.Max(0, sympy.Min(index, high))
-    if _nonnegative(high - index):
+    if nonnegative(high - index):
         inner = index
-    elif _nonnegative(index - high):
+    elif nonnegative(index - high):
         inner = high
     else:
         inner = sympy.Min(index, high, evaluate=False)
-    if _nonnegative(inner):
+    if nonnegative(inner):
         return inner
-    if _nonnegative(-inner):
+    if nonnegative(-inner):
         return sympy.Integer(0)
     return sympy.Max(0, inner, evaluate=False)
 
 
-def _nonnegative(expr: sympy.Expr) -> bool:
+def nonnegative(expr: sympy.Expr) -> bool:
     """expr >= 0 for every value of the size and index symbols (False: not shown)."""
     if expr.is_number:
         return bool(expr >= 0)

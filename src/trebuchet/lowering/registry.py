@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import sympy
 import torch
 
-from ..ir.expr import Expr, Load, Op, walk
+from ..ir.expr import Expr, Load, loads, op_count
 from ..ir.nodes import (Buffer, BufferRef, Pointwise, contiguous_strides, index_vars,
                         linear_index)
 
@@ -192,16 +192,16 @@ class LoweringContext:
         if value.ref is not None or not value.shape:
             return False
         idx = index_vars(len(value.shape))
-        nodes = walk(value.load(idx))
-        size = sum(1 for n in nodes if isinstance(n, Op))
+        body = value.load(idx)
+        size = op_count(body)
         if size > 200 or (num_users > 1 and size > self.inline_limit):
             return True
-        return num_users > 1 and streamed_buffers(nodes, idx, value.shape) > STREAMED_LIMIT
+        return num_users > 1 and streamed_buffers(loads(body), idx, value.shape) > STREAMED_LIMIT
 
 
-def streamed_buffers(nodes: Sequence[Expr], idx: Sequence[sympy.Symbol], shape: Sequence[Any]) -> int:
-    """How many buffers the loads among `nodes` read element for element over `shape`:
-    their index varies along every dimension of more than one element (a per-channel
-    scale or a broadcast row does not count; it stays in cache)."""
+def streamed_buffers(reads: Sequence[Load], idx: Sequence[sympy.Symbol], shape: Sequence[Any]) -> int:
+    """How many buffers `reads` read element for element over `shape`: their index varies
+    along every dimension of more than one element (a per-channel scale or a broadcast row
+    does not count; it stays in cache)."""
     varying = {v for v, n in zip(idx, shape) if n != 1}
-    return len({n.buf for n in nodes if isinstance(n, Load) and varying <= n.index.free_symbols})
+    return len({r.buf for r in reads if varying <= r.index.free_symbols})
