@@ -6,6 +6,8 @@ once, with loop variables as broadcast `arange` tensors. Slow; never fused.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable
 
 import sympy
@@ -236,7 +238,7 @@ class Executor:
         local = {**env, **dict(zip(index_vars(len(shape)), grid[:len(shape)])),
                  **dict(zip(index_vars(len(rshape), "r"), grid[len(shape):]))}
         value = torch.broadcast_to(self.eval(b.body, local, bufs), shape + rshape)
-        value = value.reshape(shape + [-1])
+        value = value.reshape(shape + [math.prod(rshape)])    # (no -1: the shape may hold a 0)
         out.copy_(self.reduce(value, b.reduce_type, b.dtype))
         return out
 

@@ -16,7 +16,7 @@ from torch._decomp import core_aten_decompositions, get_decompositions
 aten = torch.ops.aten
 
 EXTRA = [
-    aten._softmax, aten._log_softmax, aten.native_layer_norm, aten.native_group_norm,
+    aten._softmax, aten._log_softmax, aten.native_group_norm,
     aten._native_batch_norm_legit_functional, aten.slice_scatter, aten.elu, aten.hardtanh,
     aten.addmm, aten.diagonal, aten.flip, aten.repeat, aten.im2col, aten.col2im,
     aten.expand_copy, aten.permute_copy, aten.transpose_copy, aten.unsqueeze_copy,
@@ -26,7 +26,8 @@ EXTRA = [
 # permutation; decomposed, they took 0.05 s of AOTAutograd's tracing of a small
 # bfloat16 BERT training step (292 calls through the reference implementations).
 KEEP = [aten.var_mean, aten.var, aten.std, aten.logsumexp, aten.gelu, aten.mean,
-        aten.t, aten.transpose]
+        aten.t, aten.transpose, aten.native_layer_norm, aten.native_layer_norm_backward,
+        aten.gelu_backward]
 # Library calls by design. The flash-attention decomposition must not be used under
 # autograd: its second output is the attention matrix where the backward op
 # (which stays a library call) expects the log-sum-exp, so gradients come out wrong.

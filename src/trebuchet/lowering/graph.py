@@ -29,7 +29,7 @@ from ..ir import symbolic
 from ..ir.nodes import (SOURCE_VALUE, BufferRef, ConstantBuffer, Extern, ExternOutput, GraphIR, GraphOutput,
                         InputBuffer, OpaqueInput, SymbolSource, op_short_name)
 from ..warn import warn_user
-from . import avg_pooling, misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
+from . import avg_pooling, layer_norm, misc, norms, pointwise, pooling, reductions, scatter, views  # noqa: F401  (fill the table)
 from .layout import (CHANNELS_LAST, channels_last_plan, channels_last_strides, is_conv2d,
                      is_conv2d_backward, prefers_nchw)
 from .registry import (LoweringContext, LoweringError, Origin, TensorValue, lookup, merge_origins, sym_expr,
@@ -278,7 +278,7 @@ def _call(ctx: LoweringContext, node: torch.fx.Node, meta: Any, env: dict, count
                 # A library call will read it from memory anyway: store it once, and let
                 # its other users load it instead of recomputing it.
                 return realize_like(ctx, result, meta, orders)
-            return _finish(ctx, result, len(node.users), meta, orders)
+            return _finish(ctx, result, _readers(node, result), meta, orders)
     short = op_short_name(target)
     (counts.extern if short in EXTERN_BY_DESIGN else counts.fallback)[name] += 1
     return make_extern(ctx, target, args, kwargs, meta, name, node)
@@ -314,7 +314,10 @@ def _on_device(node: torch.fx.Node, device: str) -> bool:
 
 
 def _matches_meta(result: Any, meta: Any) -> bool:
-    """A rule's result must have the shape and dtype eager would produce."""
+    """A rule's result must have the shape and dtype eager would produce (None where
+    eager returns None: an output a backward op was not asked for)."""
+    if meta is None or result is None:
+        return meta is None and result is None
     if isinstance(meta, (list, tuple)):
         return (isinstance(result, (list, tuple)) and len(result) == len(meta)
                 and all(_matches_meta(r, m) for r, m in zip(result, meta)))
@@ -337,15 +340,27 @@ def _add_origin(result: Any, origin: str, args: Any) -> None:
         result.origins = merge_origins(result.origins, (origin,))
 
 
-def _finish(ctx: LoweringContext, result: Any, num_users: int, meta: Any, orders: Any) -> Any:
+def _finish(ctx: LoweringContext, result: Any, num_users: Any, meta: Any, orders: Any) -> Any:
     """Store a value many consumers would recompute at length, in the memory order eager
     gives it (a channels-last activation stays channels-last for the convolution and the
     reductions after it), or the layout plan's."""
+    if result is None:
+        return None
     if isinstance(result, TensorValue):
         return (realize_like(ctx, result, meta, orders) if ctx.should_realize(result, num_users)
                 else result)
     metas = meta if isinstance(meta, (list, tuple)) else [None] * len(result)
-    return tuple(_finish(ctx, r, num_users, m, o) for r, m, o in zip(result, metas, orders))
+    users = num_users if isinstance(num_users, list) else [num_users] * len(result)
+    return tuple(_finish(ctx, r, n, m, o) for r, n, m, o in zip(result, users, metas, orders))
+
+
+def _readers(node: torch.fx.Node, result: Any) -> Any:
+    """How many nodes read the node's value; per item of a multi-output op (the users
+    of its getitem node for that item)."""
+    if not isinstance(result, (list, tuple)):
+        return len(node.users)
+    items = {u.args[1]: len(u.users) for u in node.users if u.target is operator.getitem}
+    return [items.get(k, 0) for k in range(len(result))]
 
 
 def _planned_order(ctx: LoweringContext, node: torch.fx.Node) -> list[int] | None:

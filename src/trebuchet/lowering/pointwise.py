@@ -20,7 +20,8 @@ from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 from ..ir import symbolic
 from ..ir.expr import Const, Expr, cast, op
-from .registry import LoweringContext, LoweringError, TensorValue, merge_origins, register_lowering
+from .registry import (LoweringContext, LoweringError, TensorValue, call_rule, call_step, merge_origins,
+                       register_lowering, to_dtype)
 from .scalars import scalar_value
 
 aten = torch.ops.aten
@@ -562,6 +563,43 @@ def gelu(ctx: LoweringContext, x: TensorValue, approximate: str = "none") -> Ten
                   op("add", c(1.0), op("erf", op("mul", a, c(math.sqrt(0.5))))))
 
     return elementwise(ctx, [x], fn, KIND.DEFAULT)
+
+
+@register_lowering(aten.gelu_backward.default)
+def gelu_backward(ctx: LoweringContext, grad: TensorValue, x: TensorValue,
+                  approximate: str = "none") -> TensorValue:
+    """The steps of torch._decomp's `gelu_backward`, each by its op's rule, in its order
+    (the same IR as lowering its decomposed graph; kept whole through AOTAutograd's
+    tracing, frontend/decompositions.py, which traced 8-16 ops for each): inputs in the
+    op-math dtype, the result rounded to eager's dtype."""
+    out = ctx.out_dtype()
+    compute = opmath(out)
+    grad = to_dtype(ctx, grad, compute)
+
+    def step(users: int, target: Any, *args: Any) -> Any:
+        return call_step(ctx, users, target, *args)
+
+    mul, add = aten.mul.Tensor, aten.add.Tensor
+    sqrt2, sqrt1_2, two_sqrtpi = 1.41421356237309504880, 0.70710678118654752440, 1.12837916709551257390
+    if approximate == "tanh":
+        beta, kappa = sqrt2 * two_sqrtpi * 0.5, 0.044715
+        x = to_dtype(ctx, x, compute, users=4)
+        x_sq = step(2, mul, x, x)
+        inner = step(1, mul, step(1, add, x, step(1, mul, step(1, mul, x_sq, x), kappa)), beta)
+        tanh_inner = step(2, aten.tanh.default, inner)
+        left = step(1, mul, x, 0.5)
+        left_derivative = step(1, mul, step(1, add, tanh_inner, 1), 0.5)
+        tanh_derivative = step(1, aten.sub.Tensor, 1, step(1, mul, tanh_inner, tanh_inner))
+        inner_derivative = step(1, mul, step(1, add, step(1, mul, x_sq, 3 * kappa), 1), beta)
+        right_derivative = step(1, mul, step(1, mul, left, tanh_derivative), inner_derivative)
+        total = step(1, add, left_derivative, right_derivative)
+    else:
+        alpha, beta = sqrt1_2, two_sqrtpi * sqrt1_2 * 0.5
+        x = to_dtype(ctx, x, compute, users=3)
+        cdf = step(1, mul, step(1, add, step(1, aten.erf.default, step(1, mul, x, alpha)), 1), 0.5)
+        pdf = step(1, mul, step(1, aten.exp.default, step(1, mul, step(1, mul, x, x), -0.5)), beta)
+        total = step(1, add, cdf, step(1, mul, x, pdf))
+    return to_dtype(ctx, call_rule(ctx, mul, grad, total), out)
 
 
 @register_lowering(aten._to_copy.default)

@@ -49,6 +49,40 @@ def lookup(target: Any) -> Callable | None:
     return LOWERINGS.get(target)
 
 
+def call_rule(ctx: "LoweringContext", target: Any, *args: Any, **kwargs: Any) -> Any:
+    """Lower `target` applied to `args` with its own rule, as one step of another op's rule
+    (a rule written as the steps of a decomposition: lowering/layer_norm.py)."""
+    saved = ctx.current_target
+    ctx.current_target = target
+    try:
+        return LOWERINGS[target](ctx, *args, **kwargs)
+    finally:
+        ctx.current_target = saved
+
+
+def call_step(ctx: "LoweringContext", users: int, target: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call_rule`, its result stored if `users` later steps would otherwise each recompute
+    it at length: what lowering the decomposed graph did with an FX node of that many users."""
+    return stored_if_reread(ctx, call_rule(ctx, target, *args, **kwargs), users)
+
+
+def stored_if_reread(ctx: "LoweringContext", value: Any, users: int) -> Any:
+    """`value`, stored (and remembered: every holder of it loads it from then on) when
+    `users` readers would otherwise each recompute it at length (`should_realize`)."""
+    if isinstance(value, TensorValue) and ctx.should_realize(value, users):
+        return ctx.realize(value)
+    return value
+
+
+def to_dtype(ctx: "LoweringContext", x: "TensorValue", dtype: torch.dtype, users: int = 1) -> "TensorValue":
+    """A decomposition's `x.to(dtype)` as a step read by `users` later steps. When x has the
+    dtype already, `to` returns x itself, whose FX node then had those readers too: x is
+    stored as lowering that graph stored it."""
+    if x.dtype == dtype:
+        return stored_if_reread(ctx, x, users)
+    return call_step(ctx, users, torch.ops.aten._to_copy.default, x, dtype=dtype)
+
+
 class Origin(str):
     """An ATen op name in a value's `origins`, with the user's source line that called it
     (where TorchDynamo recorded one): a kernel's comment and error messages name the
