@@ -311,3 +311,50 @@ def test_stored_gradient_and_its_column_sum(tmp_path: pathlib.Path) -> None:
     column = source[source.index(COLUMN_KERNEL):]
     assert "t_expf" not in column.split("\n}\n")[0]       # the sum loads the gradient
     assert trebuchet.stats()["kernels"] == 2
+
+
+# (rows, columns), whether the rows are split in chunks (more than 32768 elements and
+# at least two chunks of COLUMN_CHUNK_ROWS rows), whether a remainder of rows is left
+# over the groups of COLUMN_UNROLL (8) rows each pass folds.
+KNOWN_SPLITS = [((100000, 3), True, False), ((100003, 3), True, True), ((64, 5), False, False),
+                ((4099, 3), False, True)]
+
+
+@pytest.mark.parametrize("shape,chunks,remainder", KNOWN_SPLITS)
+def test_known_sizes_write_only_the_split_they_take(shape: tuple[int, int], chunks: bool,
+                                                     remainder: bool, tmp_path: pathlib.Path) -> None:
+    """With every size known, the kernel holds only the code of its split: one chunk
+    without partial results, or chunks whose partial results are on the stack (no
+    allocation), and no remainder loop when the row count is a multiple of the rows
+    folded per pass (the chunks start at multiples of it)."""
+    check_shapes(lambda t: t.sum(dim=0), randn, [shape], tmp_path, tol=LOOSE, dynamic=False)
+    (kernel,) = [s[s.index(COLUMN_KERNEL):] for s in
+                 (p.read_text() for p in tmp_path.rglob("kernels.c")) if COLUMN_KERNEL in s]
+    assert "malloc(" not in kernel and "if (n_chunk == 1)" not in kernel
+    assert ("part_" in kernel) == chunks
+    assert ("for (; rr < r_e; ++rr)" in kernel) == remainder
+
+
+def test_symbolic_sizes_keep_every_split(tmp_path: pathlib.Path) -> None:
+    """Sizes known only at run time: both epilogues, the allocation and its fallback."""
+    check_shapes(lambda t: t.sum(dim=0), randn, [(4096, 3), (64, 5)], tmp_path, tol=LOOSE)
+    sources = "\n".join(p.read_text() for p in tmp_path.rglob("kernels.c"))
+    assert "malloc(" in sources and "if (n_chunk == 1)" in sources
+
+
+@pytest.mark.parametrize("rows,specialized", [((100000, 200000), True), ((100000, 64), False)])
+def test_known_splits_only_where_kernels_keep_sharing(rows: tuple[int, int], specialized: bool,
+                                                      tmp_path: pathlib.Path) -> None:
+    """Two column sums that differ only in their sizes share one body (their sizes passed
+    as constants). Written for their own splits, sums that both split in chunks still
+    share; a chunked sum and a one-chunk sum would not, so both keep the code of every
+    split (the allocation, both epilogues) and share."""
+    def fn(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a.sum(dim=0), b.sum(dim=0)
+
+    a, b = randn((rows[0], 3)), randn((rows[1], 3))
+    compiled = compile_column(fn, tmp_path, dynamic=False)
+    compare(compiled(a, b), fn(a, b), False, LOOSE)
+    (source,) = [p.read_text() for p in tmp_path.rglob("kernels.c")]
+    assert "differ only in" in source                     # one body for both sums
+    assert ("malloc(" not in source) == specialized

@@ -46,6 +46,8 @@ _TOKEN = re.compile(r"""
 _BUFFER_NAME = re.compile(r"(?:a_|acc_|ai_|arg_|part_|v_)?(?:buf|in|const)\d+|kernel\d+")
 _DECLARED_TYPES = re.compile(r"(?:const|float|double|int|long|char|bool|_Bool|u?int\d+_t|half|bf16)")
 INT_MAX = 2**31 - 1
+_SIGNATURE = re.compile(r"void (\w+)\(([^)]*)\)")
+_PARAM = re.compile(r"\s*(.*?)\s*([A-Za-z_]\w*)\s*")
 
 
 @dataclass
@@ -62,28 +64,45 @@ class _Function:
     skeleton: tuple
 
 
-def share_constants(parts: list[tuple[str, str]]) -> list[str]:
+def share_constants(parts: list[tuple[str, str]],
+                    functions: list[_Function | None] | None = None) -> list[str]:
     """The C text of the kernels `parts` ((kernel name, its function text with header
     comment)), kernels that differ only in constants written as one shared body and a
     one-line function each. The result keeps the kernels' order (a group at its first
-    member); each element starts with its first kernel's `// kernelN: ` comment."""
-    functions = [_parse(name, text) for name, text in parts]
-    groups: dict[tuple, list[int]] = {}
+    member); each element starts with its first kernel's `// kernelN: ` comment.
+    `functions`: the parts already taken apart (`parse_parts`), to save doing it again."""
+    if functions is None:
+        functions = parse_parts(parts)
+    out: list[str] = []
+    for members in sharing_groups(functions):
+        if len(members) < 2:
+            out.append(parts[members[0]][1])
+        else:
+            out.append(_write_group([functions[j] for j in members]))
+    return out
+
+
+def parse_parts(parts: list[tuple[str, str]]) -> list[_Function | None]:
+    """Each part (as `share_constants` takes them) taken apart; None where its text is not
+    one kernel function (then it shares with none)."""
+    return [_parse(name, text) for name, text in parts]
+
+
+def sharing_groups(functions: list[_Function | None]) -> list[list[int]]:
+    """The indices of the parts that share one body, group by group in the order of their
+    first member; a part that shares with none is a group of its own."""
+    by_skeleton: dict[tuple, list[int]] = {}
     for i, f in enumerate(functions):
         if f is not None:
-            groups.setdefault(f.skeleton, []).append(i)
-    out: list[str] = []
-    done: set[int] = set()
-    for i, (name, text) in enumerate(parts):
+            by_skeleton.setdefault(f.skeleton, []).append(i)
+    groups, done = [], set()
+    for i, f in enumerate(functions):
         if i in done:
             continue
-        members = groups.get(functions[i].skeleton, [i]) if functions[i] is not None else [i]
-        if len(members) < 2:
-            out.append(text)
-            continue
+        members = by_skeleton[f.skeleton] if f is not None else [i]
         done.update(members)
-        out.append(_write_group([functions[j] for j in members]))
-    return out
+        groups.append(members)
+    return groups
 
 
 def _parse(name: str, text: str) -> _Function | None:
@@ -178,15 +197,15 @@ def _literal_type(tok: str) -> str | None:
 
 def _params(code: str, name: str) -> list[tuple[str, str]]:
     """The (type, name) of each parameter of `void name(type a, type* b, ...)`."""
-    m = re.match(rf"void {re.escape(name)}\(([^)]*)\)", code)
-    if m is None:
+    m = _SIGNATURE.match(code)
+    if m is None or m.group(1) != name:
         raise ValueError(name)
-    inside = m.group(1).strip()
+    inside = m.group(2).strip()
     if not inside or inside == "void":
         return []
     out = []
     for p in inside.split(","):
-        found = re.fullmatch(r"\s*(.*?)\s*([A-Za-z_]\w*)\s*", p)
+        found = _PARAM.fullmatch(p)
         if found is None:
             raise ValueError(name)
         out.append((found.group(1), found.group(2)))

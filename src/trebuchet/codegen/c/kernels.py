@@ -27,12 +27,24 @@ from .ops import load_code as c_load
 REDUCE_INIT = {"sum": "0", "prod": "1", "any": "0", "all": "1"}
 
 
+def specializable(kernel: Kernel) -> bool:
+    """Whether `KernelWriter(..., specialize=True)` may write other code for the kernel: a
+    column reduction whose sizes are all known."""
+    return is_column(kernel) and all(isinstance(x, (int, sympy.Integer))
+                                     for x in (*kernel.outer, *kernel.inner))
+
+
 class KernelWriter(Emitter):
     """Writes the C function for one scheduled kernel."""
 
-    def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = ""):
+    def __init__(self, kernel: Kernel, internal: set[str], params: list[Param], note: str = "",
+                 specialize: bool = False):
         super().__init__(C_OPS)
         self.note = note
+        # Write only the code of the sizes' own case where the writer knows it at compile
+        # time (a column reduction's split): less C, but kernels that differ only in sizes
+        # may then differ in code, so unit.py asks for it only where they still share.
+        self.specialize = specialize
         self.k = kernel
         self.internal = internal
         self.param_list = params
@@ -115,6 +127,9 @@ class KernelWriter(Emitter):
     # 0.1-0.6 s less.
     COLUMN_UNROLL_LARGE = 2
     COLUMN_LARGE_BODY = 10
+    # Partial results of a split whose sizes are all known go on the stack up to this many
+    # bytes (no allocation, so no fallback to write for its failure).
+    COLUMN_STACK_PARTS = 64 * 1024
     @staticmethod
     def _column_acc_type(n: KernelNode) -> str:
         return "int" if n.buf.reduce_type in ("any", "all") else ctype(n.body.dtype)
@@ -171,8 +186,7 @@ class KernelWriter(Emitter):
         k = self.k
         full = [n for n in k.nodes if n.level == "full"]
         is_arg = {n.buf.name: n.buf.reduce_type in ("argmax", "argmin") for n in full}
-        n_arrays = len(full) + sum(is_arg.values())
-        W = max(64, self.COLUMN_WIDTH // n_arrays // 16 * 16)
+        W, U, split, on_stack, aligned = self._column_plan(full, is_arg)
         items, min_rows = self.COLUMN_ITEMS, self.COLUMN_CHUNK_ROWS
         ov = [str(v) for v in k.outer_vars]
         rv = [str(v) for v in k.inner_vars]
@@ -215,17 +229,27 @@ class KernelWriter(Emitter):
             parts.append((f"part_{n.buf.name}", self._column_acc_type(n)))
             if is_arg[n.buf.name]:
                 parts.append((f"parti_{n.buf.name}", "int64_t"))
-        for p, at in parts:
-            L.append(f"    {at}* {p} = 0;")
-        L.append("    if (n_chunk > 1) {")
-        for p, at in parts:
-            L.append(f"        {p} = ({at}*)malloc(sizeof({at}) * n_chunk * n_outer * n_col);")
-        L.append(f"        if ({' || '.join(f'!{p}' for p, _ in parts)}) {{  // no memory: one chunk")
-        for p, _ in parts:
-            L.append(f"            free({p}); {p} = 0;")
-        L.append("            n_chunk = 1;")
-        L.append("        }")
-        L.append("    }")
+        # With every size known, the split is known too, and only its code is written (C
+        # the compiler would otherwise optimize before dropping it): one chunk, no partial
+        # results; or small partial results on the stack, no allocation that may fail.
+        n_split = split[0] if split else 0
+        if n_split == 1:
+            parts = []
+        elif on_stack:
+            for p, at in parts:
+                L.append(f"    {at} {p}[{split[1]}];")
+        else:
+            for p, at in parts:
+                L.append(f"    {at}* {p} = 0;")
+            L.append("    if (n_chunk > 1) {")
+            for p, at in parts:
+                L.append(f"        {p} = ({at}*)malloc(sizeof({at}) * n_chunk * n_outer * n_col);")
+            L.append(f"        if ({' || '.join(f'!{p}' for p, _ in parts)}) {{  // no memory: one chunk")
+            for p, _ in parts:
+                L.append(f"            free({p}); {p} = 0;")
+            L.append("            n_chunk = 1;")
+            L.append("        }")
+            L.append("    }")
         L.append("    #pragma omp parallel if((n_outer * n_col * n_row) > 32768)")
         L.append("    {")
         L.append(f"        #pragma omp for schedule(static){self.err}")
@@ -236,7 +260,15 @@ class KernelWriter(Emitter):
         L.extend(self._unflatten("o", ov[:-1], osizes[:-1], ind))
         L.append(f"{ind}const int64_t {last}_b = tile * width;")
         L.append(f"{ind}const int64_t {last}_e = {last}_b + width < n_col ? {last}_b + width : n_col;")
-        L.append(f"{ind}const int64_t r_b = chunk * n_row / n_chunk, r_e = (chunk + 1) * n_row / n_chunk;")
+        # Rows go by in groups of U (below); with the sizes known, chunks start at multiples
+        # of U, so that no chunk has a remainder when the row count is one.
+        if aligned:
+            L.append(f"{ind}const int64_t r_b = chunk * n_row / n_chunk / {U} * {U};")
+            L.append(f"{ind}const int64_t r_e = chunk + 1 == n_chunk ? n_row : "
+                     f"(chunk + 1) * n_row / n_chunk / {U} * {U};")
+        else:
+            L.append(f"{ind}const int64_t r_b = chunk * n_row / n_chunk, "
+                     "r_e = (chunk + 1) * n_row / n_chunk;")
         for n in full:
             rt, name = n.buf.reduce_type, n.buf.name
             init = REDUCE_INIT.get(rt) or _extreme(n.body.dtype, rt in ("max", "argmax"))
@@ -246,35 +278,95 @@ class KernelWriter(Emitter):
                 L.append(f"{ind}int64_t arg_{name}[{W}];")
                 fill += f" arg_{name}[j] = r_b;"
             L.append(f"{ind}for (int64_t j = 0; j < {last}_e - {last}_b; ++j) {{ {fill} }}")
-        # Rows go by in groups of COLUMN_UNROLL: each accumulator is loaded once, folds the
+        # Rows go by in groups of U (COLUMN_UNROLL): each accumulator is loaded once, folds the
         # group's rows in row order (the same order as one at a time), and is stored once.
-        U = self._column_group(full)
         if len(rv) > 1:   # the row's index in each reduced dim, advanced with carries
             L.extend(self._unflatten("r_b", [f"{v}_n" for v in rv], rsizes, ind, const=False))
         L.append(f"{ind}int64_t rr = r_b;")
         L.append(f"{ind}for (; rr + {U} <= r_e; rr += {U}) {{")
         L.extend(self._column_rows(full, is_arg, U, ind + "    "))
         L.append(f"{ind}}}")
-        L.append(f"{ind}for (; rr < r_e; ++rr) {{")
-        L.extend(self._column_rows(full, is_arg, 1, ind + "    "))
-        L.append(f"{ind}}}")
-        L.append(f"{ind}if (n_chunk == 1) {{")
-        L.append(f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        if not aligned:
+            L.append(f"{ind}for (; rr < r_e; ++rr) {{")
+            L.extend(self._column_rows(full, is_arg, 1, ind + "    "))
+            L.append(f"{ind}}}")
         j = f"[{last} - {last}_b]"
-        L.extend(self._column_epilogue(
-            full, {n.buf.name: (f"acc_{n.buf.name}{j}", f"arg_{n.buf.name}{j}") for n in full},
-            ind + " " * 8))
-        L.append(f"{ind}    }}")
-        L.append(f"{ind}}} else {{")
-        L.append(f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{")
+        direct = [f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{",
+                  *self._column_epilogue(
+                      full, {n.buf.name: (f"acc_{n.buf.name}{j}", f"arg_{n.buf.name}{j}")
+                             for n in full}, ind + " " * 8),
+                  f"{ind}    }}"]
         at = f"[(chunk * n_outer + o) * n_col + {last}]"
+        partial = [f"{ind}    for (int64_t {last} = {last}_b; {last} < {last}_e; ++{last}) {{"]
         for n in full:
-            L.append(f"{ind}        part_{n.buf.name}{at} = acc_{n.buf.name}{j};")
+            partial.append(f"{ind}        part_{n.buf.name}{at} = acc_{n.buf.name}{j};")
             if is_arg[n.buf.name]:
-                L.append(f"{ind}        parti_{n.buf.name}{at} = arg_{n.buf.name}{j};")
-        L.append(f"{ind}    }}")
-        L.append(f"{ind}}}")
+                partial.append(f"{ind}        parti_{n.buf.name}{at} = arg_{n.buf.name}{j};")
+        partial.append(f"{ind}    }}")
+        if n_split == 1:
+            L.extend(direct)
+        elif on_stack:
+            L.extend(partial)
+        else:
+            L += [f"{ind}if (n_chunk == 1) {{", *direct, f"{ind}}} else {{", *partial, f"{ind}}}"]
         L.append("        }")
+        if n_split != 1:
+            L.extend(self._column_combine(full, is_arg, ov, osizes, last))
+        L.append("    }")
+        if not on_stack:
+            for p, _ in parts:
+                L.append(f"    free({p});")
+        L.extend(self._function_end())
+        return "\n".join(L)
+
+    def _column_plan(self, full: list[KernelNode], is_arg: dict[str, bool]
+                     ) -> tuple[int, int, tuple[int, int, int] | None, bool, bool]:
+        """A column kernel's tile width, rows folded per pass, its split when specialized
+        (`_static_split`), whether the partial results then go on the stack, and whether
+        every chunk's rows are a multiple of the rows per pass (no remainder loop)."""
+        n_arrays = len(full) + sum(is_arg.values())
+        W = max(64, self.COLUMN_WIDTH // n_arrays // 16 * 16)
+        U = self._column_group(full)
+        split = self._static_split(W)
+        on_stack = bool(split) and split[0] > 1 and split[1] * 8 * n_arrays <= self.COLUMN_STACK_PARTS
+        aligned = bool(split) and split[2] % U == 0
+        return W, U, split, on_stack, aligned
+
+    def split_case(self) -> tuple | None:
+        """Which code the specialized kernel holds: (one chunk, the partial results' stack
+        size or None, no remainder loop); None where it holds every case. Kernels of one
+        body keep sharing it, specialized, when their cases are equal (unit.py)."""
+        full = [n for n in self.k.nodes if n.level == "full"]
+        _, _, split, on_stack, aligned = self._column_plan(
+            full, {n.buf.name: n.buf.reduce_type in ("argmax", "argmin") for n in full})
+        if split is None:
+            return None
+        return split[0] == 1, split[1] if on_stack else None, aligned
+
+    def _static_split(self, W: int) -> tuple[int, int, int] | None:
+        """(chunks, partial results per accumulator, rows) when every size is known: the
+        split the C code computes at run time (`_column_kernel`), done here."""
+        k = self.k
+        if not self.specialize or not specializable(k):
+            return None
+        n_outer = math.prod(int(x) for x in k.outer[:-1])
+        n_col, n_row = int(k.outer[-1]), math.prod(int(x) for x in k.inner)
+        if n_outer == 0 or n_col == 0:
+            return None
+        n_tile = (n_col + W - 1) // W
+        width = ((n_col + n_tile - 1) // n_tile + 15) // 16 * 16
+        n_tile = (n_col + width - 1) // width
+        n_chunk = 1
+        if n_outer * n_tile < self.COLUMN_ITEMS and n_outer * n_col * n_row > 32768:
+            n_chunk = (self.COLUMN_ITEMS + n_outer * n_tile - 1) // (n_outer * n_tile)
+            n_chunk = max(1, min(n_chunk, n_row // self.COLUMN_CHUNK_ROWS))
+        return n_chunk, n_chunk * n_outer * n_col, n_row
+
+    def _column_combine(self, full: list[KernelNode], is_arg: dict[str, bool], ov: list[str],
+                        osizes: list[str], last: str) -> list[str]:
+        """The second pass of a column kernel whose rows were split in chunks: each output's
+        partial results combined in chunk order."""
+        L = []
         L.append("        if (n_chunk > 1) {")
         L.append("            // combine the chunks' partial results, in chunk order")
         L.append(f"            #pragma omp for schedule(static){self.err}")
@@ -295,11 +387,7 @@ class KernelWriter(Emitter):
             full, {n.buf.name: (f"a_{n.buf.name}", f"ai_{n.buf.name}") for n in full}, ind))
         L.append("            }")
         L.append("        }")
-        L.append("    }")
-        for p, _ in parts:
-            L.append(f"    free({p});")
-        L.extend(self._function_end())
-        return "\n".join(L)
+        return L
 
     def _column_group(self, full: list[KernelNode]) -> int:
         """Rows folded per pass: COLUMN_UNROLL, or COLUMN_UNROLL_LARGE for a body of more
