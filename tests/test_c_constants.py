@@ -102,7 +102,7 @@ def test_batch_norms_of_several_widths_share_one_body(tmp_path: pathlib.Path,
     shared = _train_step(nets[0], x, tmp_path / "shared")
     assert "_body(" in _sources(tmp_path / "shared")
     from trebuchet.codegen.c import unit         # the same graphs, each kernel its own function
-    monkeypatch.setattr(unit, "share_constants", lambda parts: [text for _, text in parts])
+    monkeypatch.setattr(unit, "share_constants", lambda parts, *_: [text for _, text in parts])
     alone = _train_step(nets[1], x, tmp_path / "alone")
     assert "_body(" not in _sources(tmp_path / "alone")
     for a, b in zip(shared, alone, strict=True):
