@@ -77,6 +77,7 @@ class GraphReplay:
         self.ptrs: list[int] = []
         self.outputs: Any = None
         self.check: Callable[[], None] | None = None
+        self.private: Callable | None = None   # the captured instance (kept: its buffers)
 
     def __call__(self, args: list) -> Any:
         if self.failed:
@@ -108,6 +109,11 @@ class GraphReplay:
             args.clear()
             return out
         self.graph, self.static, self.outputs = graph, static, outputs
+        # the captured kernels use the private instance's kept buffers (its BufferSlots:
+        # memory allocated at the warm-up, outside the graph's pool, that the capture
+        # reused for intermediates): it lives as long as the graph, or a replay would write
+        # into memory the allocator has handed out again
+        self.private = private
         self.own = [not isinstance(a, torch.nn.Parameter) for a in args]
         self.ptrs = [a.data_ptr() for a in static]
         self.check = getattr(private, "check_errors", None)

@@ -248,7 +248,10 @@ class CompiledLaunch:
         if len(self.runners) >= self.MAX_RUNNERS:
             self.runners.clear()
         tail = tuple(kwargs[n] if n in kwargs else self.defaults[n] for n in self.names[len(args):])
-        return kernel[grid], tail
+        # a CompiledKernel's launcher reads grid[0], grid[1] and grid[2] (the JIT pads a
+        # shorter grid with 1s; `compiled[grid]` does not): the generated code's grids are
+        # 1- or 2-D
+        return kernel[tuple(grid) + (1,) * (3 - len(grid))], tail
 
 
 # ---- the error flag ----------------------------------------------------------------------
