@@ -577,6 +577,14 @@ def part_bert(run: Run) -> dict[str, Any]:
     errors = out["errors"] = {}
     with torch.no_grad():
         want = model(**inputs).last_hidden_state
+        # a higher-precision reference (float32 for bfloat16, float64 for float32): the
+        # check below, as the correctness part's, passes a result as close to eager as
+        # the tolerance says or no further from the reference than twice eager's distance
+        # (12 bfloat16 layers: on the H200, 2026-11-30, both compiled backends differed
+        # from eager by more than the bfloat16 tolerance, 0.109 and 0.125 at most)
+        wide = torch.float64 if dtype == torch.float32 else torch.float32
+        ref = copy.deepcopy(model).to(wide)(**inputs).last_hidden_state
+        out["error_vs_reference"] = {"eager": _max_err(want, ref)}
         for b in run.static_backends():
             try:
                 f = run.make(b, model)
@@ -585,13 +593,24 @@ def part_bert(run: Run) -> dict[str, Any]:
                 run.sync()
                 out.setdefault("first_call_s", {})[b] = time.perf_counter() - t0
                 out.setdefault("max_error", {})[b] = _max_err(got, want)
+                out["error_vs_reference"][b] = _max_err(got, ref)
                 if b == "trebuchet":
-                    out["correct"] = _close(got, want, dtype)
+                    out["correct"] = _close(got, want, dtype) or (
+                        out["error_vs_reference"][b]
+                        <= 2 * out["error_vs_reference"]["eager"] + 1e-6)
                     out["trebuchet"] = _trebuchet_stats()
                 fns[b] = lambda f=f: f(**inputs)
             except Exception as e:        # noqa: BLE001
                 errors[b] = f"{type(e).__name__}: {e}"[:300]
         times = time_calls(run, fns, max(5, run.repeats // 2), errors=errors)
+        # the first call above ran each backend's ordinary path; after the timing, a
+        # CUDA graph's replays (cudagraphs=True) are checked too
+        for b in times:
+            try:
+                out.setdefault("max_error_after_timing", {})[b] = _max_err(
+                    fns[b]().last_hidden_state, want)
+            except Exception as e:        # noqa: BLE001
+                errors[b] = f"after timing: {type(e).__name__}: {e}"[:300]
     out["ms"] = {b: t * 1e3 for b, t in times.items()}
     if not errors:
         del out["errors"]
