@@ -15,8 +15,10 @@ Two ways a kernel runs:
     cache goes inside ours (`<cache>/triton/compiled/`) while we compile, unless the
     user chose one (TRITON_CACHE_DIR, or `triton.knobs.cache.dir` set in code).
 
-The compiled path is written against Triton 3.6-3.9's documented API but has NOT been run
-on a GPU yet (no GPU where it was written): only its dispatch logic is tested, with a
+The compiled path is written against Triton 3.6-3.9's documented API. It ran once on an
+H200 (2026-11-30, triton 3.6: benchmarks/gpu.py, docs/benchmarks.md), after a fix found
+reading Triton's source: `CompiledKernel[grid]` reads three grid dimensions where the JIT
+pads a shorter grid, so a 1-D grid is padded here. CI tests its dispatch logic with a
 stand-in for the JIT function (tests/test_triton_runtime.py).
 """
 from __future__ import annotations
