@@ -274,3 +274,30 @@ def test_returned_activation_is_stored_by_the_kernel_using_it(as_view: bool) -> 
     assert stats["kernels"] == 1 + 5
     assert "aten.gelu.default" in stats["kernel_ops"][0]
     assert "aten.add.Tensor" not in stats["kernel_ops"][-1]   # h is not recomputed at the end
+
+
+def test_an_expanded_extern_argument_keeps_its_last_dim_contiguous(tmp_path: pathlib.Path) -> None:
+    """An attention mask computed in the graph and expanded over the heads (what SDPA's
+    CUDA composite passes memory-efficient attention, whose bias must have a contiguous
+    last dim: a GPT-2 training step failed on an H200 with "(*bias): last dimension must
+    be contiguous"): stored with the broadcast dim outermost, not innermost."""
+    def fn(x, pos):
+        q = x.view(2, 16, 4, 8).transpose(1, 2)
+        i = torch.arange(16)
+        keep = (i[None, :] <= i[:, None]) & (pos[:, None, :, None] == pos[:, None, None, :])
+        mask = torch.where(keep, 0.0, float("-inf")).expand(2, 4, 16, 16)
+        return F.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+    x, pos = torch.randn(2, 16, 32), torch.zeros(2, 16, dtype=torch.int64)
+    src = run(fn, x, pos, tmp_path=tmp_path)
+    call = next(line for line in src.splitlines() if "attn_mask=" in line)
+    strides = re.search(r"attn_mask=as_strided\(buf\d+, \(2, 4, 16, 16, \), \(([^)]*)\)", call)
+    assert strides is not None, call
+    assert strides.group(1).replace(" ", "").rstrip(",").split(",")[-1] == "1", call
+
+
+def test_memory_order_puts_broadcast_dims_outermost() -> None:
+    from trebuchet.lowering.storage import memory_order
+
+    assert memory_order((1024, 0, 32, 1)) == [1, 0, 2, 3]   # a mask expanded over heads
+    assert memory_order((0, 1)) == [0, 1]

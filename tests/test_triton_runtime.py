@@ -247,7 +247,8 @@ class StandInJIT:
 
         class Compiled:
             def __getitem__(self, grid):
-                return lambda *a: jit.launches.append((grid, a))
+                # as triton's CompiledKernel: its launcher reads grid[0], grid[1], grid[2]
+                return lambda *a: jit.launches.append(((grid[0], grid[1], grid[2]), a))
         return Compiled()
 
     def __getitem__(self, grid):
@@ -265,7 +266,7 @@ def test_compiled_launch_compiles_each_specialization_once(
     fast[(4,)](a, b, 100, 32, XBLOCK=128)
     fast[(4,)](a, b, 7, 32, XBLOCK=128)            # n is not specialized: same kernel
     assert len(jit.warmups) == 1 and len(jit.launches) == 2
-    assert jit.launches[0] == ((4,), (a, b, 100, 32, 128, True))   # constexprs, defaults
+    assert jit.launches[0] == ((4, 1, 1), (a, b, 100, 32, 128, True))  # constexprs, defaults
     assert jit.cache_dirs == [str(tmp_path / "compiled")]
     assert "TRITON_CACHE_DIR" not in os.environ                   # only while compiling
     fast[(4,)](base[1:33], b, 7, 32, XBLOCK=128)   # unaligned pointer: another kernel
@@ -273,9 +274,11 @@ def test_compiled_launch_compiles_each_specialization_once(
     fast[(4,)](a, b, 7, 33, XBLOCK=128)            # m not a multiple of 16: another
     fast[(4,)](a, b, 7, 32, XBLOCK=64)             # another constexpr: another
     fast[(8,)](a, b, 7, 32, XBLOCK=64)             # another grid: the same kernel
+    fast[(8, 2)](a, b, 7, 32, XBLOCK=64)           # a 2-D grid (tiles): the same kernel
+    assert [g for g, _ in jit.launches[-2:]] == [(8, 1, 1), (8, 2, 1)]   # padded to 3-D
     fast[(4,)](a.double(), b, 7, 32, XBLOCK=128)   # another dtype: another
     fast[(4,)](a, b, 2 ** 40, 32, XBLOCK=128)      # n beyond int32: another
-    assert len(jit.warmups) == 7 and len(jit.launches) == 9 and not jit.plain
+    assert len(jit.warmups) == 7 and len(jit.launches) == 10 and not jit.plain
     fast[(4,)](a, b, "n", 32, XBLOCK=128)          # an argument it does not key: the JIT
     assert len(jit.plain) == 1
 
@@ -412,6 +415,48 @@ def test_graph_replay_copies_inputs_keeps_parameters_and_copies_outputs_out(
     w2 = torch.nn.Parameter(torch.full((4,), 5.0), requires_grad=False)
     assert torch.equal(replay([x1, w2])[0], x1 * 5) and len(plain_calls) == 2   # moved: plain
     assert len(replays) == 2
+
+
+def test_graph_replay_keeps_the_captured_instance_and_its_buffers_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The captured kernels write the private instance's kept buffers (allocated at its
+    warm-up, outside the graph's memory pool): the instance must live as long as the
+    graph, or its buffers go back to the allocator while replays still write them."""
+    import contextlib
+    import gc
+    import weakref
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: _Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: object())
+
+    class Private:
+        def __init__(self) -> None:
+            self.kept = torch.empty(4)          # stands for a BufferSlots slot
+
+        def __call__(self, args: list) -> tuple:
+            x, = args
+            torch.mul(x, 2, out=self.kept)
+            args.clear()
+            return (self.kept + 1,)
+
+    made: list[weakref.ref] = []
+
+    def make_private() -> Private:
+        p = Private()
+        made.append(weakref.ref(p))
+        return p
+
+    replay = cudagraphs.GraphReplay(lambda args: (args[0] * 2 + 1,), make_private,
+                                    torch.device("cuda", 0))
+    x = torch.arange(4.0)
+    replay([x])
+    replay([x])                                  # captured
+    assert replay.graph is not None and len(made) == 1
+    gc.collect()
+    assert made[0]() is not None                 # the instance (and its buffers) alive
 
 
 def test_without_the_interpreter_each_launched_kernel_becomes_a_compiled_launch(

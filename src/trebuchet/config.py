@@ -68,7 +68,7 @@ class Options:
     profile: bool = False          # time each kernel/extern call (trebuchet.profile_report())
     # CUDA inference graphs with static shapes: captured in a torch.cuda.CUDAGraph after a
     # warm-up call, then replayed (one launch for the whole graph); other graphs run as
-    # usual, with a warning (runtime/cudagraphs.py). Not yet run on a GPU.
+    # usual, with a warning (runtime/cudagraphs.py). Run once on an H200 (docs/benchmarks.md).
     cudagraphs: bool = False
     # Triton on a GPU: the first call of a pointwise kernel at a size binding times a few
     # launch configurations (block sizes, warps) around the heuristic's and keeps the

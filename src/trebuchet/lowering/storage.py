@@ -75,10 +75,14 @@ def extern_arg(ctx: LoweringContext, x: Any, traced: Any = None,
 
 def memory_order(stride: tuple) -> list[int] | None:
     """Dims from outermost to innermost in memory (largest stride first, ties in dim
-    order); None when a stride is symbolic."""
+    order); None when a stride is symbolic. A broadcast dim (stride 0: an expand) goes
+    outermost: the dims that address memory keep their order, the last one contiguous
+    (ranked by its stride 0 it went innermost, and an attention mask expanded over the
+    heads was stored with the heads innermost, its last dim of stride H, which CUDA's
+    memory-efficient attention refuses)."""
     if not all(sympy.sympify(s).is_number for s in stride):
         return None
-    return sorted(range(len(stride)), key=lambda d: (-int(stride[d]), d))
+    return sorted(range(len(stride)), key=lambda d: (int(stride[d]) != 0, -int(stride[d]), d))
 
 
 def store_in_output_layout(ctx: LoweringContext, x: TensorValue) -> TensorValue:

@@ -16,8 +16,10 @@ Graphs with dynamic shapes, training graphs (forward/backward), graphs not on a 
 device, profiled graphs and graphs whose capture fails run the ordinary compiled call,
 with a warning.
 
-Written for torch's documented CUDA graph API (torch.cuda.graph, CUDAGraph.replay), but
-NOT yet run on a GPU: only the decline paths and option handling are tested.
+Written for torch's documented CUDA graph API (torch.cuda.graph, CUDAGraph.replay). It ran
+once on an H200 (2026-11-30: a one-kernel graph and BERT-base inference, benchmarks/gpu.py;
+docs/benchmarks.md), where the replays' outputs were not checked; CI tests the bookkeeping
+with the CUDA API stood in for, the decline paths and the option handling.
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class GraphReplay:
         self.ptrs: list[int] = []
         self.outputs: Any = None
         self.check: Callable[[], None] | None = None
+        self.private: Callable | None = None   # the captured instance (kept: its buffers)
 
     def __call__(self, args: list) -> Any:
         if self.failed:
@@ -108,6 +111,11 @@ class GraphReplay:
             args.clear()
             return out
         self.graph, self.static, self.outputs = graph, static, outputs
+        # the captured kernels use the private instance's kept buffers (its BufferSlots:
+        # memory allocated at the warm-up, outside the graph's pool, that the capture
+        # reused for intermediates): it lives as long as the graph, or a replay would write
+        # into memory the allocator has handed out again
+        self.private = private
         self.own = [not isinstance(a, torch.nn.Parameter) for a in args]
         self.ptrs = [a.data_ptr() for a in static]
         self.check = getattr(private, "check_errors", None)

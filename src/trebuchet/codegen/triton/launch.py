@@ -15,8 +15,10 @@ Two ways a kernel runs:
     cache goes inside ours (`<cache>/triton/compiled/`) while we compile, unless the
     user chose one (TRITON_CACHE_DIR, or `triton.knobs.cache.dir` set in code).
 
-The compiled path is written against Triton 3.6-3.9's documented API but has NOT been run
-on a GPU yet (no GPU where it was written): only its dispatch logic is tested, with a
+The compiled path is written against Triton 3.6-3.9's documented API. It ran once on an
+H200 (2026-11-30, triton 3.6: benchmarks/gpu.py, docs/benchmarks.md), after a fix found
+reading Triton's source: `CompiledKernel[grid]` reads three grid dimensions where the JIT
+pads a shorter grid, so a 1-D grid is padded here. CI tests its dispatch logic with a
 stand-in for the JIT function (tests/test_triton_runtime.py).
 """
 from __future__ import annotations
@@ -248,7 +250,10 @@ class CompiledLaunch:
         if len(self.runners) >= self.MAX_RUNNERS:
             self.runners.clear()
         tail = tuple(kwargs[n] if n in kwargs else self.defaults[n] for n in self.names[len(args):])
-        return kernel[grid], tail
+        # a CompiledKernel's launcher reads grid[0], grid[1] and grid[2] (the JIT pads a
+        # shorter grid with 1s; `compiled[grid]` does not): the generated code's grids are
+        # 1- or 2-D
+        return kernel[tuple(grid) + (1,) * (3 - len(grid))], tail
 
 
 # ---- the error flag ----------------------------------------------------------------------
