@@ -45,7 +45,10 @@ EXTERN_BY_DESIGN = {
     "mm", "bmm", "addmm", "baddbmm", "addbmm", "matmul", "dot", "mv", "addmv", "convolution",
     "convolution_backward", "_scaled_dot_product_flash_attention_for_cpu",
     "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_attention_math",
-    "_scaled_dot_product_efficient_attention", "linear", "_weight_int8pack_mm",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_backward",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_cudnn_attention_backward",
+    "linear", "_weight_int8pack_mm",
 }
 
 
