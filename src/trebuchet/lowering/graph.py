@@ -146,7 +146,7 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
         elif node.op == "get_attr":
             env[node] = _constant(ctx, _fetch_attr(gm, node.target), device)
         elif node.op == "output":
-            outputs = graph_outputs(ctx, _as_list(node.args[0]), env, early)
+            outputs = graph_outputs(ctx, graph_returns(gm), env, early)
     free = set()
     for b in ctx.buffers:
         for s in list(b.shape) + list(b.stride):
@@ -156,10 +156,6 @@ def lower_graph(gm: torch.fx.GraphModule, counts: OpCounts, inline_limit: int = 
         raise LoweringError(f"size symbols {sorted(map(str, missing))} have no source input")
     opaque = [v for v in env.values() if isinstance(v, OpaqueInput)]
     return GraphIR(inputs, ctx.buffers, outputs, symbol_sources, position, ctx.constants, opaque)
-
-
-def _as_list(x: Any) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
 def _placeholder(node: torch.fx.Node, meta: Any, position: int, inputs: list[InputBuffer],
