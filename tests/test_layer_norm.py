@@ -78,3 +78,37 @@ def test_layer_norm_over_no_elements_as_eager() -> None:
     got, want = trebuchet.compile(fn, target="c")(x), fn(x)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, equal_nan=True)
+
+
+@pytest.mark.parametrize("wanted", ["input", "weight", "weight_and_bias"])
+def test_layer_norm_backward_of_some_outputs(wanted: str) -> None:
+    """Gradients of only some of the inputs (the backward's output mask): the same values
+    as eager's, and only their kernels (a weight gradient alone is one column kernel)."""
+    torch.manual_seed(2)
+    hidden = 16
+    x = torch.randn(6, hidden, requires_grad=wanted == "input")
+    w = torch.rand(hidden).add_(0.5).requires_grad_(wanted != "input")
+    b = torch.randn(hidden).requires_grad_(wanted == "weight_and_bias")
+
+    def fn(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (hidden,), w, b)
+
+    grad = torch.randn(6, hidden)
+    trebuchet.reset()
+    compiled = trebuchet.compile(fn, target="c", strict=True)
+    out = compiled(x, w, b)
+    forward = trebuchet.stats()["kernels"]
+    out.backward(grad)
+    got = [t.grad for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    fn(x, w, b).backward(grad)
+    for g, t in zip(got, (x, w, b), strict=True):
+        if t.requires_grad:
+            torch.testing.assert_close(g, t.grad)
+        else:
+            assert g is None
+    stats = trebuchet.stats()
+    assert stats["lowered_ops"].get("aten.native_layer_norm_backward.default") == 1
+    if wanted == "weight":
+        assert stats["kernels"] - forward == 1, stats["kernel_ops"]

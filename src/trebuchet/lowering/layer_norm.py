@@ -91,23 +91,27 @@ def native_layer_norm_backward(ctx: LoweringContext, grad_out: TensorValue, x: T
     want_weight = bool(output_mask[1]) and weight is not None
     want_bias = bool(output_mask[2]) and bias is not None
     cdt = opmath(x.dtype)
-    # the readers of each value below, as in the decomposed graph
-    go = to_dtype(ctx, grad_out, cdt, users=(1 if weight is not None else 3) + want_weight + want_bias)
-    x_c = to_dtype(ctx, x, cdt)
-    w_c = to_dtype(ctx, weight, cdt) if weight is not None else None
-    mean = _unsqueeze_to(ctx, mean, x.ndim)
-    rstd = _unsqueeze_to(ctx, rstd, x.ndim)
-    x_hat = call_step(ctx, 2 + want_weight, aten.mul.Tensor,
-                      call_rule(ctx, aten.sub.Tensor, x_c, mean), rstd)
-    grad_x_hat = call_step(ctx, 3, aten.mul.Tensor, go, w_c) if w_c is not None else go
-    a = call_rule(ctx, aten.mul.Tensor, grad_x_hat, _count(n))
-    b = call_rule(ctx, aten.sum.dim_IntList, grad_x_hat, inner, True)
-    c1 = call_rule(ctx, aten.mul.Tensor, grad_x_hat, x_hat)
-    c2 = call_rule(ctx, aten.sum.dim_IntList, c1, inner, True)
-    c3 = call_rule(ctx, aten.mul.Tensor, x_hat, c2)
-    d_inner = call_rule(ctx, aten.sub.Tensor, call_rule(ctx, aten.sub.Tensor, a, b), c3)
+    # the readers of each value below, as in the decomposed graph (where what no output
+    # needs was dead code: here it is never made)
+    go = to_dtype(ctx, grad_out, cdt,
+                  users=(1 if weight is not None else 3) * want_input + want_weight + want_bias)
+    x_hat = None
+    if want_input or want_weight:
+        x_c = to_dtype(ctx, x, cdt)
+        mean = _unsqueeze_to(ctx, mean, x.ndim)
+        rstd = _unsqueeze_to(ctx, rstd, x.ndim)
+        x_hat = call_step(ctx, 2 * want_input + want_weight, aten.mul.Tensor,
+                          call_rule(ctx, aten.sub.Tensor, x_c, mean), rstd)
     d_input = d_weight = d_bias = None
     if want_input:
+        grad_x_hat = (call_step(ctx, 3, aten.mul.Tensor, go, to_dtype(ctx, weight, cdt))
+                      if weight is not None else go)
+        a = call_rule(ctx, aten.mul.Tensor, grad_x_hat, _count(n))
+        b = call_rule(ctx, aten.sum.dim_IntList, grad_x_hat, inner, True)
+        c1 = call_rule(ctx, aten.mul.Tensor, grad_x_hat, x_hat)
+        c2 = call_rule(ctx, aten.sum.dim_IntList, c1, inner, True)
+        c3 = call_rule(ctx, aten.mul.Tensor, x_hat, c2)
+        d_inner = call_rule(ctx, aten.sub.Tensor, call_rule(ctx, aten.sub.Tensor, a, b), c3)
         scale = call_rule(ctx, aten.div.Tensor, rstd, _count(n))
         d_input = call_rule(ctx, aten.mul.Tensor, scale, d_inner)
     if want_weight:
