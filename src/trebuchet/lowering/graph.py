@@ -358,8 +358,13 @@ def _readers(node: torch.fx.Node, result: Any) -> Any:
     of its getitem node for that item)."""
     if not isinstance(result, (list, tuple)):
         return len(node.users)
-    items = {u.args[1]: len(u.users) for u in node.users if u.target is operator.getitem}
-    return [items.get(k, 0) for k in range(len(result))]
+    items = _items(node)
+    return [len(items[k].users) if k in items else 0 for k in range(len(result))]
+
+
+def _items(node: torch.fx.Node) -> dict[int, torch.fx.Node]:
+    """A multi-output op's getitem nodes, by the item they take."""
+    return {u.args[1]: u for u in node.users if u.target is operator.getitem}
 
 
 def _planned_order(ctx: LoweringContext, node: torch.fx.Node) -> list[int] | None:
@@ -372,7 +377,7 @@ def _planned_orders(ctx: LoweringContext, node: torch.fx.Node, result: Any) -> A
     op (its getitem users)."""
     if not isinstance(result, (list, tuple)):
         return _planned_order(ctx, node)
-    items = {u.args[1]: u for u in node.users if u.target is operator.getitem}
+    items = _items(node)
     return [_planned_order(ctx, items[k]) if k in items else None for k in range(len(result))]
 
 

@@ -785,15 +785,18 @@ class KernelWriter(Emitter):
         name = node.buf.name
         if name in self.internal:
             return
-        body = node.body
-        if (isinstance(body, Op) and body.op == "cast" and body.dtype == node.buf.dtype
-                and body.dtype in (torch.bfloat16, torch.float16) and value == self._find(body)
-                and ctype(body.args[0].dtype) == "float" and self._find(body.args[0]) is not None):
-            # A float rounded to the stored type: store the float (the store rounds it the
-            # same way; rounding a rounded value changes nothing) rather than round twice.
-            value = self._find(body.args[0])
         self.lines.append(f"{indent}{name}[{print_index(node.store_index)}] = "
-                          f"{store_value(value, node.buf.dtype)};")
+                          f"{self.store_code(node.body, value, node.buf.dtype)};")
+
+    def store_code(self, body: Expr, value: str, dtype: torch.dtype) -> str:
+        """`value` (the emitted `body`, or another value) as stored into a `dtype` buffer. A
+        float rounded to the stored type is stored as the float: the store rounds it the
+        same way (rounding a rounded value changes nothing), rather than rounding twice."""
+        if (isinstance(body, Op) and body.op == "cast" and body.dtype == dtype
+                and dtype in (torch.bfloat16, torch.float16) and value == self._find(body)
+                and ctype(body.args[0].dtype) == "float" and self._find(body.args[0]) is not None):
+            value = self._find(body.args[0])
+        return store_value(value, dtype)
 
     def _kernel_head(self) -> list[str]:
         k = self.k

@@ -16,7 +16,6 @@ from ...ir.expr import Expr, Load, walk
 from ...ir.nodes import Scatter, index_vars, linear_index
 from ..indexing import print_index
 from .kernels import KernelWriter, _depends_on
-from .ops import store_value
 
 # Fewer outer points than this: the last dim is split in tiles so the threads have work ...
 SCATTER_ITEMS = 16
@@ -48,7 +47,7 @@ class ScatterWriter(KernelWriter):
         self.scopes.append({})
         v = self.var(b.init, ind)
         store = print_index(linear_index(ivars, b.stride))
-        self.lines.append(f"{ind}{b.name}[{store}] = {store_value(v, b.dtype)};")
+        self.lines.append(f"{ind}{b.name}[{store}] = {self.store_code(b.init, v, b.dtype)};")
         self.scopes.pop()
         return self.loop_nest(names, sizes, self.lines, list(range(len(names))))
 
@@ -61,7 +60,7 @@ class ScatterWriter(KernelWriter):
         if node.dynamic is not None:
             offset = f"{offset} + {self.var(node.dynamic, indent)}"
         v = self.var(node.body, indent)
-        self.lines.append(f"{indent}{b.name}[{offset}] = {store_value(v, b.dtype)};")
+        self.lines.append(f"{indent}{b.name}[{offset}] = {self.store_code(node.body, v, b.dtype)};")
         self.scopes.pop()
         return self.lines
 
